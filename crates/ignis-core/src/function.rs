@@ -1,0 +1,366 @@
+//! Functions: their runtime, handler, limits and immutable versions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How a function's code is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// CPython 3 with Ignis's bootstrap: `handler(event, context)` or `main(args)`.
+    Python,
+    /// Node.js with Ignis's bootstrap: `handler(event, context)` or `main(args)`.
+    Node,
+    /// Any executable: event on stdin, result on stdout, a fresh process per invocation.
+    Exec,
+}
+
+impl Runtime {
+    /// Every runtime, for error messages and help.
+    pub const ALL: [Runtime; 3] = [Runtime::Python, Runtime::Node, Runtime::Exec];
+
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+            Runtime::Node => "node",
+            Runtime::Exec => "exec",
+        }
+    }
+
+    /// Whether the event must be JSON (python, node) rather than any bytes (exec).
+    pub fn json_events(self) -> bool {
+        !matches!(self, Runtime::Exec)
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Runtime {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "python" | "python3" => Ok(Runtime::Python),
+            "node" | "nodejs" => Ok(Runtime::Node),
+            "exec" => Ok(Runtime::Exec),
+            other => Err(SpecError::new(
+                "runtime",
+                format!("unknown runtime {other:?}; expected one of python, node, exec"),
+            )),
+        }
+    }
+}
+
+/// A field of a function spec that is not acceptable, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct SpecError {
+    /// The offending field, as named in the API.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl SpecError {
+    /// A new error for `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        SpecError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a user says about a function besides its code. Every update makes a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// python: `module.function` (or `module` for `module.main`); node: `file.export`;
+    /// exec: the path of the executable inside the code.
+    #[serde(default)]
+    pub handler: String,
+    /// Memory limit of one instance in MiB.
+    #[serde(default = "FunctionSpec::default_memory_mb")]
+    pub memory_mb: u32,
+    /// End-to-end time limit of one invocation in milliseconds.
+    #[serde(default = "FunctionSpec::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Environment variables given to the function.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The most instances of this function running at once.
+    #[serde(default = "FunctionSpec::default_max_instances")]
+    pub max_instances: u32,
+}
+
+impl FunctionSpec {
+    /// Smallest memory limit.
+    pub const MIN_MEMORY_MB: u32 = 64;
+    /// Largest memory limit (Lambda's).
+    pub const MAX_MEMORY_MB: u32 = 10_240;
+    /// Longest timeout: 15 minutes.
+    pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+    /// Most instances of one function.
+    pub const MAX_INSTANCES: u32 = 1000;
+    /// Largest total size of the environment, like Lambda's 4 KiB.
+    pub const MAX_ENV_BYTES: usize = 4096;
+
+    fn default_memory_mb() -> u32 {
+        256
+    }
+    fn default_timeout_ms() -> u64 {
+        60_000
+    }
+    fn default_max_instances() -> u32 {
+        10
+    }
+
+    /// A spec with defaults for everything but runtime and handler.
+    pub fn new(runtime: Runtime, handler: impl Into<String>) -> Self {
+        FunctionSpec {
+            runtime,
+            handler: handler.into(),
+            memory_mb: Self::default_memory_mb(),
+            timeout_ms: Self::default_timeout_ms(),
+            env: BTreeMap::new(),
+            max_instances: Self::default_max_instances(),
+        }
+    }
+
+    /// Checks the limits, the environment and the shape of the handler (not whether the code has it).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(Self::MIN_MEMORY_MB..=Self::MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(SpecError::new(
+                "memory_mb",
+                format!(
+                    "{} is outside {}..={}",
+                    self.memory_mb,
+                    Self::MIN_MEMORY_MB,
+                    Self::MAX_MEMORY_MB
+                ),
+            ));
+        }
+        if !(1..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(SpecError::new(
+                "timeout_ms",
+                format!("{} is outside 1..={}", self.timeout_ms, Self::MAX_TIMEOUT_MS),
+            ));
+        }
+        if !(1..=Self::MAX_INSTANCES).contains(&self.max_instances) {
+            return Err(SpecError::new(
+                "max_instances",
+                format!(
+                    "{} is outside 1..={}",
+                    self.max_instances,
+                    Self::MAX_INSTANCES
+                ),
+            ));
+        }
+        let mut env_bytes = 0;
+        for (k, v) in &self.env {
+            let valid = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(SpecError::new(
+                    "env",
+                    format!("{k:?} is not a valid variable name"),
+                ));
+            }
+            if k.starts_with("IGNIS_") {
+                return Err(SpecError::new(
+                    "env",
+                    format!("{k:?}: names starting with IGNIS_ are reserved"),
+                ));
+            }
+            if v.contains('\0') {
+                return Err(SpecError::new("env", format!("{k:?} contains a NUL byte")));
+            }
+            env_bytes += k.len() + v.len();
+        }
+        if env_bytes > Self::MAX_ENV_BYTES {
+            return Err(SpecError::new(
+                "env",
+                format!(
+                    "{env_bytes} bytes in total, more than {}",
+                    Self::MAX_ENV_BYTES
+                ),
+            ));
+        }
+        self.validate_handler()
+    }
+
+    fn validate_handler(&self) -> Result<(), SpecError> {
+        let h = &self.handler;
+        if h.len() > 256 {
+            return Err(SpecError::new("handler", "longer than 256 characters"));
+        }
+        match self.runtime {
+            Runtime::Python | Runtime::Node => {
+                if h.is_empty() {
+                    return Err(SpecError::new(
+                        "handler",
+                        "required: `module.function`, e.g. app.handler",
+                    ));
+                }
+                let ident = |s: &str| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$'))
+                };
+                let (module, func) = self.handler_parts();
+                let module_ok = module.split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg != ".."
+                        && seg != "."
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                });
+                if !module_ok || !ident(func) {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("{h:?} is not of the form module.function"),
+                    ));
+                }
+            }
+            Runtime::Exec => {
+                if h.starts_with('/') || h.split('/').any(|s| s == "..") {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("{h:?} must be a relative path inside the code"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For python/node: the module path and the function name of the handler. A handler without
+    /// a dot names a module whose `main` is called (OpenWhisk's default).
+    pub fn handler_parts(&self) -> (&str, &str) {
+        match self.handler.rsplit_once('.') {
+            Some((m, f)) => (m, f),
+            None => (&self.handler, "main"),
+        }
+    }
+}
+
+/// How the code of a version was uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeFormat {
+    /// A zip archive, unpacked into the code directory.
+    Zip,
+    /// A single file, placed in the code directory under its file name.
+    File,
+}
+
+/// Where a version's code is: a content-addressed blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// SHA-256 of the uploaded bytes, hex.
+    pub sha256: String,
+    /// Size of the upload in bytes.
+    pub size: u64,
+    /// Zip or single file.
+    pub format: CodeFormat,
+    /// For a single file, its name inside the code directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// One immutable version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionVersion {
+    /// Owning namespace.
+    pub namespace: String,
+    /// Function name.
+    pub name: String,
+    /// 1, 2, 3, … in order of deployment.
+    pub version: u32,
+    /// Runtime, handler, limits, env.
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
+    /// The code.
+    pub code: CodeRef,
+    /// When this version was deployed (ms since epoch).
+    pub created_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_runtimes() {
+        assert_eq!("python".parse::<Runtime>().unwrap(), Runtime::Python);
+        assert_eq!("node".parse::<Runtime>().unwrap(), Runtime::Node);
+        let err = "cobol".parse::<Runtime>().unwrap_err();
+        assert_eq!(err.field, "runtime");
+        assert!(err.message.contains("cobol"));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let spec: FunctionSpec =
+            serde_json::from_str(r#"{"runtime":"python","handler":"app.handler"}"#).unwrap();
+        assert_eq!(spec.memory_mb, 256);
+        assert_eq!(spec.timeout_ms, 60_000);
+        spec.validate().unwrap();
+        assert_eq!(spec.handler_parts(), ("app", "handler"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<FunctionSpec>(r#"{"runtime":"python","handlr":"x"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("handlr"));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let mut s = FunctionSpec::new(Runtime::Python, "app.handler");
+        s.timeout_ms = 16 * 60 * 1000;
+        assert_eq!(s.validate().unwrap_err().field, "timeout_ms");
+        s.timeout_ms = 1000;
+        s.memory_mb = 1;
+        assert_eq!(s.validate().unwrap_err().field, "memory_mb");
+        s.memory_mb = 128;
+        s.env.insert("1BAD".into(), "x".into());
+        assert_eq!(s.validate().unwrap_err().field, "env");
+        s.env.clear();
+        s.env.insert("GOOD".into(), "x".repeat(5000));
+        assert_eq!(s.validate().unwrap_err().field, "env");
+    }
+
+    #[test]
+    fn handlers_are_checked() {
+        let bad = |rt, h: &str| FunctionSpec::new(rt, h).validate().unwrap_err().field;
+        assert_eq!(bad(Runtime::Python, ""), "handler");
+        assert_eq!(bad(Runtime::Python, "../x.handler"), "handler");
+        assert_eq!(bad(Runtime::Node, "index.han dler"), "handler");
+        assert_eq!(bad(Runtime::Exec, "/bin/sh"), "handler");
+        FunctionSpec::new(Runtime::Python, "main").validate().unwrap();
+        FunctionSpec::new(Runtime::Node, "lib/index.handler")
+            .validate()
+            .unwrap();
+        FunctionSpec::new(Runtime::Exec, "bin/run").validate().unwrap();
+        assert_eq!(
+            FunctionSpec::new(Runtime::Python, "main").handler_parts(),
+            ("main", "main")
+        );
+    }
+}

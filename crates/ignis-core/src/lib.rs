@@ -1,0 +1,26 @@
+//! Shared vocabulary of Ignis: namespaces, functions, runtimes, limits and activation records.
+//!
+//! Every other crate speaks in these types. Nothing here does I/O; the only side effect is
+//! reading the clock and the OS random source for ids.
+#![warn(missing_docs)]
+
+mod activation;
+mod function;
+mod ids;
+mod names;
+
+pub use activation::{
+    ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
+};
+pub use function::{CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Runtime, SpecError};
+pub use ids::{ActivationId, new_secret, now_ms};
+pub use names::{NameError, validate_function_name, validate_namespace_name};
+
+/// Largest request payload (event) accepted by invoke, like Lambda's synchronous limit.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest result a function may return.
+pub const MAX_RESULT_BYTES: usize = 6 * 1024 * 1024;
+/// Most log bytes kept for one activation; the rest is dropped and the record marked truncated.
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+/// Name of the namespace that always exists.
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -1,0 +1,543 @@
+//! One instance: a python/node process speaking the protocol (kept warm and reused), or an exec
+//! slot (a fresh process per invocation, event on stdin, result on stdout).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ignis_core::{
+    ActivationError, ActivationId, ErrorPhase, FunctionVersion, LogStream, MAX_RESULT_BYTES,
+    Runtime, Status,
+};
+use ignis_runtime::protocol::{
+    self, ErrorPayload, Frame, FrameKind, InitMessage, InvokeMeta, ProtocolError,
+};
+use ignis_sandbox::{ProcessSpec, SandboxedProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::time::Instant as TokioInstant;
+
+use crate::logs::LogCollector;
+use crate::Inner;
+
+/// How a run on an instance ended, before it is turned into an activation.
+pub(crate) struct RunEnd {
+    pub status: Status,
+    pub body: Bytes,
+    pub error: Option<ActivationError>,
+    /// Whether the instance may serve again.
+    pub reusable: bool,
+}
+
+impl RunEnd {
+    fn failed(status: Status, kind: &str, message: String, phase: ErrorPhase) -> Self {
+        RunEnd {
+            status,
+            body: Bytes::new(),
+            error: Some(ActivationError {
+                kind: kind.to_string(),
+                message,
+                stack: None,
+                phase,
+            }),
+            reusable: false,
+        }
+    }
+
+    fn from_payload(status: Status, payload: &[u8], phase: ErrorPhase, reusable: bool) -> Self {
+        let e = ErrorPayload::parse(payload);
+        RunEnd {
+            status,
+            body: Bytes::new(),
+            error: Some(ActivationError {
+                kind: e.kind,
+                message: e.message,
+                stack: e.stack,
+                phase,
+            }),
+            reusable,
+        }
+    }
+}
+
+/// A live instance.
+pub(crate) struct Instance {
+    /// `<function>/<n>`.
+    pub name: String,
+    pub kind: InstanceKind,
+    pub last_used: Instant,
+    pub served: u64,
+}
+
+pub(crate) enum InstanceKind {
+    /// A python or node process kept between invocations.
+    Process(Box<ProcessInstance>),
+    /// An exec function's slot: code unpacked, a process is started per invocation.
+    Exec { code_dir: std::path::PathBuf },
+}
+
+pub(crate) struct ProcessInstance {
+    proc: SandboxedProcess,
+    channel: tokio::net::UnixStream,
+    rbuf: BytesMut,
+    next_id: u64,
+}
+
+/// What came out of the channel while pumping.
+enum Pumped {
+    Frame(Frame),
+    Closed,
+    Deadline,
+    Broken(ProtocolError),
+}
+
+/// Reads the channel and both log pipes until a frame arrives, the channel closes or the
+/// deadline passes. Log bytes go to `logs`. Cancel-safe reads only (`read_buf`, `readable`).
+async fn pump(
+    channel: &mut tokio::net::UnixStream,
+    rbuf: &mut BytesMut,
+    stdout: &pipe::Receiver,
+    stderr: &pipe::Receiver,
+    logs: &mut LogCollector,
+    deadline: TokioInstant,
+) -> Pumped {
+    let mut scratch = [0u8; 16 * 1024];
+    loop {
+        match protocol::parse_frame(rbuf) {
+            Ok(Some(f)) => return Pumped::Frame(f),
+            Ok(None) => {}
+            Err(e) => return Pumped::Broken(e),
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            biased;
+            r = channel.read_buf(rbuf) => match r {
+                Ok(0) => return Pumped::Closed,
+                Ok(_) => {}
+                Err(e) => return Pumped::Broken(e.into()),
+            },
+            r = stdout.readable() => {
+                if r.is_ok() { drain(stdout, LogStream::Stdout, logs, &mut scratch); }
+            }
+            r = stderr.readable() => {
+                if r.is_ok() { drain(stderr, LogStream::Stderr, logs, &mut scratch); }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Pumped::Deadline,
+        }
+    }
+}
+
+/// Reads whatever a pipe holds right now, without waiting. Returns false at end of file.
+fn drain(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scratch: &mut [u8]) -> bool {
+    loop {
+        match p.try_read(scratch) {
+            Ok(0) => return false,
+            Ok(n) => logs.push(stream, &scratch[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
+    let mut scratch = [0u8; 16 * 1024];
+    drain(&proc.stdout, LogStream::Stdout, logs, &mut scratch);
+    drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+}
+
+fn base_env(inner: &Inner) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), inner.config.tmp_dir.clone().into()),
+        ("TMPDIR".into(), inner.config.tmp_dir.clone().into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
+}
+
+fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
+    let mut env = f.spec.env.clone();
+    env.insert("IGNIS_NAMESPACE".into(), f.namespace.clone());
+    env.insert("IGNIS_FUNCTION_NAME".into(), f.name.clone());
+    env.insert("IGNIS_FUNCTION_VERSION".into(), f.version.to_string());
+    env.insert("IGNIS_MEMORY_MB".into(), f.spec.memory_mb.to_string());
+    env
+}
+
+fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
+    RunEnd::failed(
+        Status::Timeout,
+        "Timeout",
+        format!("the function did not finish within {} ms", f.spec.timeout_ms),
+        phase,
+    )
+}
+
+/// Classifies an instance that died without answering: out of memory or crash.
+fn died(proc: &mut SandboxedProcess, logs: &mut LogCollector, phase: ErrorPhase) -> RunEnd {
+    drain_both(proc, logs);
+    let oom = logs.contains("JavaScript heap out of memory") || logs.contains("MemoryError");
+    let exit = match proc.child.try_wait() {
+        Ok(Some(s)) => describe_exit(s),
+        _ => "the instance closed its channel".to_string(),
+    };
+    let tail = logs.stderr_tail(5);
+    let message = if tail.is_empty() {
+        exit
+    } else {
+        format!("{exit}: {tail}")
+    };
+    if oom {
+        RunEnd::failed(Status::Oom, "OutOfMemory", message, phase)
+    } else {
+        RunEnd::failed(Status::Crash, "Crash", message, phase)
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("the process exited with status {c}"),
+        (_, Some(sig)) => format!("the process was killed by signal {sig}"),
+        _ => "the process ended".to_string(),
+    }
+}
+
+impl ProcessInstance {
+    /// Starts a python/node instance and loads the function's code. On failure returns how the
+    /// (init) run ended, for the activation.
+    pub async fn start(
+        inner: &Inner,
+        f: &FunctionVersion,
+        code_dir: &std::path::Path,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+    ) -> Result<ProcessInstance, RunEnd> {
+        let mb = f.spec.memory_mb as u64;
+        let (program, args, data_limit): (_, Vec<std::ffi::OsString>, _) = match f.spec.runtime {
+            Runtime::Python => (
+                inner.config.python.clone(),
+                vec!["-u".into(), "-B".into(), inner.config.bootstraps.python.clone().into()],
+                Some(mb * 1024 * 1024),
+            ),
+            Runtime::Node => (
+                inner.config.node.clone(),
+                vec![
+                    format!("--max-old-space-size={}", (mb * 3 / 4).max(32)).into(),
+                    inner.config.bootstraps.node.clone().into(),
+                ],
+                None,
+            ),
+            Runtime::Exec => unreachable!("exec functions have no process instance"),
+        };
+        let mut env = base_env(inner);
+        env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
+        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        let spec = ProcessSpec {
+            program,
+            args,
+            env,
+            cwd: code_dir.to_path_buf(),
+            data_limit_bytes: data_limit,
+            channel: true,
+            stdin: false,
+        };
+        let mut proc = inner.sandbox.spawn(&spec).map_err(|e| {
+            RunEnd::failed(Status::PlatformError, "InstanceStart", e.to_string(), ErrorPhase::Init)
+        })?;
+        let channel = proc.channel.take().expect("channel was asked for");
+        let mut inst = ProcessInstance {
+            proc,
+            channel,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            next_id: 1,
+        };
+        // READY
+        let ready = inst.next_frame(f, logs, deadline, ErrorPhase::Init).await?;
+        if ready.kind != FrameKind::Ready {
+            return Err(inst.protocol_violation(ready.kind, ErrorPhase::Init));
+        }
+        let init = InitMessage {
+            code_dir: code_dir.to_string_lossy().into_owned(),
+            handler: f.spec.handler.clone(),
+            namespace: f.namespace.clone(),
+            function: f.name.clone(),
+            version: f.version,
+            memory_mb: f.spec.memory_mb,
+            timeout_ms: f.spec.timeout_ms,
+            env: function_env(f),
+        };
+        let payload = serde_json::to_vec(&init).unwrap_or_default();
+        let init_frame = protocol::encode(FrameKind::Init, 0, &payload);
+        if inst.channel.write_all(&init_frame).await.is_err() {
+            return Err(died(&mut inst.proc, logs, ErrorPhase::Init));
+        }
+        match inst.next_frame(f, logs, deadline, ErrorPhase::Init).await {
+            Ok(fr) if fr.kind == FrameKind::InitOk => Ok(inst),
+            Ok(fr) if fr.kind == FrameKind::InitError => {
+                drain_both(&inst.proc, logs);
+                Err(RunEnd::from_payload(
+                    Status::ApplicationError,
+                    &fr.payload,
+                    ErrorPhase::Init,
+                    false,
+                ))
+            }
+            Ok(fr) => Err(inst.protocol_violation(fr.kind, ErrorPhase::Init)),
+            Err(end) => Err(end),
+        }
+    }
+
+    fn protocol_violation(&self, kind: FrameKind, phase: ErrorPhase) -> RunEnd {
+        RunEnd::failed(
+            Status::Crash,
+            "ProtocolError",
+            format!("the instance sent an unexpected {kind:?} frame"),
+            phase,
+        )
+    }
+
+    /// Waits for the next frame; on failure (deadline, instance gone) says how the run ended.
+    async fn next_frame(
+        &mut self,
+        f: &FunctionVersion,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+        phase: ErrorPhase,
+    ) -> Result<Frame, RunEnd> {
+        let pumped = pump(
+            &mut self.channel,
+            &mut self.rbuf,
+            &self.proc.stdout,
+            &self.proc.stderr,
+            logs,
+            deadline,
+        )
+        .await;
+        match pumped {
+            Pumped::Frame(fr) => Ok(fr),
+            Pumped::Deadline => {
+                self.proc.kill();
+                drain_both(&self.proc, logs);
+                Err(timeout_end(f, phase))
+            }
+            Pumped::Closed => {
+                // Let the process be reaped so that its exit status can be reported.
+                let wait = std::time::Duration::from_millis(200);
+                let _ = tokio::time::timeout(wait, self.proc.child.wait()).await;
+                Err(died(&mut self.proc, logs, phase))
+            }
+            Pumped::Broken(e) => {
+                self.proc.kill();
+                let mut end = died(&mut self.proc, logs, phase);
+                if let Some(err) = end.error.as_mut() {
+                    err.kind = "ProtocolError".into();
+                    err.message = format!("{e}; {}", err.message);
+                }
+                Err(end)
+            }
+        }
+    }
+
+    /// Runs one invocation.
+    pub async fn invoke(
+        &mut self,
+        f: &FunctionVersion,
+        id: ActivationId,
+        event: &[u8],
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+        deadline_ms: u64,
+    ) -> RunEnd {
+        let seq = self.next_id;
+        self.next_id += 1;
+        let request_id = id.to_string();
+        let meta = InvokeMeta {
+            request_id: &request_id,
+            deadline_ms,
+        };
+        let frame = protocol::encode_invoke(seq, &meta, event);
+        let write = tokio::time::timeout_at(deadline, self.channel.write_all(&frame)).await;
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return died(&mut self.proc, logs, ErrorPhase::Invoke),
+            Err(_) => {
+                self.proc.kill();
+                return timeout_end(f, ErrorPhase::Invoke);
+            }
+        }
+        let fr = match self.next_frame(f, logs, deadline, ErrorPhase::Invoke).await {
+            Ok(fr) => fr,
+            Err(end) => return end,
+        };
+        // Everything the handler printed before answering is in the pipes now.
+        drain_both(&self.proc, logs);
+        match fr.kind {
+            FrameKind::Result if fr.id == seq => {
+                if fr.payload.len() > MAX_RESULT_BYTES {
+                    return RunEnd::failed(
+                        Status::ApplicationError,
+                        "ResultTooLarge",
+                        format!(
+                            "the result is {} bytes, more than the limit of {MAX_RESULT_BYTES}",
+                            fr.payload.len()
+                        ),
+                        ErrorPhase::Invoke,
+                    );
+                }
+                RunEnd {
+                    status: Status::Success,
+                    body: fr.payload,
+                    error: None,
+                    reusable: true,
+                }
+            }
+            FrameKind::Error if fr.id == seq => {
+                let e = ErrorPayload::parse(&fr.payload);
+                if e.kind == "MemoryError" {
+                    self.proc.kill();
+                    RunEnd::from_payload(Status::Oom, &fr.payload, ErrorPhase::Invoke, false)
+                } else {
+                    RunEnd::from_payload(
+                        Status::ApplicationError,
+                        &fr.payload,
+                        ErrorPhase::Invoke,
+                        true,
+                    )
+                }
+            }
+            other => {
+                self.proc.kill();
+                self.protocol_violation(other, ErrorPhase::Invoke)
+            }
+        }
+    }
+}
+
+/// Runs an exec function: a fresh process, the event on stdin, the result from stdout.
+pub(crate) async fn run_exec(
+    inner: &Inner,
+    f: &FunctionVersion,
+    code_dir: &std::path::Path,
+    event: Bytes,
+    logs: &mut LogCollector,
+    deadline: TokioInstant,
+) -> RunEnd {
+    let handler = f.spec.handler.trim_start_matches("./");
+    let mut env = base_env(inner);
+    env.extend(
+        function_env(f)
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into())),
+    );
+    let spec = ProcessSpec {
+        program: code_dir.join(handler),
+        args: Vec::new(),
+        env,
+        cwd: code_dir.to_path_buf(),
+        data_limit_bytes: Some(f.spec.memory_mb as u64 * 1024 * 1024),
+        channel: false,
+        stdin: true,
+    };
+    let mut proc = match inner.sandbox.spawn(&spec) {
+        Ok(p) => p,
+        Err(e) => {
+            return RunEnd::failed(
+                Status::ApplicationError,
+                "ExecFailed",
+                format!("cannot run {handler:?}: {e}"),
+                ErrorPhase::Init,
+            );
+        }
+    };
+    if let Some(mut stdin) = proc.stdin.take() {
+        tokio::spawn(async move {
+            // A process that does not read its stdin is fine: the write just fails.
+            let _ = stdin.write_all(&event).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let mut out = BytesMut::new();
+    let mut scratch = [0u8; 16 * 1024];
+    let mut stdout_open = true;
+    let mut stderr_open = true;
+    let status = loop {
+        tokio::select! {
+            biased;
+            r = proc.stdout.readable(), if stdout_open => {
+                if r.is_err() { stdout_open = false; continue; }
+                loop {
+                    match proc.stdout.try_read(&mut scratch) {
+                        Ok(0) => { stdout_open = false; break; }
+                        Ok(n) => out.extend_from_slice(&scratch[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => { stdout_open = false; break; }
+                    }
+                }
+                if out.len() > MAX_RESULT_BYTES {
+                    proc.kill();
+                    drain_both(&proc, logs);
+                    return RunEnd::failed(
+                        Status::ApplicationError,
+                        "ResultTooLarge",
+                        format!("the function wrote more than {MAX_RESULT_BYTES} bytes to stdout"),
+                        ErrorPhase::Invoke,
+                    );
+                }
+            }
+            r = proc.stderr.readable(), if stderr_open => {
+                if r.is_err() || !drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch) {
+                    stderr_open = false;
+                }
+            }
+            s = proc.child.wait() => break s,
+            _ = tokio::time::sleep_until(deadline) => {
+                proc.kill();
+                drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+                return timeout_end(f, ErrorPhase::Invoke);
+            }
+        }
+    };
+    // The process has exited: take what is left in the pipes, then end its whole group.
+    loop {
+        match proc.stdout.try_read(&mut scratch) {
+            Ok(n) if n > 0 && out.len() <= MAX_RESULT_BYTES => out.extend_from_slice(&scratch[..n]),
+            _ => break,
+        }
+    }
+    drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+    proc.kill();
+    if out.len() > MAX_RESULT_BYTES {
+        return RunEnd::failed(
+            Status::ApplicationError,
+            "ResultTooLarge",
+            format!("the function wrote more than {MAX_RESULT_BYTES} bytes to stdout"),
+            ErrorPhase::Invoke,
+        );
+    }
+    match status {
+        Ok(s) if s.success() => RunEnd {
+            status: Status::Success,
+            body: out.freeze(),
+            error: None,
+            reusable: true,
+        },
+        Ok(s) if s.code().is_some() => {
+            let tail = logs.stderr_tail(5);
+            let mut message = describe_exit(s);
+            if !tail.is_empty() {
+                message = format!("{message}: {tail}");
+            }
+            RunEnd {
+                reusable: true,
+                ..RunEnd::failed(Status::ApplicationError, "ExitCode", message, ErrorPhase::Invoke)
+            }
+        }
+        Ok(s) => RunEnd {
+            reusable: true,
+            ..RunEnd::failed(Status::Crash, "Crash", describe_exit(s), ErrorPhase::Invoke)
+        },
+        Err(e) => RunEnd::failed(Status::PlatformError, "Wait", e.to_string(), ErrorPhase::Invoke),
+    }
+}
+

@@ -1,0 +1,359 @@
+//! The data plane of Ignis: runs invocations on instances.
+//!
+//! ```text
+//!  invoke(function@version, event)
+//!     │
+//!     ▼  pool of that version (one short mutex section)
+//!  idle instance? ── yes ──► warm run
+//!     │ no
+//!  live < max_instances? ── yes ──► create instance (cold run)
+//!     │ no
+//!  queue has room? ── yes ──► wait for a released instance (or a slot)
+//!     │ no
+//!  Throttled (429)
+//! ```
+//!
+//! An instance that crashed, timed out or ran out of memory is dropped (its process group is
+//! killed) and never reused. Idle instances are reclaimed after the keep-alive: scale to zero.
+//! The warm path does no disk I/O and spawns nothing.
+#![warn(missing_docs)]
+
+mod instance;
+mod logs;
+mod pool;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ignis_core::{
+    ActivationError, ActivationId, ErrorPhase, FunctionVersion, LogLine, Runtime, Status,
+};
+use ignis_runtime::bootstrap::BootstrapPaths;
+use ignis_sandbox::Sandbox;
+
+pub use logs::LogCollector;
+use pool::{Acquired, Pool, PoolKey};
+
+/// Where the invoker gets the bytes of a version's code when it must unpack it.
+pub trait CodeSource: Send + Sync {
+    /// The uploaded bytes with this SHA-256.
+    fn read(&self, sha256: &str) -> std::io::Result<Vec<u8>>;
+}
+
+/// Settings of the invoker.
+#[derive(Debug, Clone)]
+pub struct InvokerConfig {
+    /// Directory where code is unpacked, one subdirectory per code hash.
+    pub code_dir: PathBuf,
+    /// Writable scratch directory given to functions as HOME and TMPDIR.
+    pub tmp_dir: PathBuf,
+    /// The installed bootstraps.
+    pub bootstraps: BootstrapPaths,
+    /// Path of the python interpreter.
+    pub python: PathBuf,
+    /// Path of node.
+    pub node: PathBuf,
+    /// How long an idle instance is kept before it is reclaimed.
+    pub keep_alive: Duration,
+    /// How many invocations of one function may wait for an instance.
+    pub queue_per_function: usize,
+}
+
+/// One invocation to run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The version to run.
+    pub function: Arc<FunctionVersion>,
+    /// Its activation id (the request id given to the handler).
+    pub id: ActivationId,
+    /// The event bytes (JSON for python/node).
+    pub event: Bytes,
+    /// When the gateway accepted it; the deadline counts from here.
+    pub accepted: Instant,
+}
+
+/// The end of an invocation, from which the activation record is made.
+#[derive(Debug, Clone)]
+pub struct InvokeResult {
+    /// How it ended.
+    pub status: Status,
+    /// The result bytes (success only).
+    pub body: Bytes,
+    /// The error (failures only).
+    pub error: Option<ActivationError>,
+    /// What the function wrote.
+    pub logs: Vec<LogLine>,
+    /// Whether logs were dropped past the limit.
+    pub logs_truncated: bool,
+    /// Whether an instance was created for it.
+    pub cold: bool,
+    /// Which instance ran it.
+    pub instance: String,
+    /// Time waiting in the queue.
+    pub queue: Duration,
+    /// Time creating the instance and loading the code.
+    pub init: Duration,
+    /// Time running the handler.
+    pub run: Duration,
+}
+
+/// Why an invocation was not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The function's instances and queue are full.
+    #[error("too many concurrent invocations of {function}: {max} instances busy and the queue is full")]
+    Throttled {
+        /// namespace/name@version
+        function: String,
+        /// its max_instances
+        max: u32,
+    },
+    /// The invoker is shutting down.
+    #[error("the invoker is shutting down")]
+    ShuttingDown,
+}
+
+/// Counts of one function's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceCounts {
+    /// Instances alive (idle, busy or starting).
+    pub live: usize,
+    /// Idle instances.
+    pub idle: usize,
+    /// Invocations waiting.
+    pub queued: usize,
+}
+
+pub(crate) struct Inner {
+    pub config: InvokerConfig,
+    pub sandbox: Sandbox,
+    code: Arc<dyn CodeSource>,
+    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    next_instance: std::sync::atomic::AtomicU64,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// Runs invocations on pooled instances. Cheap to clone.
+#[derive(Clone)]
+pub struct Invoker {
+    inner: Arc<Inner>,
+}
+
+impl Invoker {
+    /// A new invoker; starts its keep-alive reaper on the current tokio runtime.
+    pub fn new(config: InvokerConfig, sandbox: Sandbox, code: Arc<dyn CodeSource>) -> Self {
+        let inner = Arc::new(Inner {
+            config,
+            sandbox,
+            code,
+            pools: RwLock::new(HashMap::new()),
+            next_instance: std::sync::atomic::AtomicU64::new(1),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        let tick = (inner.config.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let pools: Vec<Arc<Pool>> = inner.pools.read().unwrap().values().cloned().collect();
+                for p in pools {
+                    p.reap_idle(inner.config.keep_alive);
+                }
+            }
+        });
+        Invoker { inner }
+    }
+
+    /// The sandbox instances run in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
+    fn pool(&self, f: &Arc<FunctionVersion>) -> Arc<Pool> {
+        let key = PoolKey::of(f);
+        if let Some(p) = self.inner.pools.read().unwrap().get(&key) {
+            return p.clone();
+        }
+        let mut pools = self.inner.pools.write().unwrap();
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool::new(
+                    f.clone(),
+                    self.inner.config.queue_per_function,
+                ))
+            })
+            .clone()
+    }
+
+    /// Runs an invocation to its end. Errors only when it could not be run at all.
+    pub async fn invoke(&self, inv: Invocation) -> Result<InvokeResult, InvokeError> {
+        if self.inner.closing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(InvokeError::ShuttingDown);
+        }
+        let f = &inv.function;
+        let timeout = Duration::from_millis(f.spec.timeout_ms);
+        let deadline = tokio::time::Instant::from_std(inv.accepted + timeout);
+        let deadline_ms = ignis_core::now_ms() + timeout.saturating_sub(inv.accepted.elapsed()).as_millis() as u64;
+        let pool = self.pool(f);
+        let acquired = pool.acquire(deadline).await.map_err(|()| InvokeError::Throttled {
+            function: format!("{}/{}@{}", f.namespace, f.name, f.version),
+            max: f.spec.max_instances,
+        })?;
+        let queue = inv.accepted.elapsed();
+        let mut logs = LogCollector::default();
+        let init_start = Instant::now();
+        let (mut lease, cold) = match acquired {
+            Acquired::Warm(lease) => (lease, false),
+            Acquired::Create(slot) => {
+                match self.create_instance(f, &mut logs, deadline).await {
+                    Ok(instance) => (slot.fill(instance), true),
+                    Err(end) => {
+                        drop(slot); // frees the slot for someone else
+                        let (logs, logs_truncated) = logs.finish();
+                        let init = init_start.elapsed();
+                        return Ok(InvokeResult {
+                            status: end.status,
+                            body: end.body,
+                            error: end.error,
+                            logs,
+                            logs_truncated,
+                            cold: true,
+                            instance: String::new(),
+                            queue,
+                            init,
+                            run: Duration::ZERO,
+                        });
+                    }
+                }
+            }
+        };
+        let init = if cold { init_start.elapsed() } else { Duration::ZERO };
+        let run_start = Instant::now();
+        let instance = lease.instance();
+        let end = match &mut instance.kind {
+            instance::InstanceKind::Process(p) => {
+                p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms).await
+            }
+            instance::InstanceKind::Exec { code_dir } => {
+                let code_dir = code_dir.clone();
+                instance::run_exec(&self.inner, f, &code_dir, inv.event.clone(), &mut logs, deadline).await
+            }
+        };
+        let run = run_start.elapsed();
+        instance.served += 1;
+        let name = instance.name.clone();
+        lease.release(end.reusable);
+        let (logs, logs_truncated) = logs.finish();
+        Ok(InvokeResult {
+            status: end.status,
+            body: end.body,
+            error: end.error,
+            logs,
+            logs_truncated,
+            cold,
+            instance: name,
+            queue,
+            init,
+            run,
+        })
+    }
+
+    async fn create_instance(
+        &self,
+        f: &Arc<FunctionVersion>,
+        logs: &mut LogCollector,
+        deadline: tokio::time::Instant,
+    ) -> Result<instance::Instance, instance::RunEnd> {
+        let code_dir = self.ensure_code(f).await.map_err(|e| instance::RunEnd {
+            status: Status::PlatformError,
+            body: Bytes::new(),
+            error: Some(ActivationError {
+                kind: "CodeUnavailable".into(),
+                message: e,
+                stack: None,
+                phase: ErrorPhase::Init,
+            }),
+            reusable: false,
+        })?;
+        let n = self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = match f.spec.runtime {
+            Runtime::Exec => instance::InstanceKind::Exec { code_dir },
+            Runtime::Python | Runtime::Node => {
+                let p = instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline).await?;
+                instance::InstanceKind::Process(Box::new(p))
+            }
+        };
+        Ok(instance::Instance {
+            name: format!("{}/{}", f.name, n),
+            kind,
+            last_used: Instant::now(),
+            served: 0,
+        })
+    }
+
+    /// The unpacked code directory of a version, unpacking it on first use.
+    async fn ensure_code(&self, f: &FunctionVersion) -> Result<PathBuf, String> {
+        let dir = self.inner.config.code_dir.join(&f.code.sha256);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let inner = self.inner.clone();
+        let code = f.code.clone();
+        let exec = f.spec.runtime == Runtime::Exec;
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let bytes = inner.code.read(&code.sha256).map_err(|e| format!("code {}: {e}", code.sha256))?;
+            ignis_runtime::code::unpack(code.format, code.filename.as_deref(), exec, &bytes, &target)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(dir)
+    }
+
+    /// Instance counts of one function version.
+    pub fn counts(&self, f: &FunctionVersion) -> InstanceCounts {
+        let key = PoolKey::of(f);
+        self.inner
+            .pools
+            .read()
+            .unwrap()
+            .get(&key)
+            .map(|p| p.counts())
+            .unwrap_or_default()
+    }
+
+    /// Kills the idle instances of every version of a function and forgets its pools (after a
+    /// delete). Busy instances finish their invocation and are then dropped.
+    pub fn evict_function(&self, namespace: &str, name: &str) {
+        let mut pools = self.inner.pools.write().unwrap();
+        pools.retain(|k, p| {
+            let keep = !(k.namespace == namespace && k.name == name);
+            if !keep {
+                p.close();
+            }
+            keep
+        });
+    }
+
+    /// Stops taking invocations and kills every idle instance. Busy ones are killed when
+    /// their invocation ends.
+    pub fn shutdown(&self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let pools = std::mem::take(&mut *self.inner.pools.write().unwrap());
+        for p in pools.values() {
+            p.close();
+        }
+    }
+
+    /// The directory code is unpacked into.
+    pub fn code_dir(&self) -> &Path {
+        &self.inner.config.code_dir
+    }
+}

@@ -1,0 +1,251 @@
+//! The instances of one function version: idle ones, a count of live ones, and a bounded queue
+//! of invocations waiting for one.
+//!
+//! Invariant: `live` counts every instance that exists or is being created (idle, busy or
+//! starting). A [`Slot`] is the right to create one; a [`Lease`] holds a busy one. Both give
+//! their place back when dropped, whatever path drops them, so `live` never leaks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ignis_core::FunctionVersion;
+use tokio::sync::oneshot;
+
+use crate::InstanceCounts;
+use crate::instance::Instance;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub namespace: String,
+    pub name: String,
+    pub version: u32,
+}
+
+impl PoolKey {
+    pub fn of(f: &FunctionVersion) -> Self {
+        PoolKey {
+            namespace: f.namespace.clone(),
+            name: f.name.clone(),
+            version: f.version,
+        }
+    }
+}
+
+enum Grant {
+    Warm(Instance),
+    Create,
+}
+
+struct State {
+    idle: Vec<Instance>,
+    live: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    closed: bool,
+}
+
+pub(crate) struct Pool {
+    max: usize,
+    queue_cap: usize,
+    state: Mutex<State>,
+}
+
+/// What `acquire` got.
+pub(crate) enum Acquired {
+    /// An idle instance.
+    Warm(Lease),
+    /// The right to create one.
+    Create(Slot),
+}
+
+/// A busy instance; released back to its pool (or dropped as dead) exactly once.
+pub(crate) struct Lease {
+    pool: Arc<Pool>,
+    instance: Option<Instance>,
+}
+
+/// The right to create an instance; given back if unused.
+pub(crate) struct Slot {
+    pool: Arc<Pool>,
+    used: bool,
+}
+
+impl Lease {
+    pub fn instance(&mut self) -> &mut Instance {
+        self.instance.as_mut().expect("a lease holds its instance until released")
+    }
+
+    /// Gives the instance back: to a waiter or the idle list if `reusable`, else it is killed.
+    pub fn release(mut self, reusable: bool) {
+        if let Some(i) = self.instance.take() {
+            self.pool.give_back(i, reusable);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Dropped mid-invocation: the instance is in an unknown state.
+        if let Some(i) = self.instance.take() {
+            self.pool.give_back(i, false);
+        }
+    }
+}
+
+impl Slot {
+    pub fn fill(mut self, instance: Instance) -> Lease {
+        self.used = true;
+        Lease {
+            pool: self.pool.clone(),
+            instance: Some(instance),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.used {
+            let mut st = self.pool.state.lock().unwrap();
+            Pool::free_place(&mut st);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(f: Arc<FunctionVersion>, queue_cap: usize) -> Self {
+        Pool {
+            max: f.spec.max_instances as usize,
+            queue_cap,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                live: 0,
+                waiters: VecDeque::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// A place (live count) is free: hand it to a waiter as the right to create, or count down.
+    fn free_place(st: &mut State) {
+        while let Some(w) = st.waiters.pop_front() {
+            if w.send(Grant::Create).is_ok() {
+                return;
+            }
+        }
+        st.live -= 1;
+    }
+
+    fn give_back(&self, mut instance: Instance, reusable: bool) {
+        let mut st = self.state.lock().unwrap();
+        if reusable && !st.closed {
+            instance.last_used = Instant::now();
+            while let Some(w) = st.waiters.pop_front() {
+                match w.send(Grant::Warm(instance)) {
+                    Ok(()) => return,
+                    Err(Grant::Warm(back)) => instance = back,
+                    Err(Grant::Create) => unreachable!("sent a warm grant"),
+                }
+            }
+            st.idle.push(instance);
+            return;
+        }
+        Self::free_place(&mut st);
+        drop(st);
+        drop(instance); // kills its process group, outside the lock
+    }
+
+    /// Takes an idle instance, or the right to create one, or waits in the queue until
+    /// `deadline`. `Err` means throttled: no instance, no room in the queue (or no grant in time).
+    pub async fn acquire(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Acquired, ()> {
+        let mut rx = {
+            let mut st = self.state.lock().unwrap();
+            if let Some(i) = st.idle.pop() {
+                return Ok(Acquired::Warm(self.lease(i)));
+            }
+            if st.live < self.max {
+                st.live += 1;
+                return Ok(Acquired::Create(Slot {
+                    pool: self.clone(),
+                    used: false,
+                }));
+            }
+            st.waiters.retain(|w| !w.is_closed());
+            if st.waiters.len() >= self.queue_cap {
+                return Err(());
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(tx);
+            rx
+        };
+        match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(Ok(grant)) => Ok(self.granted(grant)),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                // A grant may have been sent just as the wait ended: take it and give it back.
+                rx.close();
+                if let Ok(grant) = rx.try_recv() {
+                    match self.granted(grant) {
+                        Acquired::Warm(lease) => lease.release(true),
+                        Acquired::Create(slot) => drop(slot),
+                    }
+                }
+                Err(())
+            }
+        }
+    }
+
+    fn lease(self: &Arc<Self>, i: Instance) -> Lease {
+        Lease {
+            pool: self.clone(),
+            instance: Some(i),
+        }
+    }
+
+    fn granted(self: &Arc<Self>, grant: Grant) -> Acquired {
+        match grant {
+            Grant::Warm(i) => Acquired::Warm(self.lease(i)),
+            Grant::Create => Acquired::Create(Slot {
+                pool: self.clone(),
+                used: false,
+            }),
+        }
+    }
+
+    /// Kills idle instances unused for longer than `keep_alive`.
+    pub fn reap_idle(&self, keep_alive: Duration) {
+        let expired: Vec<Instance> = {
+            let mut st = self.state.lock().unwrap();
+            let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|i| i.last_used.elapsed() >= keep_alive);
+            st.idle = fresh;
+            st.live -= old.len();
+            old
+        };
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "reclaimed idle instances");
+        }
+    }
+
+    /// Kills idle instances and refuses to keep any from now on.
+    pub fn close(&self) {
+        let idle = {
+            let mut st = self.state.lock().unwrap();
+            st.closed = true;
+            st.waiters.clear();
+            let idle = std::mem::take(&mut st.idle);
+            st.live -= idle.len();
+            idle
+        };
+        drop(idle);
+    }
+
+    pub fn counts(&self) -> InstanceCounts {
+        let st = self.state.lock().unwrap();
+        InstanceCounts {
+            live: st.live,
+            idle: st.idle.len(),
+            queued: st.waiters.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The python and node bootstraps, embedded in the binary and written to disk at start.
+//!
+//! A bootstrap loads the user's handler once per instance and then serves invocations over the
+//! protocol in [`crate::protocol`]; see docs/runtime-protocol.md.
+
+use std::path::{Path, PathBuf};
+
+/// Source of the python bootstrap.
+pub const PYTHON: &str = include_str!("../bootstrap/python/ignis_bootstrap.py");
+/// Source of the node bootstrap.
+pub const NODE: &str = include_str!("../bootstrap/node/ignis_bootstrap.js");
+
+/// Where the bootstraps were written.
+#[derive(Debug, Clone)]
+pub struct BootstrapPaths {
+    /// The directory holding both files.
+    pub dir: PathBuf,
+    /// Path of the python bootstrap.
+    pub python: PathBuf,
+    /// Path of the node bootstrap.
+    pub node: PathBuf,
+}
+
+/// Writes the bootstraps into `dir` (created if needed), rewriting a file only when its content
+/// differs, so that running instances never see a half-written file.
+pub fn install(dir: &Path) -> std::io::Result<BootstrapPaths> {
+    std::fs::create_dir_all(dir)?;
+    let python = dir.join("ignis_bootstrap.py");
+    let node = dir.join("ignis_bootstrap.js");
+    write_if_changed(&python, PYTHON)?;
+    write_if_changed(&node, NODE)?;
+    Ok(BootstrapPaths {
+        dir: dir.to_path_buf(),
+        python,
+        node,
+    })
+}
+
+fn write_if_changed(path: &Path, content: &str) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = install(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&paths.python).unwrap(), PYTHON);
+        assert_eq!(std::fs::read_to_string(&paths.node).unwrap(), NODE);
+        install(dir.path()).unwrap();
+        assert!(!PYTHON.is_empty() && !NODE.is_empty());
+    }
+}

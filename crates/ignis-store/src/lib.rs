@@ -1,0 +1,188 @@
+//! The embedded store of Ignis: metadata and activations in one SQLite file, code as
+//! content-addressed blobs on disk.
+//!
+//! Everything goes through the object-safe [`Store`] trait so that a second backend (NATS
+//! JetStream, for cluster mode) can stand in its place.
+#![warn(missing_docs)]
+
+mod blobs;
+mod sqlite;
+
+use ignis_core::{ActivationId, ActivationRecord, CodeRef, FunctionSpec, FunctionVersion, Status};
+use serde::{Deserialize, Serialize};
+
+pub use blobs::{BlobStore, sha256_hex};
+pub use sqlite::SqliteStore;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The file system failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, in every namespace.
+    Admin,
+}
+
+/// A stored API key: its id and the SHA-256 of its secret (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id, the part before `:` in the key.
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// Namespace the key is limited to; `None` for all.
+    pub namespace: Option<String>,
+    /// What it may do.
+    pub role: Role,
+    /// When it was made.
+    pub created_ms: u64,
+}
+
+/// A version to add.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Namespace.
+    pub namespace: String,
+    /// Function name.
+    pub name: String,
+    /// Its spec.
+    pub spec: FunctionSpec,
+    /// Its code.
+    pub code: CodeRef,
+}
+
+/// Which activations to list.
+#[derive(Debug, Clone, Default)]
+pub struct ActivationFilter {
+    /// Only this function.
+    pub function: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Started at or after (ms).
+    pub since: Option<u64>,
+    /// Started before (ms).
+    pub until: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+    /// Continue after this position (from a previous page).
+    pub cursor: Option<Cursor>,
+}
+
+/// A position in the activation list (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// start_ms of the last activation seen.
+    pub start_ms: u64,
+    /// id of the last activation seen.
+    pub id: ActivationId,
+}
+
+impl Cursor {
+    /// The opaque text form given to clients.
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.start_ms, self.id)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('-')?;
+        Some(Cursor {
+            start_ms: ms.parse().ok()?,
+            id: ActivationId::parse(id)?,
+        })
+    }
+}
+
+/// One page of activations.
+#[derive(Debug, Clone)]
+pub struct ActivationPage {
+    /// The activations, newest first, without logs.
+    pub activations: Vec<ActivationRecord>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Cursor>,
+}
+
+/// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
+pub trait Store: Send + Sync {
+    /// Whether a namespace exists.
+    fn namespace_exists(&self, namespace: &str) -> Result<bool>;
+    /// Creates a namespace; false if it existed.
+    fn create_namespace(&self, namespace: &str) -> Result<bool>;
+
+    /// Stores a key.
+    fn put_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// Every key.
+    fn list_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+
+    /// Adds the next version of a function (creating the function if new). With `create_only`,
+    /// an existing function is a conflict. Returns the version and whether the function is new.
+    fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)>;
+    /// One version, or the latest with `None`.
+    fn get_version(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<FunctionVersion>>;
+    /// The latest version of every function of a namespace, by name.
+    fn list_functions(&self, namespace: &str) -> Result<Vec<FunctionVersion>>;
+    /// Every version of a function, oldest first.
+    fn list_versions(&self, namespace: &str, name: &str) -> Result<Vec<FunctionVersion>>;
+    /// Deletes a function and its versions; the number of versions, or `None` if unknown.
+    fn delete_function(&self, namespace: &str, name: &str) -> Result<Option<u32>>;
+
+    /// Stores activations, all in one transaction.
+    fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()>;
+    /// One activation with its logs.
+    fn get_activation(&self, namespace: &str, id: ActivationId)
+    -> Result<Option<ActivationRecord>>;
+    /// A page of activations, newest first, without logs and results.
+    fn list_activations(&self, namespace: &str, filter: &ActivationFilter)
+    -> Result<ActivationPage>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_object_safe() {
+        fn takes(_: &dyn Store) {}
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        takes(&s);
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            start_ms: 12345,
+            id: ActivationId::new(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("garbage"), None);
+        assert_eq!(Cursor::decode("12-zz"), None);
+    }
+}

@@ -1,0 +1,521 @@
+//! [`Store`] on one SQLite file in WAL mode: one connection for writes, one for reads.
+//!
+//! `synchronous=NORMAL` in WAL mode: a committed transaction survives the process being killed
+//! (`kill -9`); the last transactions may be lost on power failure.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ignis_core::{ActivationId, ActivationRecord, FunctionVersion, LogLine, now_ms};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, Result, Store, StoreError,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS namespaces (
+    name TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    latest_version INTEGER NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS function_versions (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (namespace, name, version)
+);
+CREATE TABLE IF NOT EXISTS activations (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    function TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    logs TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activations_by_ns ON activations (namespace, start_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS activations_by_fn ON activations (namespace, function, start_ms DESC, id DESC);
+";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    write: Mutex<Connection>,
+    read: Mutex<Connection>,
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database file and its schema; the `default` namespace exists.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let write = open_conn(path)?;
+        write.execute_batch(SCHEMA)?;
+        write.execute(
+            "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
+            params![ignis_core::DEFAULT_NAMESPACE, now_ms() as i64],
+        )?;
+        let read = open_conn(path)?;
+        Ok(SqliteStore {
+            write: Mutex::new(write),
+            read: Mutex::new(read),
+        })
+    }
+
+    fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
+    rows.iter()
+        .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+        .collect()
+}
+
+impl Store for SqliteStore {
+    fn namespace_exists(&self, namespace: &str) -> Result<bool> {
+        Ok(self
+            .r()
+            .query_row(
+                "SELECT 1 FROM namespaces WHERE name = ?1",
+                [namespace],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn create_namespace(&self, namespace: &str) -> Result<bool> {
+        let n = self.w().execute(
+            "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
+            params![namespace, now_ms() as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn put_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.w().execute(
+            "INSERT OR REPLACE INTO api_keys (id, record) VALUES (?1, ?2)",
+            params![key.id, serde_json::to_string(key)?],
+        )?;
+        Ok(())
+    }
+
+    fn list_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare("SELECT record FROM api_keys ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let latest: Option<u32> = tx
+            .query_row(
+                "SELECT latest_version FROM functions WHERE namespace = ?1 AND name = ?2",
+                params![new.namespace, new.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if create_only && latest.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "function {}/{}",
+                new.namespace, new.name
+            )));
+        }
+        // Versions keep counting after a delete and re-create is handled by starting at 1:
+        // deleting a function removes its versions.
+        let version = latest.unwrap_or(0) + 1;
+        let fv = FunctionVersion {
+            namespace: new.namespace,
+            name: new.name,
+            version,
+            spec: new.spec,
+            code: new.code,
+            created_ms: now_ms(),
+        };
+        tx.execute(
+            "INSERT INTO function_versions (namespace, name, version, record) VALUES (?1, ?2, ?3, ?4)",
+            params![fv.namespace, fv.name, version, serde_json::to_string(&fv)?],
+        )?;
+        tx.execute(
+            "INSERT INTO functions (namespace, name, latest_version) VALUES (?1, ?2, ?3)
+             ON CONFLICT (namespace, name) DO UPDATE SET latest_version = excluded.latest_version",
+            params![fv.namespace, fv.name, version],
+        )?;
+        tx.commit()?;
+        Ok((fv, latest.is_none()))
+    }
+
+    fn get_version(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<FunctionVersion>> {
+        let conn = self.r();
+        let row: Option<String> = match version {
+            Some(v) => conn
+                .query_row(
+                    "SELECT record FROM function_versions WHERE namespace = ?1 AND name = ?2 AND version = ?3",
+                    params![namespace, name, v],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            None => conn
+                .query_row(
+                    "SELECT v.record FROM functions f JOIN function_versions v
+                     ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.latest_version
+                     WHERE f.namespace = ?1 AND f.name = ?2",
+                    params![namespace, name],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        };
+        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
+            .transpose()
+    }
+
+    fn list_functions(&self, namespace: &str) -> Result<Vec<FunctionVersion>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare(
+            "SELECT v.record FROM functions f JOIN function_versions v
+             ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.latest_version
+             WHERE f.namespace = ?1 ORDER BY f.name",
+        )?;
+        let rows = stmt
+            .query_map([namespace], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        decode_versions(rows)
+    }
+
+    fn list_versions(&self, namespace: &str, name: &str) -> Result<Vec<FunctionVersion>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare(
+            "SELECT record FROM function_versions WHERE namespace = ?1 AND name = ?2 ORDER BY version",
+        )?;
+        let rows = stmt
+            .query_map(params![namespace, name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        decode_versions(rows)
+    }
+
+    fn delete_function(&self, namespace: &str, name: &str) -> Result<Option<u32>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM functions WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let versions = tx.execute(
+            "DELETE FROM function_versions WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        tx.commit()?;
+        Ok(Some(versions as u32))
+    }
+
+    fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO activations (id, namespace, function, status, start_ms, record, logs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for a in records {
+                // Logs are stored apart so that listing never reads them.
+                let summary = ActivationRecord {
+                    logs: Vec::new(),
+                    ..a.clone()
+                };
+                stmt.execute(params![
+                    a.id.to_string(),
+                    a.namespace,
+                    a.function,
+                    a.status.as_str(),
+                    a.start_ms as i64,
+                    serde_json::to_string(&summary)?,
+                    serde_json::to_string(&a.logs)?,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_activation(
+        &self,
+        namespace: &str,
+        id: ActivationId,
+    ) -> Result<Option<ActivationRecord>> {
+        let row: Option<(String, String)> = self
+            .r()
+            .query_row(
+                "SELECT record, logs FROM activations WHERE id = ?1 AND namespace = ?2",
+                params![id.to_string(), namespace],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((record, logs)) = row else {
+            return Ok(None);
+        };
+        let mut a: ActivationRecord = serde_json::from_str(&record)?;
+        a.logs = serde_json::from_str::<Vec<LogLine>>(&logs)?;
+        Ok(Some(a))
+    }
+
+    fn list_activations(
+        &self,
+        namespace: &str,
+        filter: &ActivationFilter,
+    ) -> Result<ActivationPage> {
+        let mut sql = String::from("SELECT record FROM activations WHERE namespace = ?1");
+        let mut args: Vec<rusqlite::types::Value> = vec![namespace.to_string().into()];
+        let mut add = |clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(f) = &filter.function {
+            add(" AND function = ?", f.clone().into());
+        }
+        if let Some(s) = filter.status {
+            add(" AND status = ?", s.as_str().to_string().into());
+        }
+        if let Some(since) = filter.since {
+            add(" AND start_ms >= ?", (since as i64).into());
+        }
+        if let Some(until) = filter.until {
+            add(" AND start_ms < ?", (until as i64).into());
+        }
+        if let Some(c) = filter.cursor {
+            let ms = c.start_ms as i64;
+            add(" AND (start_ms < ?", ms.into());
+            add(" OR (start_ms = ?", ms.into());
+            add(" AND id < ?))", c.id.to_string().into());
+        }
+        let limit = filter.limit.clamp(1, 1000);
+        sql.push_str(&format!(" ORDER BY start_ms DESC, id DESC LIMIT {}", limit + 1));
+        let conn = self.r();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut activations = rows
+            .iter()
+            .map(|r| serde_json::from_str::<ActivationRecord>(r).map_err(StoreError::from))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if activations.len() > limit {
+            activations.truncate(limit);
+            activations.last().map(|a| Cursor {
+                start_ms: a.start_ms,
+                id: a.id,
+            })
+        } else {
+            None
+        };
+        for a in &mut activations {
+            a.result = None;
+        }
+        Ok(ActivationPage { activations, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ignis_core::{CodeFormat, CodeRef, FunctionSpec, Runtime, Status};
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("ignis.db")).unwrap();
+        (dir, s)
+    }
+
+    fn new_version(name: &str) -> NewVersion {
+        NewVersion {
+            namespace: "default".into(),
+            name: name.into(),
+            spec: FunctionSpec::new(Runtime::Python, "app.handler"),
+            code: CodeRef {
+                sha256: "ab".repeat(32),
+                size: 3,
+                format: CodeFormat::File,
+                filename: Some("app.py".into()),
+            },
+        }
+    }
+
+    fn activation(function: &str, start_ms: u64, status: Status) -> ActivationRecord {
+        ActivationRecord {
+            id: ActivationId::new(),
+            namespace: "default".into(),
+            function: function.into(),
+            version: 1,
+            start_ms,
+            end_ms: start_ms + 5,
+            duration_ms: 5,
+            queue_ms: 0,
+            init_ms: 0,
+            cold: false,
+            instance: "f/1".into(),
+            status,
+            result: Some(serde_json::json!({"ok": true})),
+            error: None,
+            logs: vec![LogLine {
+                ts_ms: start_ms,
+                stream: ignis_core::LogStream::Stdout,
+                line: "hi".into(),
+            }],
+            logs_truncated: false,
+            memory_mb: 128,
+            billed_ms: 5,
+        }
+    }
+
+    #[test]
+    fn versions_count_up_and_delete() {
+        let (_d, s) = store();
+        assert!(s.namespace_exists("default").unwrap());
+        assert!(!s.namespace_exists("other").unwrap());
+        let (v1, created) = s.put_version(new_version("f"), false).unwrap();
+        assert!(created);
+        assert_eq!(v1.version, 1);
+        let (v2, created) = s.put_version(new_version("f"), false).unwrap();
+        assert!(!created);
+        assert_eq!(v2.version, 2);
+        assert!(matches!(
+            s.put_version(new_version("f"), true),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_version("default", "f", None).unwrap().unwrap().version, 2);
+        assert_eq!(s.get_version("default", "f", Some(1)).unwrap().unwrap(), v1);
+        assert!(s.get_version("default", "f", Some(9)).unwrap().is_none());
+        s.put_version(new_version("a"), false).unwrap();
+        let names: Vec<_> = s
+            .list_functions("default")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["a", "f"]);
+        assert_eq!(s.list_versions("default", "f").unwrap().len(), 2);
+        assert_eq!(s.delete_function("default", "f").unwrap(), Some(2));
+        assert_eq!(s.delete_function("default", "f").unwrap(), None);
+        assert!(s.get_version("default", "f", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn activations_page_and_filter() {
+        let (_d, s) = store();
+        let mut all = Vec::new();
+        for i in 0..25 {
+            let status = if i % 5 == 0 { Status::Timeout } else { Status::Success };
+            all.push(activation(if i % 2 == 0 { "even" } else { "odd" }, 1000 + i, status));
+        }
+        s.insert_activations(&all).unwrap();
+        let got = s.get_activation("default", all[3].id).unwrap().unwrap();
+        assert_eq!(got, all[3]);
+        assert!(s.get_activation("other", all[3].id).unwrap().is_none());
+
+        let mut seen = Vec::new();
+        let mut filter = ActivationFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        loop {
+            let page = s.list_activations("default", &filter).unwrap();
+            assert!(page.activations.iter().all(|a| a.logs.is_empty() && a.result.is_none()));
+            seen.extend(page.activations.iter().map(|a| a.start_ms));
+            match page.next {
+                Some(c) => filter.cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<u64> = (1000..1025).rev().collect();
+        assert_eq!(seen, expected);
+
+        let page = s
+            .list_activations(
+                "default",
+                &ActivationFilter {
+                    function: Some("even".into()),
+                    status: Some(Status::Timeout),
+                    limit: 50,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let starts: Vec<_> = page.activations.iter().map(|a| a.start_ms).collect();
+        assert_eq!(starts, [1020, 1010, 1000]);
+        let page = s
+            .list_activations(
+                "default",
+                &ActivationFilter {
+                    since: Some(1010),
+                    until: Some(1012),
+                    limit: 50,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.activations.len(), 2);
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ignis.db");
+        let a = activation("f", 5, Status::Success);
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.put_version(new_version("f"), false).unwrap();
+            s.insert_activations(std::slice::from_ref(&a)).unwrap();
+            s.put_key(&ApiKeyRecord {
+                id: "ik_1".into(),
+                secret_sha256: "x".into(),
+                namespace: None,
+                role: crate::Role::Admin,
+                created_ms: 1,
+            })
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(s.get_version("default", "f", None).unwrap().is_some());
+        assert_eq!(s.get_activation("default", a.id).unwrap().unwrap(), a);
+        assert_eq!(s.list_keys().unwrap().len(), 1);
+    }
+}
