@@ -153,7 +153,11 @@ impl FunctionSpec {
         if !(1..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(SpecError::new(
                 "timeout_ms",
-                format!("{} is outside 1..={}", self.timeout_ms, Self::MAX_TIMEOUT_MS),
+                format!(
+                    "{} is outside 1..={}",
+                    self.timeout_ms,
+                    Self::MAX_TIMEOUT_MS
+                ),
             ));
         }
         if !(1..=Self::MAX_INSTANCES).contains(&self.max_instances) {
@@ -353,11 +357,15 @@ mod tests {
         assert_eq!(bad(Runtime::Python, "../x.handler"), "handler");
         assert_eq!(bad(Runtime::Node, "index.han dler"), "handler");
         assert_eq!(bad(Runtime::Exec, "/bin/sh"), "handler");
-        FunctionSpec::new(Runtime::Python, "main").validate().unwrap();
+        FunctionSpec::new(Runtime::Python, "main")
+            .validate()
+            .unwrap();
         FunctionSpec::new(Runtime::Node, "lib/index.handler")
             .validate()
             .unwrap();
-        FunctionSpec::new(Runtime::Exec, "bin/run").validate().unwrap();
+        FunctionSpec::new(Runtime::Exec, "bin/run")
+            .validate()
+            .unwrap();
         assert_eq!(
             FunctionSpec::new(Runtime::Python, "main").handler_parts(),
             ("main", "main")

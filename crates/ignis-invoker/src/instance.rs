@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::time::Instant as TokioInstant;
 
-use crate::logs::LogCollector;
 use crate::Inner;
+use crate::logs::LogCollector;
 
 /// How a run on an instance ended, before it is turned into an activation.
 pub(crate) struct RunEnd {
@@ -129,7 +129,12 @@ async fn pump(
 }
 
 /// Reads whatever a pipe holds right now, without waiting. Returns false at end of file.
-fn drain(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scratch: &mut [u8]) -> bool {
+fn drain(
+    p: &pipe::Receiver,
+    stream: LogStream,
+    logs: &mut LogCollector,
+    scratch: &mut [u8],
+) -> bool {
     loop {
         match p.try_read(scratch) {
             Ok(0) => return false,
@@ -168,7 +173,10 @@ fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
     RunEnd::failed(
         Status::Timeout,
         "Timeout",
-        format!("the function did not finish within {} ms", f.spec.timeout_ms),
+        format!(
+            "the function did not finish within {} ms",
+            f.spec.timeout_ms
+        ),
         phase,
     )
 }
@@ -217,7 +225,11 @@ impl ProcessInstance {
         let (program, args, data_limit): (_, Vec<std::ffi::OsString>, _) = match f.spec.runtime {
             Runtime::Python => (
                 inner.config.python.clone(),
-                vec!["-u".into(), "-B".into(), inner.config.bootstraps.python.clone().into()],
+                vec![
+                    "-u".into(),
+                    "-B".into(),
+                    inner.config.bootstraps.python.clone().into(),
+                ],
                 Some(mb * 1024 * 1024),
             ),
             Runtime::Node => (
@@ -243,7 +255,12 @@ impl ProcessInstance {
             stdin: false,
         };
         let mut proc = inner.sandbox.spawn(&spec).map_err(|e| {
-            RunEnd::failed(Status::PlatformError, "InstanceStart", e.to_string(), ErrorPhase::Init)
+            RunEnd::failed(
+                Status::PlatformError,
+                "InstanceStart",
+                e.to_string(),
+                ErrorPhase::Init,
+            )
         })?;
         let channel = proc.channel.take().expect("channel was asked for");
         let mut inst = ProcessInstance {
@@ -530,14 +547,23 @@ pub(crate) async fn run_exec(
             }
             RunEnd {
                 reusable: true,
-                ..RunEnd::failed(Status::ApplicationError, "ExitCode", message, ErrorPhase::Invoke)
+                ..RunEnd::failed(
+                    Status::ApplicationError,
+                    "ExitCode",
+                    message,
+                    ErrorPhase::Invoke,
+                )
             }
         }
         Ok(s) => RunEnd {
             reusable: true,
             ..RunEnd::failed(Status::Crash, "Crash", describe_exit(s), ErrorPhase::Invoke)
         },
-        Err(e) => RunEnd::failed(Status::PlatformError, "Wait", e.to_string(), ErrorPhase::Invoke),
+        Err(e) => RunEnd::failed(
+            Status::PlatformError,
+            "Wait",
+            e.to_string(),
+            ErrorPhase::Invoke,
+        ),
     }
 }
-

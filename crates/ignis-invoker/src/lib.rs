@@ -104,7 +104,9 @@ pub struct InvokeResult {
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     /// The function's instances and queue are full.
-    #[error("too many concurrent invocations of {function}: {max} instances busy and the queue is full")]
+    #[error(
+        "too many concurrent invocations of {function}: {max} instances busy and the queue is full"
+    )]
     Throttled {
         /// namespace/name@version
         function: String,
@@ -154,7 +156,8 @@ impl Invoker {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&inner);
-        let tick = (inner.config.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let tick =
+            (inner.config.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             loop {
@@ -182,29 +185,32 @@ impl Invoker {
         let mut pools = self.inner.pools.write().unwrap();
         pools
             .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Pool::new(
-                    f.clone(),
-                    self.inner.config.queue_per_function,
-                ))
-            })
+            .or_insert_with(|| Arc::new(Pool::new(f.clone(), self.inner.config.queue_per_function)))
             .clone()
     }
 
     /// Runs an invocation to its end. Errors only when it could not be run at all.
     pub async fn invoke(&self, inv: Invocation) -> Result<InvokeResult, InvokeError> {
-        if self.inner.closing.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(InvokeError::ShuttingDown);
         }
         let f = &inv.function;
         let timeout = Duration::from_millis(f.spec.timeout_ms);
         let deadline = tokio::time::Instant::from_std(inv.accepted + timeout);
-        let deadline_ms = ignis_core::now_ms() + timeout.saturating_sub(inv.accepted.elapsed()).as_millis() as u64;
+        let deadline_ms = ignis_core::now_ms()
+            + timeout.saturating_sub(inv.accepted.elapsed()).as_millis() as u64;
         let pool = self.pool(f);
-        let acquired = pool.acquire(deadline).await.map_err(|()| InvokeError::Throttled {
-            function: format!("{}/{}@{}", f.namespace, f.name, f.version),
-            max: f.spec.max_instances,
-        })?;
+        let acquired = pool
+            .acquire(deadline)
+            .await
+            .map_err(|()| InvokeError::Throttled {
+                function: format!("{}/{}@{}", f.namespace, f.name, f.version),
+                max: f.spec.max_instances,
+            })?;
         let queue = inv.accepted.elapsed();
         let mut logs = LogCollector::default();
         let init_start = Instant::now();
@@ -233,16 +239,29 @@ impl Invoker {
                 }
             }
         };
-        let init = if cold { init_start.elapsed() } else { Duration::ZERO };
+        let init = if cold {
+            init_start.elapsed()
+        } else {
+            Duration::ZERO
+        };
         let run_start = Instant::now();
         let instance = lease.instance();
         let end = match &mut instance.kind {
             instance::InstanceKind::Process(p) => {
-                p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms).await
+                p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms)
+                    .await
             }
             instance::InstanceKind::Exec { code_dir } => {
                 let code_dir = code_dir.clone();
-                instance::run_exec(&self.inner, f, &code_dir, inv.event.clone(), &mut logs, deadline).await
+                instance::run_exec(
+                    &self.inner,
+                    f,
+                    &code_dir,
+                    inv.event.clone(),
+                    &mut logs,
+                    deadline,
+                )
+                .await
             }
         };
         let run = run_start.elapsed();
@@ -281,11 +300,15 @@ impl Invoker {
             }),
             reusable: false,
         })?;
-        let n = self.inner.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .inner
+            .next_instance
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kind = match f.spec.runtime {
             Runtime::Exec => instance::InstanceKind::Exec { code_dir },
             Runtime::Python | Runtime::Node => {
-                let p = instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline).await?;
+                let p = instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline)
+                    .await?;
                 instance::InstanceKind::Process(Box::new(p))
             }
         };
@@ -308,9 +331,18 @@ impl Invoker {
         let exec = f.spec.runtime == Runtime::Exec;
         let target = dir.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let bytes = inner.code.read(&code.sha256).map_err(|e| format!("code {}: {e}", code.sha256))?;
-            ignis_runtime::code::unpack(code.format, code.filename.as_deref(), exec, &bytes, &target)
-                .map_err(|e| e.to_string())
+            let bytes = inner
+                .code
+                .read(&code.sha256)
+                .map_err(|e| format!("code {}: {e}", code.sha256))?;
+            ignis_runtime::code::unpack(
+                code.format,
+                code.filename.as_deref(),
+                exec,
+                &bytes,
+                &target,
+            )
+            .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -345,7 +377,9 @@ impl Invoker {
     /// Stops taking invocations and kills every idle instance. Busy ones are killed when
     /// their invocation ends.
     pub fn shutdown(&self) {
-        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let pools = std::mem::take(&mut *self.inner.pools.write().unwrap());
         for p in pools.values() {
             p.close();

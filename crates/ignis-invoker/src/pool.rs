@@ -72,7 +72,9 @@ pub(crate) struct Slot {
 
 impl Lease {
     pub fn instance(&mut self) -> &mut Instance {
-        self.instance.as_mut().expect("a lease holds its instance until released")
+        self.instance
+            .as_mut()
+            .expect("a lease holds its instance until released")
     }
 
     /// Gives the instance back: to a waiter or the idle list if `reusable`, else it is killed.

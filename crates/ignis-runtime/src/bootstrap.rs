@@ -58,4 +58,22 @@ mod tests {
         install(dir.path()).unwrap();
         assert!(!PYTHON.is_empty() && !NODE.is_empty());
     }
+
+    /// Drives both bootstraps over the real protocol (bootstrap/test_protocol.py): handler
+    /// styles, context, errors, init errors, size limits, log ordering, warm state.
+    #[test]
+    fn bootstraps_pass_the_protocol_suite() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bootstrap/test_protocol.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .output()
+            .expect("python3 is needed to test the bootstraps");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "protocol suite failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    }
 }

@@ -63,14 +63,21 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
 }
 
 /// Checks an upload and lists its files.
-pub fn inspect(format: CodeFormat, filename: Option<&str>, bytes: &[u8]) -> Result<CodeListing, CodeError> {
+pub fn inspect(
+    format: CodeFormat,
+    filename: Option<&str>,
+    bytes: &[u8],
+) -> Result<CodeListing, CodeError> {
     if bytes.is_empty() {
         return Err(CodeError::Empty);
     }
     match format {
         CodeFormat::File => {
             let name = filename.ok_or_else(|| {
-                CodeError::Handler(SpecError::new("filename", "a single-file upload needs a file name"))
+                CodeError::Handler(SpecError::new(
+                    "filename",
+                    "a single-file upload needs a file name",
+                ))
             })?;
             if name.contains('/') || safe_relative(name).is_none() {
                 return Err(CodeError::UnsafePath(name.to_string()));
@@ -139,7 +146,9 @@ fn inspect_zip(bytes: &[u8]) -> Result<CodeListing, CodeError> {
 pub fn default_filename(spec: &FunctionSpec) -> Option<String> {
     let (module, _) = spec.handler_parts();
     match spec.runtime {
-        Runtime::Python if !module.contains('/') => Some(format!("{}.py", module.replace('.', "/"))),
+        Runtime::Python if !module.contains('/') => {
+            Some(format!("{}.py", module.replace('.', "/")))
+        }
         Runtime::Node if !module.contains('/') => Some(format!("{module}.js")),
         Runtime::Exec if !spec.handler.is_empty() && !spec.handler.contains('/') => {
             Some(spec.handler.clone())
@@ -151,7 +160,10 @@ pub fn default_filename(spec: &FunctionSpec) -> Option<String> {
 
 /// Checks that the handler names a file of the upload. For exec with an empty handler and a
 /// single file, returns the handler to use (the file).
-pub fn check_handler(spec: &FunctionSpec, listing: &CodeListing) -> Result<Option<String>, SpecError> {
+pub fn check_handler(
+    spec: &FunctionSpec,
+    listing: &CodeListing,
+) -> Result<Option<String>, SpecError> {
     let has = |p: &str| listing.files.contains(p);
     let (module, func) = spec.handler_parts();
     let candidates: Vec<String> = match spec.runtime {
@@ -241,7 +253,11 @@ pub fn unpack(
 
 fn tempdir_in(parent: &Path) -> std::io::Result<PathBuf> {
     for attempt in 0..100u32 {
-        let name = format!(".unpack-{}-{}-{attempt}", std::process::id(), ignis_core::now_ms());
+        let name = format!(
+            ".unpack-{}-{}-{attempt}",
+            std::process::id(),
+            ignis_core::now_ms()
+        );
         let path = parent.join(name);
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok(path),
@@ -332,19 +348,34 @@ mod tests {
 
     #[test]
     fn refuses_bad_archives() {
-        assert!(matches!(inspect(CodeFormat::Zip, None, b""), Err(CodeError::Empty)));
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, b""),
+            Err(CodeError::Empty)
+        ));
         assert!(matches!(
             inspect(CodeFormat::Zip, None, b"not a zip at all"),
             Err(CodeError::Corrupt(_))
         ));
         let slip = zip_of(&[("../../etc/evil", b"x")]);
-        assert!(matches!(inspect(CodeFormat::Zip, None, &slip), Err(CodeError::UnsafePath(_))));
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, &slip),
+            Err(CodeError::UnsafePath(_))
+        ));
         let abs = zip_of(&[("/etc/evil", b"x")]);
-        assert!(matches!(inspect(CodeFormat::Zip, None, &abs), Err(CodeError::UnsafePath(_))));
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, &abs),
+            Err(CodeError::UnsafePath(_))
+        ));
         let empty = zip_of(&[]);
-        assert!(matches!(inspect(CodeFormat::Zip, None, &empty), Err(CodeError::Empty)));
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, &empty),
+            Err(CodeError::Empty)
+        ));
         let bomb = zip_of(&[("zeros", &vec![0u8; 8 * 1024 * 1024])]);
-        assert!(matches!(inspect(CodeFormat::Zip, None, &bomb), Err(CodeError::TooLarge(_))));
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, &bomb),
+            Err(CodeError::TooLarge(_))
+        ));
         assert!(matches!(
             inspect(CodeFormat::File, Some("../x.py"), b"x"),
             Err(CodeError::UnsafePath(_))

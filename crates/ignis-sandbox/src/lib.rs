@@ -316,7 +316,11 @@ mod tests {
         let mut p = sb.spawn(&spec("sleep 30 & echo $!; sleep 30")).unwrap();
         let mut buf = vec![0u8; 64];
         let n = p.stdout.read(&mut buf).await.unwrap();
-        let grandchild: u32 = std::str::from_utf8(&buf[..n]).unwrap().trim().parse().unwrap();
+        let grandchild: u32 = std::str::from_utf8(&buf[..n])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         p.kill();
         assert!(!p.child.wait().await.unwrap().success());
         // The background grandchild dies too (it may linger as a zombie until reaped).

@@ -52,9 +52,9 @@ impl BlobStore {
 
     /// Reads a blob.
     pub fn get(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
-        let path = self
-            .path(sha256)
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad blob name"))?;
+        let path = self.path(sha256).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad blob name")
+        })?;
         std::fs::read(path)
     }
 }

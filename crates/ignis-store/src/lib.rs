@@ -159,8 +159,11 @@ pub trait Store: Send + Sync {
     fn get_activation(&self, namespace: &str, id: ActivationId)
     -> Result<Option<ActivationRecord>>;
     /// A page of activations, newest first, without logs and results.
-    fn list_activations(&self, namespace: &str, filter: &ActivationFilter)
-    -> Result<ActivationPage>;
+    fn list_activations(
+        &self,
+        namespace: &str,
+        filter: &ActivationFilter,
+    ) -> Result<ActivationPage>;
 }
 
 #[cfg(test)]

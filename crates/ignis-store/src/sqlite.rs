@@ -328,7 +328,10 @@ impl Store for SqliteStore {
             add(" AND id < ?))", c.id.to_string().into());
         }
         let limit = filter.limit.clamp(1, 1000);
-        sql.push_str(&format!(" ORDER BY start_ms DESC, id DESC LIMIT {}", limit + 1));
+        sql.push_str(&format!(
+            " ORDER BY start_ms DESC, id DESC LIMIT {}",
+            limit + 1
+        ));
         let conn = self.r();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt
@@ -421,7 +424,13 @@ mod tests {
             s.put_version(new_version("f"), true),
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(s.get_version("default", "f", None).unwrap().unwrap().version, 2);
+        assert_eq!(
+            s.get_version("default", "f", None)
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
         assert_eq!(s.get_version("default", "f", Some(1)).unwrap().unwrap(), v1);
         assert!(s.get_version("default", "f", Some(9)).unwrap().is_none());
         s.put_version(new_version("a"), false).unwrap();
@@ -443,8 +452,16 @@ mod tests {
         let (_d, s) = store();
         let mut all = Vec::new();
         for i in 0..25 {
-            let status = if i % 5 == 0 { Status::Timeout } else { Status::Success };
-            all.push(activation(if i % 2 == 0 { "even" } else { "odd" }, 1000 + i, status));
+            let status = if i % 5 == 0 {
+                Status::Timeout
+            } else {
+                Status::Success
+            };
+            all.push(activation(
+                if i % 2 == 0 { "even" } else { "odd" },
+                1000 + i,
+                status,
+            ));
         }
         s.insert_activations(&all).unwrap();
         let got = s.get_activation("default", all[3].id).unwrap().unwrap();
@@ -458,7 +475,11 @@ mod tests {
         };
         loop {
             let page = s.list_activations("default", &filter).unwrap();
-            assert!(page.activations.iter().all(|a| a.logs.is_empty() && a.result.is_none()));
+            assert!(
+                page.activations
+                    .iter()
+                    .all(|a| a.logs.is_empty() && a.result.is_none())
+            );
             seen.extend(page.activations.iter().map(|a| a.start_ms));
             match page.next {
                 Some(c) => filter.cursor = Some(c),

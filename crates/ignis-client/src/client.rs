@@ -1,0 +1,640 @@
+//! [`Client`]: one pooled HTTP/1 client per server, cheap to clone and share between tasks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ignis_core::{ActivationRecord, DEFAULT_NAMESPACE, FunctionVersion};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{DeployJson, short_text};
+use crate::{
+    ActivationFilter, ActivationLogs, ActivationPage, CliConfig, ClientError, CodeUpload,
+    DeployRequest, InvokeResponse, TransportError,
+};
+
+const X_IGNIS_ACTIVATION_ID: HeaderName = HeaderName::from_static("x-ignis-activation-id");
+const X_IGNIS_STATUS: HeaderName = HeaderName::from_static("x-ignis-status");
+const X_IGNIS_COLD: HeaderName = HeaderName::from_static("x-ignis-cold");
+const X_IGNIS_DURATION_MS: HeaderName = HeaderName::from_static("x-ignis-duration-ms");
+const X_IGNIS_INIT_MS: HeaderName = HeaderName::from_static("x-ignis-init-ms");
+const X_IGNIS_VERSION: HeaderName = HeaderName::from_static("x-ignis-version");
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const APPLICATION_ZIP: HeaderValue = HeaderValue::from_static("application/zip");
+const APPLICATION_OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client of one Ignis server, in one namespace.
+///
+/// Connections are pooled and kept alive; clones share the pool, so make one `Client` and
+/// clone it into every task. Every method is one HTTP request.
+#[derive(Clone)]
+pub struct Client {
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `http://host:port[/prefix]`, without a trailing slash.
+    base: String,
+    /// `/v1/namespaces/{ns}`, encoded.
+    ns_path: String,
+    namespace: String,
+    /// `Bearer <key>`, marked sensitive; `None` with an empty key.
+    auth: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.base)
+            .field("namespace", &self.inner.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the server is, resolved from flags, environment and the config file.
+#[derive(Debug, PartialEq, Eq)]
+struct Settings {
+    url: String,
+    key: String,
+    namespace: String,
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://host:port`, `host:port` meaning http) using API
+    /// key `key` (no `Authorization` header when empty), working in `namespace`.
+    pub fn new(url: &str, key: &str, namespace: &str) -> Result<Client, ClientError> {
+        let base = normalize_url(url)?;
+        ignis_core::validate_namespace_name(namespace)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let auth = if key.is_empty() {
+            None
+        } else {
+            let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                ClientError::Config("the API key contains characters not allowed in HTTP".into())
+            })?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let mut ns_path = String::from("/v1/namespaces/");
+        push_segment(&mut ns_path, namespace);
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let http = HttpClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Client {
+            http,
+            inner: Arc::new(Inner {
+                base,
+                ns_path,
+                namespace: namespace.to_owned(),
+                auth,
+            }),
+        })
+    }
+
+    /// A client configured from flags or environment variables (already parsed into the
+    /// options), completed from the CLI config file written by `ignis serve`
+    /// ([`CliConfig::default_path`]). The namespace defaults to `default`.
+    ///
+    /// The file's key is only used with the file's URL, so a key is never sent to a server it
+    /// was not issued by.
+    pub fn from_opts(
+        url: Option<String>,
+        key: Option<String>,
+        namespace: Option<String>,
+    ) -> Result<Client, ClientError> {
+        let path = CliConfig::default_path();
+        let file = match &path {
+            Some(p) if url.is_none() || key.is_none() => CliConfig::load(p)?,
+            _ => None,
+        };
+        let settings = resolve(url, key, namespace, file, path.as_deref())?;
+        Client::new(&settings.url, &settings.key, &settings.namespace)
+    }
+
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The namespace this client works in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// Sends one request to `path` (absolute, already encoded, e.g. `/v1/system/info`), with
+    /// an optional body and its content type, and returns the answer whatever its status.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let (content_type, bytes) = match body {
+            Some((ct, bytes)) => {
+                let ct = HeaderValue::from_str(ct)
+                    .map_err(|_| ClientError::Config(format!("invalid content type {ct:?}")))?;
+                (Some(ct), bytes)
+            }
+            None => (None, Bytes::new()),
+        };
+        self.send(method, path, content_type, bytes).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let base = &self.inner.base;
+        let mut target = String::with_capacity(base.len() + path.len());
+        target.push_str(base);
+        target.push_str(path);
+        let uri = Uri::try_from(target)
+            .map_err(|e| ClientError::Config(format!("invalid request path {path:?}: {e}")))?;
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        if let Some(auth) = &self.inner.auth {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+        if let Some(ct) = content_type {
+            headers.insert(CONTENT_TYPE, ct);
+        }
+        let resp = self.http.request(req).await.map_err(|e| {
+            let url = base.clone();
+            if e.is_connect() {
+                ClientError::Connect {
+                    url,
+                    source: TransportError::new(e),
+                }
+            } else {
+                ClientError::Transport {
+                    url,
+                    source: TransportError::new(e),
+                }
+            }
+        })?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: base.clone(),
+                source: TransportError::new(e),
+            })?
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes))
+    }
+
+    /// Sends a request and decodes a successful JSON answer; any other status is an
+    /// [`ClientError::Api`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(HeaderValue, Bytes)>,
+        what: &'static str,
+    ) -> Result<T, ClientError> {
+        let (ct, bytes) = match body {
+            Some((ct, bytes)) => (Some(ct), bytes),
+            None => (None, Bytes::new()),
+        };
+        let (status, headers, body) = self.send(method, path, ct, bytes).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &headers, &body));
+        }
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode { what, source })
+    }
+
+    /// `/v1/namespaces/{ns}/functions/{name}{suffix}`.
+    fn function_path(&self, name: &str, suffix: &str) -> String {
+        let ns = &self.inner.ns_path;
+        let mut path = String::with_capacity(ns.len() + 11 + name.len() + suffix.len());
+        path.push_str(ns);
+        path.push_str("/functions/");
+        push_segment(&mut path, name);
+        path.push_str(suffix);
+        path
+    }
+
+    /// `GET /healthz`: `Ok` when the server answers 200.
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        let (status, headers, body) = self
+            .send(Method::GET, "/healthz", None, Bytes::new())
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(api_error(status, &headers, &body))
+        }
+    }
+
+    /// `GET /v1/system/info`: version, active sandbox protections and so on.
+    pub async fn system_info(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/v1/system/info", None, "system info")
+            .await
+    }
+
+    /// Deploys a new version of function `name` (creating the function if it is new) and
+    /// returns it.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        req: &DeployRequest,
+    ) -> Result<FunctionVersion, ClientError> {
+        let mut path = Query::new(self.function_path(name, ""));
+        if !req.overwrite {
+            path.push("overwrite", "false");
+        }
+        let body = match &req.code {
+            None => {
+                let doc = DeployJson {
+                    runtime: req.runtime,
+                    handler: &req.handler,
+                    memory_mb: req.memory_mb,
+                    timeout_ms: req.timeout_ms,
+                    env: &req.env,
+                    max_instances: req.max_instances,
+                };
+                let json = serde_json::to_vec(&doc).map_err(|source| ClientError::Decode {
+                    what: "deployment",
+                    source,
+                })?;
+                (APPLICATION_JSON, Bytes::from(json))
+            }
+            Some(code) => {
+                path.push("runtime", req.runtime.as_str());
+                path.push("handler", &req.handler);
+                if let Some(m) = req.memory_mb {
+                    path.push("memory_mb", &m.to_string());
+                }
+                if let Some(t) = req.timeout_ms {
+                    path.push("timeout_ms", &t.to_string());
+                }
+                if let Some(n) = req.max_instances {
+                    path.push("max_instances", &n.to_string());
+                }
+                for (k, v) in &req.env {
+                    path.push("env", &format!("{k}={v}"));
+                }
+                match code {
+                    CodeUpload::Zip(bytes) => (APPLICATION_ZIP, bytes.clone()),
+                    CodeUpload::File { filename, bytes } => {
+                        path.push("filename", filename);
+                        (APPLICATION_OCTET_STREAM, bytes.clone())
+                    }
+                }
+            }
+        };
+        self.call(Method::PUT, &path.0, Some(body), "function version")
+            .await
+    }
+
+    /// The latest version of every function in the namespace, by name.
+    pub async fn list_functions(&self) -> Result<Vec<FunctionVersion>, ClientError> {
+        #[derive(Deserialize)]
+        struct Functions {
+            functions: Vec<FunctionVersion>,
+        }
+        let mut path = self.inner.ns_path.clone();
+        path.push_str("/functions");
+        let list: Functions = self.call(Method::GET, &path, None, "function list").await?;
+        Ok(list.functions)
+    }
+
+    /// The latest version of function `name`, or the given one with `name@3`.
+    pub async fn get_function(&self, name: &str) -> Result<FunctionVersion, ClientError> {
+        let path = self.function_path(name, "");
+        self.call(Method::GET, &path, None, "function version")
+            .await
+    }
+
+    /// Every version of function `name`, oldest first.
+    pub async fn list_versions(&self, name: &str) -> Result<Vec<FunctionVersion>, ClientError> {
+        #[derive(Deserialize)]
+        struct Versions {
+            versions: Vec<FunctionVersion>,
+        }
+        let path = self.function_path(name, "/versions");
+        let list: Versions = self.call(Method::GET, &path, None, "version list").await?;
+        Ok(list.versions)
+    }
+
+    /// Version `version` of function `name`.
+    pub async fn get_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<FunctionVersion, ClientError> {
+        let path = self.function_path(name, &format!("/versions/{version}"));
+        self.call(Method::GET, &path, None, "function version")
+            .await
+    }
+
+    /// Deletes function `name` and all its versions; the server answers
+    /// `{"deleted": name, "versions": n}`.
+    pub async fn delete_function(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let path = self.function_path(name, "");
+        self.call(Method::DELETE, &path, None, "deletion").await
+    }
+
+    /// Invokes function `name` (or `name@3`; or give `version`) with `body` as the event and
+    /// waits for the outcome.
+    ///
+    /// Returns `Ok` whatever the function did — check [`InvokeResponse::is_success`] or use
+    /// [`InvokeResponse::into_result`]; errors are for invocations that did not reach the
+    /// function (unknown function, payload too large, 429 when it is at capacity...). The body
+    /// is sent as `application/json`; for python and node it must be JSON (empty means `{}`),
+    /// for exec it may be any bytes.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        body: Bytes,
+    ) -> Result<InvokeResponse, ClientError> {
+        let path = match version {
+            None => self.function_path(name, "/invoke"),
+            Some(v) => self.function_path(name, &format!("/invoke?version={v}")),
+        };
+        let (status, headers, body) = self
+            .send(Method::POST, &path, Some(APPLICATION_JSON), body)
+            .await?;
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &HeaderName| text(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let Some(fn_status) = text(&X_IGNIS_STATUS) else {
+            if status.is_success() {
+                return Err(ClientError::Api {
+                    status: status.as_u16(),
+                    code: "invalid_response".into(),
+                    message: "the server answered the invocation without an x-ignis-status header"
+                        .into(),
+                    retry_after: None,
+                });
+            }
+            return Err(api_error(status, &headers, &body));
+        };
+        Ok(InvokeResponse {
+            status: status.as_u16(),
+            fn_status: fn_status.to_owned(),
+            activation_id: text(&X_IGNIS_ACTIVATION_ID).unwrap_or_default().to_owned(),
+            cold: text(&X_IGNIS_COLD) == Some("true"),
+            duration_ms: number(&X_IGNIS_DURATION_MS).unwrap_or(0),
+            init_ms: number(&X_IGNIS_INIT_MS).unwrap_or(0),
+            version: number(&X_IGNIS_VERSION)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            body,
+        })
+    }
+
+    /// One page of activations matching `filter`, newest first.
+    pub async fn list_activations(
+        &self,
+        filter: &ActivationFilter,
+    ) -> Result<ActivationPage, ClientError> {
+        let mut path = self.inner.ns_path.clone();
+        path.push_str("/activations");
+        let mut q = Query::new(path);
+        if let Some(f) = &filter.function {
+            q.push("function", f);
+        }
+        if let Some(s) = filter.status {
+            q.push("status", s.as_str());
+        }
+        if let Some(t) = filter.since {
+            q.push("since", &t.to_string());
+        }
+        if let Some(t) = filter.until {
+            q.push("until", &t.to_string());
+        }
+        if let Some(n) = filter.limit {
+            q.push("limit", &n.to_string());
+        }
+        if let Some(c) = &filter.cursor {
+            q.push("cursor", c);
+        }
+        self.call(Method::GET, &q.0, None, "activation list").await
+    }
+
+    /// One activation, with its result or error and its logs.
+    pub async fn get_activation(&self, id: &str) -> Result<ActivationRecord, ClientError> {
+        let path = self.activation_path(id, "");
+        self.call(Method::GET, &path, None, "activation").await
+    }
+
+    /// The logs of one activation.
+    pub async fn activation_logs(&self, id: &str) -> Result<ActivationLogs, ClientError> {
+        let path = self.activation_path(id, "/logs");
+        self.call(Method::GET, &path, None, "activation logs").await
+    }
+
+    fn activation_path(&self, id: &str, suffix: &str) -> String {
+        let mut path = self.inner.ns_path.clone();
+        path.push_str("/activations/");
+        push_segment(&mut path, id);
+        path.push_str(suffix);
+        path
+    }
+}
+
+/// Combines flags/environment with the config file; see [`Client::from_opts`].
+fn resolve(
+    url: Option<String>,
+    key: Option<String>,
+    namespace: Option<String>,
+    file: Option<CliConfig>,
+    file_path: Option<&Path>,
+) -> Result<Settings, ClientError> {
+    let (file, other_server) = match (file, &url) {
+        (Some(f), Some(u)) if !same_server(u, &f.url) => (None, Some(f.url)),
+        (f, _) => (f, None),
+    };
+    let (file_url, file_key, file_ns) = match file {
+        Some(f) => (Some(f.url), Some(f.key), f.namespace),
+        None => (None, None, None),
+    };
+    let Some(url) = url.or(file_url) else {
+        let written = match file_path {
+            Some(p) => format!(" (it writes {} for the CLI)", p.display()),
+            None => String::new(),
+        };
+        return Err(ClientError::Config(format!(
+            "no Ignis server configured: start one with `ignis serve`{written}, \
+             or set IGNIS_URL and IGNIS_KEY"
+        )));
+    };
+    normalize_url(&url)?;
+    let Some(key) = key.or(file_key) else {
+        let note = match (other_server, file_path) {
+            (Some(other), Some(p)) => {
+                format!(" ({} holds the key of {other} only)", p.display())
+            }
+            _ => String::new(),
+        };
+        return Err(ClientError::Config(format!(
+            "no API key for {url}: set IGNIS_KEY or pass --key{note}"
+        )));
+    };
+    Ok(Settings {
+        url,
+        key,
+        namespace: namespace
+            .or(file_ns)
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+    })
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    match (normalize_url(a), normalize_url(b)) {
+        (Ok(a), Ok(b)) => a.eq_ignore_ascii_case(&b),
+        _ => false,
+    }
+}
+
+/// Checks a server URL and returns it as `http://authority[/prefix]` with no trailing slash.
+fn normalize_url(url: &str) -> Result<String, ClientError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(ClientError::Config("the server URL is empty".into()));
+    }
+    let full = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let bad = |why: &str| ClientError::Config(format!("invalid server URL {url:?}: {why}"));
+    let uri: Uri = full
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "https is not supported by this client; use http:// (or a local TLS proxy)",
+            ));
+        }
+        _ => return Err(bad("only http:// URLs are supported")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if uri.query().is_some() {
+        return Err(bad("a server URL has no query"));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    Ok(format!("http://{authority}{prefix}"))
+}
+
+/// Builds `path?k=v&k=v`, percent-encoding keys and values.
+struct Query(String);
+
+impl Query {
+    fn new(path: String) -> Self {
+        Query(path)
+    }
+
+    fn push(&mut self, key: &str, value: &str) {
+        self.0.push(if self.0.contains('?') { '&' } else { '?' });
+        push_encoded(&mut self.0, key, b"");
+        self.0.push('=');
+        push_encoded(&mut self.0, value, b"");
+    }
+}
+
+/// Appends `segment` as one path segment: everything but unreserved characters and `@`
+/// (for `name@3`) percent-encoded, and `.`/`..` encoded so they cannot climb the path.
+fn push_segment(out: &mut String, segment: &str) {
+    if segment == "." || segment == ".." {
+        for _ in 0..segment.len() {
+            out.push_str("%2E");
+        }
+    } else {
+        push_encoded(out, segment, b"@");
+    }
+}
+
+fn push_encoded(out: &mut String, s: &str, keep: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep.contains(&b)
+        {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
+/// The error for a non-success answer: the server's JSON error if it sent one, else a
+/// description of the HTTP status.
+fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
+    #[derive(Deserialize)]
+    struct Doc {
+        error: Body,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        code: String,
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        field: Option<String>,
+    }
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let reason = status
+        .canonical_reason()
+        .map(|r| r.to_ascii_lowercase())
+        .unwrap_or_else(|| format!("http {}", status.as_u16()));
+    let (code, message) = match serde_json::from_slice::<Doc>(body) {
+        Ok(Doc { error }) => {
+            let mut message = if error.message.is_empty() {
+                reason
+            } else {
+                error.message
+            };
+            if let Some(field) = error.field.filter(|f| !message.contains(f.as_str())) {
+                message = format!("{field}: {message}");
+            }
+            (error.code, message)
+        }
+        Err(_) => (
+            reason.replace([' ', '-'], "_"),
+            short_text(body).unwrap_or(reason),
+        ),
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,402 @@
+//! The control plane of Ignis: the registry of functions (deploy, versions, delete), invocation
+//! (resolve function@version, hand to the invoker, record the activation) and activation reads.
+//!
+//! The controller knows nothing of HTTP; the gateway maps its errors to status codes. Function
+//! metadata is cached in memory (this process is the only writer in single-node mode), so the
+//! invoke path reads no disk.
+#![warn(missing_docs)]
+
+mod recorder;
+mod registry;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ignis_core::{
+    ActivationError, ActivationId, ActivationRecord, FunctionVersion, SpecError, Status, billed_ms,
+    now_ms,
+};
+use ignis_invoker::{Invocation, InvokeError, Invoker};
+use ignis_store::{ActivationFilter, ActivationPage, BlobStore, Store, StoreError};
+
+use recorder::{Finished, Recorder};
+pub use registry::{CodeUpload, DeployRequest};
+
+/// Why a control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A field of the request is not acceptable.
+    #[error("{0}")]
+    InvalidSpec(#[from] SpecError),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown namespace, function, version or activation.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The function is at its concurrency limit and its queue is full.
+    #[error("{0}")]
+    Throttled(String),
+    /// Shutting down.
+    #[error("the server is shutting down")]
+    Unavailable,
+    /// Something failed inside Ignis; details are logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ControllerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ControllerError::Conflict(what),
+            StoreError::NotFound(what) => ControllerError::NotFound(what),
+            other => ControllerError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Result of controller operations.
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
+
+/// The answer to an invocation.
+#[derive(Debug, Clone)]
+pub struct InvokeOutcome {
+    /// Activation id.
+    pub activation_id: ActivationId,
+    /// Version that ran.
+    pub version: u32,
+    /// How it ended.
+    pub status: Status,
+    /// The result (success only).
+    pub body: Bytes,
+    /// Whether the body is JSON (python/node) rather than raw bytes (exec).
+    pub json: bool,
+    /// The error (failures only).
+    pub error: Option<ActivationError>,
+    /// Whether an instance was created.
+    pub cold: bool,
+    /// Which instance ran it.
+    pub instance: String,
+    /// Total time in ms.
+    pub duration_ms: u64,
+    /// Init time in ms.
+    pub init_ms: u64,
+}
+
+/// Where the controller keeps things.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Directory of code blobs.
+    pub blob_dir: PathBuf,
+}
+
+/// Counts invocations in flight so that shutdown can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    invoker: Invoker,
+    registry: registry::Registry,
+    recorder: Recorder,
+    in_flight: InFlight,
+}
+
+impl Controller {
+    /// A controller over a store, a blob directory and an invoker.
+    pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
+        let recorder = Recorder::start(store.clone())?;
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                registry: registry::Registry::default(),
+                store,
+                blobs,
+                invoker,
+                recorder,
+                in_flight: InFlight::default(),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The invoker.
+    pub fn invoker(&self) -> &Invoker {
+        &self.inner.invoker
+    }
+
+    /// Runs a store call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| ControllerError::Internal(e.to_string()))?
+    }
+
+    /// Fails with NotFound unless the namespace exists.
+    pub async fn check_namespace(&self, namespace: &str) -> Result<()> {
+        if self.inner.registry.namespace_known(namespace) {
+            return Ok(());
+        }
+        let ns = namespace.to_string();
+        let exists = self
+            .blocking(move |i| Ok(i.store.namespace_exists(&ns)?))
+            .await?;
+        if !exists {
+            return Err(ControllerError::NotFound(format!(
+                "namespace {namespace:?}"
+            )));
+        }
+        self.inner.registry.remember_namespace(namespace);
+        Ok(())
+    }
+
+    /// Deploys a new version. Returns it and whether the function is new.
+    pub async fn deploy(&self, req: DeployRequest) -> Result<(FunctionVersion, bool)> {
+        self.check_namespace(&req.namespace).await?;
+        let (ns, name) = (req.namespace.clone(), req.name.clone());
+        let (fv, created) = self
+            .blocking(move |i| {
+                registry::deploy(i.store.as_ref(), &i.blobs, i.invoker.code_dir(), req)
+            })
+            .await?;
+        let fv = Arc::new(fv);
+        self.inner.registry.put_latest(&ns, &name, fv.clone());
+        Ok(((*fv).clone(), created))
+    }
+
+    /// A function's latest version, or a given one.
+    pub async fn get_function(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<FunctionVersion>> {
+        if let Some(f) = self.inner.registry.get(namespace, name, version) {
+            return Ok(f);
+        }
+        self.check_namespace(namespace).await?;
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let found = self
+            .blocking(move |i| Ok(i.store.get_version(&ns, &n, version)?))
+            .await?;
+        let Some(f) = found else {
+            return Err(ControllerError::NotFound(match version {
+                Some(v) => format!("function {name:?} version {v}"),
+                None => format!("function {name:?}"),
+            }));
+        };
+        let f = Arc::new(f);
+        self.inner
+            .registry
+            .put(namespace, name, version.is_none(), f.clone());
+        Ok(f)
+    }
+
+    /// The latest version of every function in a namespace.
+    pub async fn list_functions(&self, namespace: &str) -> Result<Vec<FunctionVersion>> {
+        self.check_namespace(namespace).await?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.list_functions(&ns)?))
+            .await
+    }
+
+    /// Every version of a function.
+    pub async fn list_versions(&self, namespace: &str, name: &str) -> Result<Vec<FunctionVersion>> {
+        self.check_namespace(namespace).await?;
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let versions = self
+            .blocking(move |i| Ok(i.store.list_versions(&ns, &n)?))
+            .await?;
+        if versions.is_empty() {
+            return Err(ControllerError::NotFound(format!("function {name:?}")));
+        }
+        Ok(versions)
+    }
+
+    /// Deletes a function and all its versions; its instances are stopped.
+    pub async fn delete_function(&self, namespace: &str, name: &str) -> Result<u32> {
+        self.check_namespace(namespace).await?;
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let deleted = self
+            .blocking(move |i| Ok(i.store.delete_function(&ns, &n)?))
+            .await?;
+        self.inner.registry.forget(namespace, name);
+        self.inner.invoker.evict_function(namespace, name);
+        deleted.ok_or_else(|| ControllerError::NotFound(format!("function {name:?}")))
+    }
+
+    /// Invokes a function and waits for its end. The activation is recorded whatever happens,
+    /// even if the caller goes away: the run continues on its own task.
+    pub async fn invoke(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+    ) -> Result<InvokeOutcome> {
+        let accepted = Instant::now();
+        let start_ms = now_ms();
+        let function = self.get_function(namespace, name, version).await?;
+        let json = function.spec.runtime.json_events();
+        let event = if json {
+            if event.iter().all(|b| b.is_ascii_whitespace()) {
+                Bytes::from_static(b"{}")
+            } else {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&event).map_err(|e| {
+                    ControllerError::BadRequest(format!(
+                        "the payload is not valid JSON ({e}); {} functions take a JSON event",
+                        function.spec.runtime
+                    ))
+                })?;
+                event
+            }
+        } else {
+            event
+        };
+        let this = self.clone();
+        self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        let task = tokio::spawn(async move {
+            let _guard = InFlightGuard(&this.inner.in_flight);
+            this.run(function, event, accepted, start_ms, json).await
+        });
+        task.await
+            .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
+    }
+
+    async fn run(
+        &self,
+        function: Arc<FunctionVersion>,
+        event: Bytes,
+        accepted: Instant,
+        start_ms: u64,
+        json: bool,
+    ) -> Result<InvokeOutcome> {
+        let id = ActivationId::new();
+        let inv = Invocation {
+            function: function.clone(),
+            id,
+            event,
+            accepted,
+        };
+        let r = match self.inner.invoker.invoke(inv).await {
+            Ok(r) => r,
+            Err(e @ InvokeError::Throttled { .. }) => {
+                return Err(ControllerError::Throttled(e.to_string()));
+            }
+            Err(InvokeError::ShuttingDown) => return Err(ControllerError::Unavailable),
+        };
+        let duration = accepted.elapsed();
+        let duration_ms = duration.as_millis() as u64;
+        let init_ms = r.init.as_millis() as u64;
+        let record = ActivationRecord {
+            id,
+            namespace: function.namespace.clone(),
+            function: function.name.clone(),
+            version: function.version,
+            start_ms,
+            end_ms: start_ms + duration_ms,
+            duration_ms,
+            queue_ms: r.queue.as_millis() as u64,
+            init_ms,
+            cold: r.cold,
+            instance: r.instance.clone(),
+            status: r.status,
+            result: None,
+            error: r.error.clone(),
+            logs: r.logs,
+            logs_truncated: r.logs_truncated,
+            memory_mb: function.spec.memory_mb,
+            billed_ms: billed_ms((r.init + r.run).as_micros() as u64),
+        };
+        let result = (r.status == Status::Success).then(|| r.body.clone());
+        self.inner
+            .recorder
+            .record(Finished { record, result })
+            .await;
+        Ok(InvokeOutcome {
+            activation_id: id,
+            version: function.version,
+            status: r.status,
+            body: r.body,
+            json,
+            error: r.error,
+            cold: r.cold,
+            instance: r.instance,
+            duration_ms,
+            init_ms,
+        })
+    }
+
+    /// One activation, with logs.
+    pub async fn get_activation(&self, namespace: &str, id: &str) -> Result<ActivationRecord> {
+        self.check_namespace(namespace).await?;
+        let not_found = || ControllerError::NotFound(format!("activation {id:?}"));
+        let id = ActivationId::parse(id).ok_or_else(not_found)?;
+        self.inner.recorder.flush().await;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.get_activation(&ns, id)?))
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// A page of activations.
+    pub async fn list_activations(
+        &self,
+        namespace: &str,
+        filter: ActivationFilter,
+    ) -> Result<ActivationPage> {
+        self.check_namespace(namespace).await?;
+        self.inner.recorder.flush().await;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.list_activations(&ns, &filter)?))
+            .await
+    }
+
+    /// Stops taking invocations, waits for those in flight, writes every pending activation
+    /// and stops all instances.
+    pub async fn shutdown(&self) {
+        loop {
+            let idle = self.inner.in_flight.idle.notified();
+            if self.inner.in_flight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        self.inner.invoker.shutdown();
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.recorder.shutdown()).await;
+    }
+}

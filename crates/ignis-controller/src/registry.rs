@@ -1,0 +1,174 @@
+//! The function registry: deploying versions (checking spec and code) and an in-memory cache of
+//! function metadata for the invoke path.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use ignis_core::{
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Runtime, SpecError, validate_function_name,
+};
+use ignis_runtime::code::{self, CodeError};
+use ignis_store::{BlobStore, NewVersion, Store};
+
+use crate::{ControllerError, Result};
+
+/// Uploaded code.
+#[derive(Debug, Clone)]
+pub enum CodeUpload {
+    /// A zip archive.
+    Zip(Bytes),
+    /// One file; without a name, one is derived from the handler.
+    File {
+        /// Its name in the code directory.
+        filename: Option<String>,
+        /// Its bytes.
+        bytes: Bytes,
+    },
+}
+
+/// A deploy: a new version of a function.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// Namespace.
+    pub namespace: String,
+    /// Function name.
+    pub name: String,
+    /// Runtime, handler, limits, env.
+    pub spec: FunctionSpec,
+    /// The code; `None` keeps the previous version's code.
+    pub code: Option<CodeUpload>,
+    /// Refuse (409) if the function exists.
+    pub create_only: bool,
+}
+
+impl From<CodeError> for ControllerError {
+    fn from(e: CodeError) -> Self {
+        match e {
+            CodeError::Handler(s) => ControllerError::InvalidSpec(s),
+            CodeError::Io(e) => ControllerError::Internal(e.to_string()),
+            other => ControllerError::InvalidSpec(SpecError::new("code", other.to_string())),
+        }
+    }
+}
+
+/// Checks and stores a new version; runs on the blocking pool.
+pub(crate) fn deploy(
+    store: &dyn Store,
+    blobs: &BlobStore,
+    code_root: &Path,
+    req: DeployRequest,
+) -> Result<(FunctionVersion, bool)> {
+    validate_function_name(&req.name)
+        .map_err(|e| ControllerError::InvalidSpec(SpecError::new("name", e.to_string())))?;
+    let mut spec = req.spec;
+    spec.validate()?;
+    let (format, filename, bytes) = match req.code {
+        Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
+        Some(CodeUpload::File { filename, bytes }) => {
+            let filename = filename
+                .or_else(|| code::default_filename(&spec))
+                .ok_or_else(|| {
+                    SpecError::new(
+                        "filename",
+                        "a single-file upload needs a file name (query parameter filename)",
+                    )
+                })?;
+            (CodeFormat::File, Some(filename), bytes)
+        }
+        None => {
+            let Some(prev) = store.get_version(&req.namespace, &req.name, None)? else {
+                return Err(SpecError::new("code", "required when creating a function").into());
+            };
+            let bytes = blobs.get(&prev.code.sha256).map_err(|e| {
+                ControllerError::Internal(format!("code of the previous version: {e}"))
+            })?;
+            (prev.code.format, prev.code.filename, Bytes::from(bytes))
+        }
+    };
+    let listing = code::inspect(format, filename.as_deref(), &bytes)?;
+    if let Some(handler) = code::check_handler(&spec, &listing)? {
+        spec.handler = handler;
+    }
+    let sha256 = blobs
+        .put(&bytes)
+        .map_err(|e| ControllerError::Internal(format!("storing code: {e}")))?;
+    // Unpack now so that the first invocation does not pay for it.
+    code::unpack(
+        format,
+        filename.as_deref(),
+        spec.runtime == Runtime::Exec,
+        &bytes,
+        &code_root.join(&sha256),
+    )?;
+    let new = NewVersion {
+        namespace: req.namespace,
+        name: req.name,
+        spec,
+        code: CodeRef {
+            sha256,
+            size: bytes.len() as u64,
+            format,
+            filename,
+        },
+    };
+    Ok(store.put_version(new, req.create_only)?)
+}
+
+#[derive(Default)]
+struct Cached {
+    latest: Option<Arc<FunctionVersion>>,
+    versions: HashMap<u32, Arc<FunctionVersion>>,
+}
+
+/// Cache of function metadata. This process is the only writer of the store in single-node
+/// mode, so entries are replaced on deploy and dropped on delete, never stale. Keyed by
+/// namespace then name, so that a lookup allocates nothing.
+#[derive(Default)]
+pub(crate) struct Registry {
+    functions: RwLock<HashMap<String, HashMap<String, Cached>>>,
+    namespaces: RwLock<HashSet<String>>,
+}
+
+impl Registry {
+    pub fn namespace_known(&self, ns: &str) -> bool {
+        self.namespaces.read().unwrap().contains(ns)
+    }
+
+    pub fn remember_namespace(&self, ns: &str) {
+        self.namespaces.write().unwrap().insert(ns.to_string());
+    }
+
+    pub fn get(&self, ns: &str, name: &str, version: Option<u32>) -> Option<Arc<FunctionVersion>> {
+        let map = self.functions.read().unwrap();
+        let c = map.get(ns)?.get(name)?;
+        match version {
+            None => c.latest.clone(),
+            Some(v) => c.versions.get(&v).cloned(),
+        }
+    }
+
+    pub fn put(&self, ns: &str, name: &str, is_latest: bool, f: Arc<FunctionVersion>) {
+        let mut map = self.functions.write().unwrap();
+        let c = map
+            .entry(ns.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_default();
+        if is_latest {
+            c.latest = Some(f.clone());
+        }
+        c.versions.insert(f.version, f);
+    }
+
+    pub fn put_latest(&self, ns: &str, name: &str, f: Arc<FunctionVersion>) {
+        self.put(ns, name, true, f);
+    }
+
+    pub fn forget(&self, ns: &str, name: &str) {
+        if let Some(fns) = self.functions.write().unwrap().get_mut(ns) {
+            fns.remove(name);
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! Route handlers of `/v1/…`. Each authenticates, turns the request into a controller call and
+//! the answer into JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use ignis_controller::{CodeUpload, DeployRequest, InvokeOutcome};
+use ignis_core::{FunctionSpec, Runtime, SpecError, Status};
+use ignis_store::{ActivationFilter, Cursor};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn auth(state: &AppState, headers: &HeaderMap, ns: Option<&str>) -> ApiResult<()> {
+    state.keys.authorize(headers, ns).map(|_| ())
+}
+
+/// `name` or `name@3`.
+fn split_version(name: &str) -> ApiResult<(&str, Option<u32>)> {
+    match name.split_once('@') {
+        None => Ok((name, None)),
+        Some((n, v)) => {
+            let v = v.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid version {v:?} in {name:?}"))
+            })?;
+            Ok((n, Some(v)))
+        }
+    }
+}
+
+fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> ApiResult<T> {
+    v.parse().map_err(|_| {
+        ApiError::invalid_field(field, format!("invalid {field}: {v:?} is not a number"))
+    })
+}
+
+pub async fn system_info(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, None)?;
+    Ok(Json(state.info.clone()))
+}
+
+pub async fn list_functions(
+    State(state): State<Arc<AppState>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let functions = state.controller.list_functions(&ns).await?;
+    Ok(Json(json!({ "functions": functions })))
+}
+
+pub async fn get_function(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let (name, version) = split_version(&name)?;
+    let f = state.controller.get_function(&ns, name, version).await?;
+    let mut v = serde_json::to_value(&*f).unwrap_or_default();
+    v["instances"] =
+        serde_json::to_value(state.controller.invoker().counts(&f)).unwrap_or_default();
+    Ok(Json(v))
+}
+
+pub async fn list_versions(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let versions = state.controller.list_versions(&ns, &name).await?;
+    Ok(Json(json!({ "versions": versions })))
+}
+
+pub async fn get_version(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let v: u32 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid version {version:?}")))?;
+    let f = state.controller.get_function(&ns, &name, Some(v)).await?;
+    Ok(Json(serde_json::to_value(&*f).unwrap_or_default()))
+}
+
+pub async fn delete_function(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let versions = state.controller.delete_function(&ns, &name).await?;
+    Ok(Json(json!({ "deleted": name, "versions": versions })))
+}
+
+/// JSON form of a deploy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    runtime: Option<String>,
+    handler: Option<String>,
+    memory_mb: Option<u32>,
+    timeout_ms: Option<u64>,
+    max_instances: Option<u32>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    code: Option<CodeBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    zip: Option<String>,
+    file: Option<String>,
+    filename: Option<String>,
+}
+
+fn spec_from(
+    runtime: Option<&str>,
+    handler: Option<String>,
+    memory_mb: Option<u32>,
+    timeout_ms: Option<u64>,
+    max_instances: Option<u32>,
+    env: BTreeMap<String, String>,
+) -> ApiResult<FunctionSpec> {
+    let runtime: Runtime = runtime
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "runtime",
+                "invalid runtime: required (python, node or exec)",
+            )
+        })?
+        .parse()
+        .map_err(|e: SpecError| ApiError::invalid_field(e.field, e.to_string()))?;
+    let mut spec = FunctionSpec::new(runtime, handler.unwrap_or_default());
+    if let Some(m) = memory_mb {
+        spec.memory_mb = m;
+    }
+    if let Some(t) = timeout_ms {
+        spec.timeout_ms = t;
+    }
+    if let Some(m) = max_instances {
+        spec.max_instances = m;
+    }
+    spec.env = env;
+    Ok(spec)
+}
+
+fn b64(field: &'static str, s: &str) -> ApiResult<Bytes> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map(Bytes::from)
+        .map_err(|e| ApiError::invalid_field(field, format!("invalid {field}: not base64 ({e})")))
+}
+
+pub async fn put_function(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    auth(&state, &headers, Some(&ns))?;
+    let body = body?;
+    let pairs = query_pairs(raw.as_deref())?;
+    let mut create_only = false;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(o) = get("overwrite") {
+        create_only = match o {
+            "true" => false,
+            "false" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "overwrite must be true or false, not {other:?}"
+                )));
+            }
+        };
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let (spec, code) = match content_type.as_str() {
+        "application/json" => {
+            let b: DeployBody = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid deploy body: {e}")))?;
+            let code = match b.code {
+                None => None,
+                Some(CodeBody {
+                    zip: Some(z),
+                    file: None,
+                    filename: None,
+                }) => Some(CodeUpload::Zip(b64("code.zip", &z)?)),
+                Some(CodeBody {
+                    zip: None,
+                    file: Some(f),
+                    filename,
+                }) => Some(CodeUpload::File {
+                    filename,
+                    bytes: b64("code.file", &f)?,
+                }),
+                Some(_) => {
+                    return Err(ApiError::invalid_field(
+                        "code",
+                        "invalid code: give either {\"zip\": base64} or {\"file\": base64, \"filename\": name}",
+                    ));
+                }
+            };
+            let spec = spec_from(
+                b.runtime.as_deref(),
+                b.handler,
+                b.memory_mb,
+                b.timeout_ms,
+                b.max_instances,
+                b.env,
+            )?;
+            (spec, code)
+        }
+        "application/zip" | "application/x-zip-compressed" | "application/octet-stream" => {
+            let mut env = BTreeMap::new();
+            for (k, v) in pairs.iter().filter(|(k, _)| k == "env") {
+                let (ek, ev) = v.split_once('=').ok_or_else(|| {
+                    ApiError::invalid_field("env", format!("invalid env: {v:?} is not KEY=VALUE"))
+                })?;
+                env.insert(ek.to_string(), ev.to_string());
+                let _ = k;
+            }
+            let known = [
+                "runtime",
+                "handler",
+                "memory_mb",
+                "timeout_ms",
+                "max_instances",
+                "env",
+                "filename",
+                "overwrite",
+            ];
+            if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {k:?}"
+                )));
+            }
+            let spec = spec_from(
+                get("runtime"),
+                get("handler").map(str::to_string),
+                get("memory_mb")
+                    .map(|v| parse_num("memory_mb", v))
+                    .transpose()?,
+                get("timeout_ms")
+                    .map(|v| parse_num("timeout_ms", v))
+                    .transpose()?,
+                get("max_instances")
+                    .map(|v| parse_num("max_instances", v))
+                    .transpose()?,
+                env,
+            )?;
+            let code = if content_type == "application/octet-stream" {
+                CodeUpload::File {
+                    filename: get("filename").map(str::to_string),
+                    bytes: body,
+                }
+            } else {
+                CodeUpload::Zip(body)
+            };
+            (spec, Some(code))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "content type {other:?} is not accepted: send application/json, application/zip or application/octet-stream"
+                ),
+            ));
+        }
+    };
+    let (fv, created) = state
+        .controller
+        .deploy(DeployRequest {
+            namespace: ns,
+            name,
+            spec,
+            code,
+            create_only,
+        })
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(fv)).into_response())
+}
+
+fn status_code(s: Status) -> StatusCode {
+    match s {
+        Status::Success => StatusCode::OK,
+        Status::ApplicationError | Status::Crash | Status::Oom => StatusCode::BAD_GATEWAY,
+        Status::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Status::PlatformError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn outcome_response(o: InvokeOutcome) -> Response {
+    let mut resp = if o.status == Status::Success {
+        let json = o.json || serde_json::from_slice::<serde::de::IgnoredAny>(&o.body).is_ok();
+        let ct = if json {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        ([(header::CONTENT_TYPE, ct)], o.body).into_response()
+    } else {
+        let e = o.error.clone();
+        let (kind, message, stack) = match e {
+            Some(e) => (e.kind, e.message, e.stack),
+            None => (String::new(), o.status.to_string(), None),
+        };
+        let mut err = ApiError::new(status_code(o.status), o.status.as_str(), message)
+            .with("activation_id", o.activation_id.to_string())
+            .with("type", kind);
+        if let Some(s) = stack {
+            err = err.with("stack", s);
+        }
+        err.into_response()
+    };
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    put("x-ignis-activation-id", o.activation_id.to_string());
+    put("x-ignis-status", o.status.to_string());
+    put("x-ignis-cold", o.cold.to_string());
+    put("x-ignis-duration-ms", o.duration_ms.to_string());
+    put("x-ignis-init-ms", o.init_ms.to_string());
+    put("x-ignis-version", o.version.to_string());
+    put("x-ignis-instance", o.instance);
+    resp
+}
+
+pub async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    auth(&state, &headers, Some(&ns))?;
+    let body = body?;
+    let (name, mut version) = split_version(&name)?;
+    if raw.is_some() {
+        for (k, v) in query_pairs(raw.as_deref())? {
+            match k.as_str() {
+                "version" => version = Some(parse_num("version", &v)?),
+                "blocking" if v == "true" => {}
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown query parameter {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+    let outcome = state.controller.invoke(&ns, name, version, body).await?;
+    Ok(outcome_response(outcome))
+}
+
+pub async fn list_activations(
+    State(state): State<Arc<AppState>>,
+    Path(ns): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let mut filter = ActivationFilter {
+        limit: 50,
+        ..Default::default()
+    };
+    for (k, v) in query_pairs(raw.as_deref())? {
+        match k.as_str() {
+            "function" => filter.function = Some(v),
+            "status" => {
+                filter.status = Some(v.parse().map_err(|e: String| ApiError::bad_request(e))?)
+            }
+            "since" => filter.since = Some(parse_num("since", &v)?),
+            "until" => filter.until = Some(parse_num("until", &v)?),
+            "limit" => {
+                let l: usize = parse_num("limit", &v)?;
+                if !(1..=200).contains(&l) {
+                    return Err(ApiError::bad_request("limit must be between 1 and 200"));
+                }
+                filter.limit = l;
+            }
+            "cursor" => {
+                filter.cursor = Some(
+                    Cursor::decode(&v).ok_or_else(|| ApiError::bad_request("invalid cursor"))?,
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let page = state.controller.list_activations(&ns, filter).await?;
+    Ok(Json(json!({
+        "activations": page.activations,
+        "next_cursor": page.next.map(|c| c.encode()),
+    })))
+}
+
+pub async fn get_activation(
+    State(state): State<Arc<AppState>>,
+    Path((ns, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let a = state.controller.get_activation(&ns, &id).await?;
+    Ok(Json(serde_json::to_value(a).unwrap_or_default()))
+}
+
+pub async fn activation_logs(
+    State(state): State<Arc<AppState>>,
+    Path((ns, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let a = state.controller.get_activation(&ns, &id).await?;
+    Ok(Json(
+        json!({ "id": a.id, "logs": a.logs, "truncated": a.logs_truncated }),
+    ))
+}

@@ -1,0 +1,69 @@
+//! The subcommands of `ignis`, one module each.
+
+mod activations;
+mod function;
+mod invoke;
+mod serve;
+
+use clap::{Args, Subcommand};
+
+/// Options every client subcommand shares: where the server is and how to talk to it.
+///
+/// Precedence: flag, then environment variable, then the CLI config file written by
+/// `ignis serve` on first start (see `ignis_client::CliConfig`).
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// URL of the Ignis server, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "IGNIS_URL", global = true)]
+    pub url: Option<String>,
+    /// API key (`id:secret`)
+    #[arg(long, env = "IGNIS_KEY", global = true, hide_env_values = true)]
+    pub key: Option<String>,
+    /// Namespace to work in
+    #[arg(long, short = 'n', env = "IGNIS_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// Print JSON instead of human-readable tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Every subcommand.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the Ignis server: gateway, controller and invoker in one process
+    Serve(serve::ServeCommand),
+    /// Deploy, list, inspect and delete functions
+    #[command(name = "fn", alias = "function")]
+    Fn(function::FnCommand),
+    /// Invoke a function and print its result
+    Invoke(invoke::InvokeCommand),
+    /// List and inspect activations (records of invocations)
+    #[command(alias = "activation")]
+    Activations(activations::ActivationsCommand),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(c) => c.execute(global).await,
+            Command::Fn(c) => c.execute(global).await,
+            Command::Invoke(c) => c.execute(global).await,
+            Command::Activations(c) => c.execute(global).await,
+        }
+    }
+}
+
+/// Maps an error to the process exit code: 2 for usage and configuration errors, 3 when the
+/// server could not be reached, 4 when the server refused the request, 5 when an invoked
+/// function failed, 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use ignis_client::ClientError;
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Config(_)) => 2,
+        Some(ClientError::Connect { .. }) => 3,
+        Some(ClientError::Api { .. }) => 4,
+        Some(ClientError::FunctionFailed { .. }) => 5,
+        _ => 1,
+    }
+}

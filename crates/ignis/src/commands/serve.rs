@@ -1,0 +1,343 @@
+//! `ignis serve`: the whole platform in one process, with the embedded store.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ignis_client::CliConfig;
+use ignis_controller::Controller;
+use ignis_gateway::{AppState, KeyRing};
+use ignis_invoker::{CodeSource, Invoker, InvokerConfig};
+use ignis_sandbox::Sandbox;
+use ignis_store::{BlobStore, Role, SqliteStore, Store};
+use serde::Deserialize;
+
+use super::GlobalOpts;
+
+/// Settings of the server. The same type is read from the config file (TOML) and filled from
+/// flags and environment variables, which win over the file.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Seconds an idle instance is kept.
+    pub keep_alive_secs: Option<u64>,
+    /// Invocations of one function that may wait for an instance.
+    pub queue_per_function: Option<usize>,
+    /// Python interpreter.
+    pub python: Option<PathBuf>,
+    /// Node.js.
+    pub node: Option<PathBuf>,
+}
+
+/// Run the Ignis server.
+#[derive(Args, Debug)]
+pub struct ServeCommand {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, env = "IGNIS_LISTEN")]
+    listen: Option<String>,
+    /// Directory for the database, code and runtime files [default: ~/.local/share/ignis]
+    #[arg(long, env = "IGNIS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function, python, node)
+    #[arg(long, env = "IGNIS_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
+    #[arg(long, env = "IGNIS_KEEP_ALIVE_SECS")]
+    keep_alive_secs: Option<u64>,
+    /// How many invocations of one function may wait for a free instance [default: 100]
+    #[arg(long, env = "IGNIS_QUEUE_PER_FUNCTION")]
+    queue_per_function: Option<usize>,
+    /// Do not write the CLI config file on first start
+    #[arg(long)]
+    no_cli_config: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ignis");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/ignis"),
+        None => PathBuf::from("ignis-data"),
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+struct Blobs(BlobStore);
+
+impl CodeSource for Blobs {
+    fn read(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
+        self.0.get(sha256)
+    }
+}
+
+impl ServeCommand {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<ServerConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if self.listen.is_some() {
+            cfg.listen = self.listen.clone();
+        }
+        if self.data_dir.is_some() {
+            cfg.data_dir = self.data_dir.clone();
+        }
+        if self.keep_alive_secs.is_some() {
+            cfg.keep_alive_secs = self.keep_alive_secs;
+        }
+        if self.queue_per_function.is_some() {
+            cfg.queue_per_function = self.queue_per_function;
+        }
+        Ok(cfg)
+    }
+
+    pub async fn execute(self, _global: &GlobalOpts) -> anyhow::Result<()> {
+        init_logging();
+        let cfg = self.config()?;
+        let data_dir = cfg.data_dir.clone().unwrap_or_else(default_data_dir);
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        let listen = cfg
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let addr: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("invalid listen address {listen:?}"))?;
+
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&data_dir.join("ignis.db")).context("cannot open the database")?,
+        );
+        let blobs = BlobStore::open(&data_dir.join("blobs"))?;
+        let bootstraps = ignis_runtime::bootstrap::install(&data_dir.join("runtime"))?;
+        let tmp_dir = data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)?;
+        let python = cfg.python.clone().or_else(|| find_in_path("python3"));
+        let node = cfg.node.clone().or_else(|| find_in_path("node"));
+        let sandbox = Sandbox::new();
+        let invoker = Invoker::new(
+            InvokerConfig {
+                code_dir: data_dir.join("code"),
+                tmp_dir,
+                bootstraps,
+                python: python.clone().unwrap_or_else(|| "python3".into()),
+                node: node.clone().unwrap_or_else(|| "node".into()),
+                keep_alive: Duration::from_secs(cfg.keep_alive_secs.unwrap_or(600)),
+                queue_per_function: cfg.queue_per_function.unwrap_or(100),
+            },
+            sandbox.clone(),
+            Arc::new(Blobs(blobs.clone())),
+        );
+        let controller = Controller::new(store.clone(), blobs, invoker)?;
+
+        let mut keys = store.list_keys()?;
+        let mut new_key = None;
+        if keys.is_empty() {
+            let k = ignis_gateway::generate_key(None, Role::Admin)?;
+            store.put_key(&k.record)?;
+            write_private(&data_dir.join("admin.key"), &k.token)?;
+            keys.push(k.record.clone());
+            new_key = Some(k.token);
+        }
+
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let url = format!(
+            "http://{}:{}",
+            if bound.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                bound.ip().to_string()
+            },
+            bound.port()
+        );
+        let cli_written = if self.no_cli_config {
+            None
+        } else {
+            write_cli_config(&url, &data_dir, new_key.is_some())?
+        };
+
+        let protections = sandbox.protections().clone();
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "protections": protections,
+            "runtimes": {
+                "python": python.as_ref().map(|p| p.display().to_string()),
+                "node": node.as_ref().map(|p| p.display().to_string()),
+                "exec": true,
+            },
+            "limits": {
+                "max_payload_bytes": ignis_core::MAX_PAYLOAD_BYTES,
+                "max_result_bytes": ignis_core::MAX_RESULT_BYTES,
+                "max_log_bytes": ignis_core::MAX_LOG_BYTES,
+            },
+        });
+        let state = Arc::new(AppState {
+            controller: controller.clone(),
+            keys: KeyRing::new(keys),
+            info,
+        });
+
+        print_banner(
+            &url,
+            &data_dir,
+            python.as_deref(),
+            node.as_deref(),
+            &sandbox,
+            new_key.as_deref(),
+            cli_written.as_deref(),
+        );
+
+        let app = ignis_gateway::router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?;
+        println!("shutting down: waiting for invocations in flight");
+        controller.shutdown().await;
+        println!("stopped");
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IGNIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Writes the CLI config when a key was just made, or when none exists yet; returns its path
+/// if written.
+fn write_cli_config(
+    url: &str,
+    data_dir: &Path,
+    fresh_key: bool,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = CliConfig::default_path() else {
+        return Ok(None);
+    };
+    if !fresh_key && path.exists() {
+        // Keep the user's file, but point it at where this server listens now if it was ours.
+        if let Ok(Some(mut existing)) = CliConfig::load(&path)
+            && let Ok(key) = std::fs::read_to_string(data_dir.join("admin.key"))
+            && existing.key == key.trim()
+            && existing.url != url
+        {
+            existing.url = url.to_string();
+            existing.save(&path)?;
+            return Ok(Some(path));
+        }
+        return Ok(None);
+    }
+    let key = match std::fs::read_to_string(data_dir.join("admin.key")) {
+        Ok(k) => k.trim().to_string(),
+        Err(_) => return Ok(None),
+    };
+    let cfg = CliConfig {
+        url: url.to_string(),
+        key,
+        namespace: None,
+    };
+    cfg.save(&path)
+        .with_context(|| format!("cannot write the CLI config {}", path.display()))?;
+    Ok(Some(path))
+}
+
+fn print_banner(
+    url: &str,
+    data_dir: &Path,
+    python: Option<&Path>,
+    node: Option<&Path>,
+    sandbox: &Sandbox,
+    new_key: Option<&str>,
+    cli_config: Option<&Path>,
+) {
+    let rt = |name: &str, p: Option<&Path>| match p {
+        Some(p) => format!("{name} ({})", p.display()),
+        None => format!("{name} (not found: install it to use this runtime)"),
+    };
+    println!("Ignis {} listening on {url}", env!("CARGO_PKG_VERSION"));
+    println!("  data dir:  {}", data_dir.display());
+    println!(
+        "  runtimes:  {}, {}, exec",
+        rt("python", python),
+        rt("node", node)
+    );
+    println!("  sandbox protections:");
+    for (what, on) in sandbox.protections().describe() {
+        println!("    [{}] {what}", if on { "on " } else { "off" });
+    }
+    if let Some(k) = new_key {
+        println!("  admin key: {k}");
+        println!(
+            "             (shown once; also saved in {})",
+            data_dir.join("admin.key").display()
+        );
+    }
+    if let Some(p) = cli_config {
+        println!(
+            "  CLI config written to {}: `ignis fn list` works from here",
+            p.display()
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // A second signal ends the process at once.
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

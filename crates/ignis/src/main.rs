@@ -1,0 +1,41 @@
+//! `ignis`: the Ignis server (`ignis serve`) and its command-line client, in one binary.
+//!
+//! Each subcommand is a clap struct in `commands/` with an `execute()`; this file only parses
+//! the command line, installs logging and maps the outcome to an exit code.
+
+mod commands;
+
+use clap::Parser;
+
+use commands::Command;
+
+/// Ignis: a self-hosted Function-as-a-Service platform.
+#[derive(Parser)]
+#[command(name = "ignis", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: commands::GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(70);
+        }
+    };
+    match runtime.block_on(cli.command.execute(&cli.global)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: a real `ignis serve` on a free port with a temporary data directory,
+//! driven through HTTP and the CLI.
+
+mod harness;
+
+mod bad_input;
+mod cli;
+mod invoke;
+mod lifecycle;
