@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ignis_core::{ActivationId, ActivationRecord, LogLine, Runtime, Status};
+use ignis_core::{ActivationId, ActivationRecord, LogLine, Network, Runtime, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::{ClientError, CodeUpload};
@@ -23,6 +23,10 @@ pub struct DeployRequest {
     pub timeout_ms: Option<u64>,
     /// The most instances running at once.
     pub max_instances: Option<u32>,
+    /// Network access: `none` or `host`.
+    pub network: Option<Network>,
+    /// Size of the private /tmp in MiB.
+    pub tmp_mb: Option<u32>,
     /// Environment variables of the function.
     pub env: BTreeMap<String, String>,
     /// The code; `None` keeps the code of the latest version (a configuration-only update).
@@ -41,6 +45,8 @@ impl DeployRequest {
             memory_mb: None,
             timeout_ms: None,
             max_instances: None,
+            network: None,
+            tmp_mb: None,
             env: BTreeMap::new(),
             code,
             overwrite: true,
@@ -61,6 +67,10 @@ pub(crate) struct DeployJson<'a> {
     pub env: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmp_mb: Option<u32>,
 }
 
 /// The outcome of an invocation that reached the function, whatever the function did.

@@ -1,6 +1,6 @@
 //! [`Client`]: one pooled HTTP/1 client per server, cheap to clone and share between tasks.
 
-use std::path::Path;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +11,12 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ignis_core::{ActivationRecord, DEFAULT_NAMESPACE, FunctionVersion};
+use ignis_core::{ActivationRecord, FunctionVersion, Network};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{DeployJson, short_text};
+use crate::config;
 use crate::{
     ActivationFilter, ActivationLogs, ActivationPage, CliConfig, ClientError, CodeUpload,
     DeployRequest, InvokeResponse, TransportError,
@@ -50,8 +51,8 @@ pub struct Client {
 struct Inner {
     /// `http://host:port[/prefix]`, without a trailing slash.
     base: String,
-    /// `/v1/namespaces/{ns}`, encoded.
-    ns_path: String,
+    /// `{base}/v1/namespaces/{ns}`, encoded.
+    ns_url: String,
     namespace: String,
     /// `Bearer <key>`, marked sensitive; `None` with an empty key.
     auth: Option<HeaderValue>,
@@ -64,14 +65,6 @@ impl std::fmt::Debug for Client {
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
     }
-}
-
-/// Where the server is, resolved from flags, environment and the config file.
-#[derive(Debug, PartialEq, Eq)]
-struct Settings {
-    url: String,
-    key: String,
-    namespace: String,
 }
 
 impl Client {
@@ -90,8 +83,8 @@ impl Client {
             value.set_sensitive(true);
             Some(value)
         };
-        let mut ns_path = String::from("/v1/namespaces/");
-        push_segment(&mut ns_path, namespace);
+        let mut ns_url = format!("{base}/v1/namespaces/");
+        push_segment(&mut ns_url, namespace);
 
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -104,7 +97,7 @@ impl Client {
             http,
             inner: Arc::new(Inner {
                 base,
-                ns_path,
+                ns_url,
                 namespace: namespace.to_owned(),
                 auth,
             }),
@@ -127,7 +120,7 @@ impl Client {
             Some(p) if url.is_none() || key.is_none() => CliConfig::load(p)?,
             _ => None,
         };
-        let settings = resolve(url, key, namespace, file, path.as_deref())?;
+        let settings = config::resolve(url, key, namespace, file, path.as_deref())?;
         Client::new(&settings.url, &settings.key, &settings.namespace)
     }
 
@@ -157,22 +150,30 @@ impl Client {
             }
             None => (None, Bytes::new()),
         };
-        self.send(method, path, content_type, bytes).await
+        self.send(method, self.url_for(path), content_type, bytes)
+            .await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+    /// `{base}{path}`.
+    fn url_for(&self, path: &str) -> String {
         let base = &self.inner.base;
         let mut target = String::with_capacity(base.len() + path.len());
         target.push_str(base);
         target.push_str(path);
+        target
+    }
+
+    /// Sends one request to `target`, a full URL under the base URL.
+    async fn send(
+        &self,
+        method: Method,
+        target: String,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        let base = &self.inner.base;
         let uri = Uri::try_from(target)
-            .map_err(|e| ClientError::Config(format!("invalid request path {path:?}: {e}")))?;
+            .map_err(|e| ClientError::Config(format!("invalid request URL: {e}")))?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -214,7 +215,7 @@ impl Client {
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        target: String,
         body: Option<(HeaderValue, Bytes)>,
         what: &'static str,
     ) -> Result<T, ClientError> {
@@ -222,28 +223,28 @@ impl Client {
             Some((ct, bytes)) => (Some(ct), bytes),
             None => (None, Bytes::new()),
         };
-        let (status, headers, body) = self.send(method, path, ct, bytes).await?;
+        let (status, headers, body) = self.send(method, target, ct, bytes).await?;
         if !status.is_success() {
             return Err(api_error(status, &headers, &body));
         }
         serde_json::from_slice(&body).map_err(|source| ClientError::Decode { what, source })
     }
 
-    /// `/v1/namespaces/{ns}/functions/{name}{suffix}`.
-    fn function_path(&self, name: &str, suffix: &str) -> String {
-        let ns = &self.inner.ns_path;
-        let mut path = String::with_capacity(ns.len() + 11 + name.len() + suffix.len());
-        path.push_str(ns);
-        path.push_str("/functions/");
-        push_segment(&mut path, name);
-        path.push_str(suffix);
-        path
+    /// `{base}/v1/namespaces/{ns}/functions/{name}{suffix}`, with room for a short query.
+    fn function_url(&self, name: &str, suffix: &str) -> String {
+        let ns = &self.inner.ns_url;
+        let mut url = String::with_capacity(ns.len() + name.len() + suffix.len() + 32);
+        url.push_str(ns);
+        url.push_str("/functions/");
+        push_segment(&mut url, name);
+        url.push_str(suffix);
+        url
     }
 
     /// `GET /healthz`: `Ok` when the server answers 200.
     pub async fn healthz(&self) -> Result<(), ClientError> {
         let (status, headers, body) = self
-            .send(Method::GET, "/healthz", None, Bytes::new())
+            .send(Method::GET, self.url_for("/healthz"), None, Bytes::new())
             .await?;
         if status.is_success() {
             Ok(())
@@ -254,8 +255,8 @@ impl Client {
 
     /// `GET /v1/system/info`: version, active sandbox protections and so on.
     pub async fn system_info(&self) -> Result<serde_json::Value, ClientError> {
-        self.call(Method::GET, "/v1/system/info", None, "system info")
-            .await
+        let target = self.url_for("/v1/system/info");
+        self.call(Method::GET, target, None, "system info").await
     }
 
     /// Deploys a new version of function `name` (creating the function if it is new) and
@@ -265,7 +266,7 @@ impl Client {
         name: &str,
         req: &DeployRequest,
     ) -> Result<FunctionVersion, ClientError> {
-        let mut path = Query::new(self.function_path(name, ""));
+        let mut path = Query::new(self.function_url(name, ""));
         if !req.overwrite {
             path.push("overwrite", "false");
         }
@@ -278,6 +279,8 @@ impl Client {
                     timeout_ms: req.timeout_ms,
                     env: &req.env,
                     max_instances: req.max_instances,
+                    network: req.network,
+                    tmp_mb: req.tmp_mb,
                 };
                 let json = serde_json::to_vec(&doc).map_err(|source| ClientError::Decode {
                     what: "deployment",
@@ -297,6 +300,12 @@ impl Client {
                 if let Some(n) = req.max_instances {
                     path.push("max_instances", &n.to_string());
                 }
+                if let Some(n) = req.network {
+                    path.push("network", if n == Network::Host { "host" } else { "none" });
+                }
+                if let Some(t) = req.tmp_mb {
+                    path.push("tmp_mb", &t.to_string());
+                }
                 for (k, v) in &req.env {
                     path.push("env", &format!("{k}={v}"));
                 }
@@ -309,7 +318,7 @@ impl Client {
                 }
             }
         };
-        self.call(Method::PUT, &path.0, Some(body), "function version")
+        self.call(Method::PUT, path.0, Some(body), "function version")
             .await
     }
 
@@ -319,16 +328,18 @@ impl Client {
         struct Functions {
             functions: Vec<FunctionVersion>,
         }
-        let mut path = self.inner.ns_path.clone();
-        path.push_str("/functions");
-        let list: Functions = self.call(Method::GET, &path, None, "function list").await?;
+        let mut target = self.inner.ns_url.clone();
+        target.push_str("/functions");
+        let list: Functions = self
+            .call(Method::GET, target, None, "function list")
+            .await?;
         Ok(list.functions)
     }
 
     /// The latest version of function `name`, or the given one with `name@3`.
     pub async fn get_function(&self, name: &str) -> Result<FunctionVersion, ClientError> {
-        let path = self.function_path(name, "");
-        self.call(Method::GET, &path, None, "function version")
+        let target = self.function_url(name, "");
+        self.call(Method::GET, target, None, "function version")
             .await
     }
 
@@ -338,8 +349,8 @@ impl Client {
         struct Versions {
             versions: Vec<FunctionVersion>,
         }
-        let path = self.function_path(name, "/versions");
-        let list: Versions = self.call(Method::GET, &path, None, "version list").await?;
+        let target = self.function_url(name, "/versions");
+        let list: Versions = self.call(Method::GET, target, None, "version list").await?;
         Ok(list.versions)
     }
 
@@ -349,16 +360,16 @@ impl Client {
         name: &str,
         version: u32,
     ) -> Result<FunctionVersion, ClientError> {
-        let path = self.function_path(name, &format!("/versions/{version}"));
-        self.call(Method::GET, &path, None, "function version")
+        let target = self.function_url(name, &format!("/versions/{version}"));
+        self.call(Method::GET, target, None, "function version")
             .await
     }
 
     /// Deletes function `name` and all its versions; the server answers
     /// `{"deleted": name, "versions": n}`.
     pub async fn delete_function(&self, name: &str) -> Result<serde_json::Value, ClientError> {
-        let path = self.function_path(name, "");
-        self.call(Method::DELETE, &path, None, "deletion").await
+        let target = self.function_url(name, "");
+        self.call(Method::DELETE, target, None, "deletion").await
     }
 
     /// Invokes function `name` (or `name@3`; or give `version`) with `body` as the event and
@@ -375,12 +386,13 @@ impl Client {
         version: Option<u32>,
         body: Bytes,
     ) -> Result<InvokeResponse, ClientError> {
-        let path = match version {
-            None => self.function_path(name, "/invoke"),
-            Some(v) => self.function_path(name, &format!("/invoke?version={v}")),
-        };
+        let mut target = self.function_url(name, "/invoke");
+        if let Some(v) = version {
+            // Writing to a String cannot fail.
+            let _ = write!(target, "?version={v}");
+        }
         let (status, headers, body) = self
-            .send(Method::POST, &path, Some(APPLICATION_JSON), body)
+            .send(Method::POST, target, Some(APPLICATION_JSON), body)
             .await?;
         let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let number = |name: &HeaderName| text(name).and_then(|v| v.trim().parse::<u64>().ok());
@@ -415,9 +427,9 @@ impl Client {
         &self,
         filter: &ActivationFilter,
     ) -> Result<ActivationPage, ClientError> {
-        let mut path = self.inner.ns_path.clone();
-        path.push_str("/activations");
-        let mut q = Query::new(path);
+        let mut target = self.inner.ns_url.clone();
+        target.push_str("/activations");
+        let mut q = Query::new(target);
         if let Some(f) = &filter.function {
             q.push("function", f);
         }
@@ -436,86 +448,34 @@ impl Client {
         if let Some(c) = &filter.cursor {
             q.push("cursor", c);
         }
-        self.call(Method::GET, &q.0, None, "activation list").await
+        self.call(Method::GET, q.0, None, "activation list").await
     }
 
     /// One activation, with its result or error and its logs.
     pub async fn get_activation(&self, id: &str) -> Result<ActivationRecord, ClientError> {
-        let path = self.activation_path(id, "");
-        self.call(Method::GET, &path, None, "activation").await
+        let target = self.activation_url(id, "");
+        self.call(Method::GET, target, None, "activation").await
     }
 
     /// The logs of one activation.
     pub async fn activation_logs(&self, id: &str) -> Result<ActivationLogs, ClientError> {
-        let path = self.activation_path(id, "/logs");
-        self.call(Method::GET, &path, None, "activation logs").await
+        let target = self.activation_url(id, "/logs");
+        self.call(Method::GET, target, None, "activation logs")
+            .await
     }
 
-    fn activation_path(&self, id: &str, suffix: &str) -> String {
-        let mut path = self.inner.ns_path.clone();
-        path.push_str("/activations/");
-        push_segment(&mut path, id);
-        path.push_str(suffix);
-        path
-    }
-}
-
-/// Combines flags/environment with the config file; see [`Client::from_opts`].
-fn resolve(
-    url: Option<String>,
-    key: Option<String>,
-    namespace: Option<String>,
-    file: Option<CliConfig>,
-    file_path: Option<&Path>,
-) -> Result<Settings, ClientError> {
-    let (file, other_server) = match (file, &url) {
-        (Some(f), Some(u)) if !same_server(u, &f.url) => (None, Some(f.url)),
-        (f, _) => (f, None),
-    };
-    let (file_url, file_key, file_ns) = match file {
-        Some(f) => (Some(f.url), Some(f.key), f.namespace),
-        None => (None, None, None),
-    };
-    let Some(url) = url.or(file_url) else {
-        let written = match file_path {
-            Some(p) => format!(" (it writes {} for the CLI)", p.display()),
-            None => String::new(),
-        };
-        return Err(ClientError::Config(format!(
-            "no Ignis server configured: start one with `ignis serve`{written}, \
-             or set IGNIS_URL and IGNIS_KEY"
-        )));
-    };
-    normalize_url(&url)?;
-    let Some(key) = key.or(file_key) else {
-        let note = match (other_server, file_path) {
-            (Some(other), Some(p)) => {
-                format!(" ({} holds the key of {other} only)", p.display())
-            }
-            _ => String::new(),
-        };
-        return Err(ClientError::Config(format!(
-            "no API key for {url}: set IGNIS_KEY or pass --key{note}"
-        )));
-    };
-    Ok(Settings {
-        url,
-        key,
-        namespace: namespace
-            .or(file_ns)
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
-    })
-}
-
-fn same_server(a: &str, b: &str) -> bool {
-    match (normalize_url(a), normalize_url(b)) {
-        (Ok(a), Ok(b)) => a.eq_ignore_ascii_case(&b),
-        _ => false,
+    /// `{base}/v1/namespaces/{ns}/activations/{id}{suffix}`.
+    fn activation_url(&self, id: &str, suffix: &str) -> String {
+        let mut url = self.inner.ns_url.clone();
+        url.push_str("/activations/");
+        push_segment(&mut url, id);
+        url.push_str(suffix);
+        url
     }
 }
 
 /// Checks a server URL and returns it as `http://authority[/prefix]` with no trailing slash.
-fn normalize_url(url: &str) -> Result<String, ClientError> {
+pub(crate) fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(ClientError::Config("the server URL is empty".into()));

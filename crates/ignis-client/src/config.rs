@@ -13,9 +13,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use ignis_core::DEFAULT_NAMESPACE;
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
+use crate::client::normalize_url;
 
 /// Environment variable naming the config file, overriding the default location.
 pub const CONFIG_ENV: &str = "IGNIS_CONFIG";
@@ -147,6 +149,68 @@ impl CliConfig {
     }
 }
 
+/// Where the server is, resolved from flags, environment and the config file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub(crate) url: String,
+    pub(crate) key: String,
+    pub(crate) namespace: String,
+}
+
+/// Combines flags/environment with the config file; see [`crate::Client::from_opts`].
+pub(crate) fn resolve(
+    url: Option<String>,
+    key: Option<String>,
+    namespace: Option<String>,
+    file: Option<CliConfig>,
+    file_path: Option<&Path>,
+) -> Result<Settings, ClientError> {
+    let (file, other_server) = match (file, &url) {
+        (Some(f), Some(u)) if !same_server(u, &f.url) => (None, Some(f.url)),
+        (f, _) => (f, None),
+    };
+    let (file_url, file_key, file_ns) = match file {
+        Some(f) => (Some(f.url), Some(f.key), f.namespace),
+        None => (None, None, None),
+    };
+    let Some(url) = url.or(file_url) else {
+        let written = match file_path {
+            Some(p) => format!(" (it writes {} for the CLI)", p.display()),
+            None => String::new(),
+        };
+        return Err(ClientError::Config(format!(
+            "no Ignis server configured: start one with `ignis serve`{written}, \
+             or set IGNIS_URL and IGNIS_KEY"
+        )));
+    };
+    normalize_url(&url)?;
+    let Some(key) = key.or(file_key) else {
+        let note = match (other_server, file_path) {
+            (Some(other), Some(p)) => {
+                format!(" ({} holds the key of {other} only)", p.display())
+            }
+            _ => String::new(),
+        };
+        return Err(ClientError::Config(format!(
+            "no API key for {url}: set IGNIS_KEY or pass --key{note}"
+        )));
+    };
+    Ok(Settings {
+        url,
+        key,
+        namespace: namespace
+            .or(file_ns)
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+    })
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    match (normalize_url(a), normalize_url(b)) {
+        (Ok(a), Ok(b)) => a.eq_ignore_ascii_case(&b),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -223,5 +287,79 @@ mod tests {
             Some(PathBuf::from("/h/.config/ignis/cli.toml"))
         );
         assert_eq!(p(None, None, None), None);
+    }
+
+    fn file_config() -> CliConfig {
+        CliConfig {
+            url: "http://127.0.0.1:8080".into(),
+            key: "ik_file:secret".into(),
+            namespace: Some("team".into()),
+        }
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let path = PathBuf::from("/home/u/.config/ignis/cli.toml");
+        let s = resolve(
+            None,
+            Some("ik_flag:x".into()),
+            None,
+            Some(file_config()),
+            Some(&path),
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                url: "http://127.0.0.1:8080".into(),
+                key: "ik_flag:x".into(),
+                namespace: "team".into(),
+            }
+        );
+        let s = resolve(None, None, Some("ns2".into()), Some(file_config()), None).unwrap();
+        assert_eq!(
+            (s.key.as_str(), s.namespace.as_str()),
+            ("ik_file:secret", "ns2")
+        );
+        // The same server spelled differently still gets the file's key.
+        let s = resolve(
+            Some("127.0.0.1:8080/".into()),
+            None,
+            None,
+            Some(file_config()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.key, "ik_file:secret");
+    }
+
+    #[test]
+    fn the_file_key_is_never_sent_to_another_server() {
+        let path = PathBuf::from("/c/cli.toml");
+        let err = resolve(
+            Some("http://other:9000".into()),
+            None,
+            None,
+            Some(file_config()),
+            Some(&path),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no API key for http://other:9000"), "{err}");
+        assert!(
+            err.contains("/c/cli.toml holds the key of http://127.0.0.1:8080"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nothing_configured_says_how_to_start() {
+        let err = resolve(None, None, None, None, Some(&PathBuf::from("/c/cli.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ignis serve"), "{err}");
+        assert!(err.contains("IGNIS_URL"), "{err}");
+        let s = resolve(Some("h:1".into()), Some("k".into()), None, None, None).unwrap();
+        assert_eq!(s.namespace, "default");
     }
 }

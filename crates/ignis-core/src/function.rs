@@ -59,6 +59,32 @@ impl FromStr for Runtime {
     }
 }
 
+/// Network access of a function's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Only a private loopback: no way out (the default).
+    #[default]
+    None,
+    /// The host's network: outbound access.
+    Host,
+}
+
+impl FromStr for Network {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            other => Err(SpecError::new(
+                "network",
+                format!("unknown network {other:?}; expected none or host"),
+            )),
+        }
+    }
+}
+
 /// A field of a function spec that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {message}")]
@@ -101,6 +127,12 @@ pub struct FunctionSpec {
     /// The most instances of this function running at once.
     #[serde(default = "FunctionSpec::default_max_instances")]
     pub max_instances: u32,
+    /// Network access: `none` (loopback only) or `host`.
+    #[serde(default)]
+    pub network: Network,
+    /// Size of the instance's private /tmp in MiB.
+    #[serde(default = "FunctionSpec::default_tmp_mb")]
+    pub tmp_mb: u32,
 }
 
 impl FunctionSpec {
@@ -112,6 +144,8 @@ impl FunctionSpec {
     pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
     /// Most instances of one function.
     pub const MAX_INSTANCES: u32 = 1000;
+    /// Largest /tmp (Lambda's 10 GiB ephemeral storage).
+    pub const MAX_TMP_MB: u32 = 10_240;
     /// Largest total size of the environment, like Lambda's 4 KiB.
     pub const MAX_ENV_BYTES: usize = 4096;
 
@@ -124,6 +158,9 @@ impl FunctionSpec {
     fn default_max_instances() -> u32 {
         10
     }
+    fn default_tmp_mb() -> u32 {
+        512
+    }
 
     /// A spec with defaults for everything but runtime and handler.
     pub fn new(runtime: Runtime, handler: impl Into<String>) -> Self {
@@ -134,6 +171,8 @@ impl FunctionSpec {
             timeout_ms: Self::default_timeout_ms(),
             env: BTreeMap::new(),
             max_instances: Self::default_max_instances(),
+            network: Network::None,
+            tmp_mb: Self::default_tmp_mb(),
         }
     }
 
@@ -168,6 +207,12 @@ impl FunctionSpec {
                     self.max_instances,
                     Self::MAX_INSTANCES
                 ),
+            ));
+        }
+        if !(1..=Self::MAX_TMP_MB).contains(&self.tmp_mb) {
+            return Err(SpecError::new(
+                "tmp_mb",
+                format!("{} is outside 1..={}", self.tmp_mb, Self::MAX_TMP_MB),
             ));
         }
         let mut env_bytes = 0;
@@ -323,6 +368,8 @@ mod tests {
             serde_json::from_str(r#"{"runtime":"python","handler":"app.handler"}"#).unwrap();
         assert_eq!(spec.memory_mb, 256);
         assert_eq!(spec.timeout_ms, 60_000);
+        assert_eq!(spec.network, Network::None);
+        assert_eq!(spec.tmp_mb, 512);
         spec.validate().unwrap();
         assert_eq!(spec.handler_parts(), ("app", "handler"));
     }

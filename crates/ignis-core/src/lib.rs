@@ -12,7 +12,9 @@ mod names;
 pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
 };
-pub use function::{CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Runtime, SpecError};
+pub use function::{
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Network, Runtime, SpecError,
+};
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use names::{NameError, validate_function_name, validate_namespace_name};
 

@@ -124,6 +124,8 @@ struct DeployBody {
     memory_mb: Option<u32>,
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
+    network: Option<String>,
+    tmp_mb: Option<u32>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     code: Option<CodeBody>,
@@ -137,14 +139,30 @@ struct CodeBody {
     filename: Option<String>,
 }
 
-fn spec_from(
-    runtime: Option<&str>,
+/// The parts of a spec a deploy may give; absent ones take their defaults.
+#[derive(Default)]
+struct SpecParts<'a> {
+    runtime: Option<&'a str>,
     handler: Option<String>,
     memory_mb: Option<u32>,
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
+    network: Option<&'a str>,
+    tmp_mb: Option<u32>,
     env: BTreeMap<String, String>,
-) -> ApiResult<FunctionSpec> {
+}
+
+fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
+    let SpecParts {
+        runtime,
+        handler,
+        memory_mb,
+        timeout_ms,
+        max_instances,
+        network,
+        tmp_mb,
+        env,
+    } = parts;
     let runtime: Runtime = runtime
         .ok_or_else(|| {
             ApiError::invalid_field(
@@ -163,6 +181,14 @@ fn spec_from(
     }
     if let Some(m) = max_instances {
         spec.max_instances = m;
+    }
+    if let Some(n) = network {
+        spec.network = n
+            .parse()
+            .map_err(|e: SpecError| ApiError::invalid_field(e.field, e.to_string()))?;
+    }
+    if let Some(t) = tmp_mb {
+        spec.tmp_mb = t;
     }
     spec.env = env;
     Ok(spec)
@@ -240,14 +266,16 @@ pub async fn put_function(
                     ));
                 }
             };
-            let spec = spec_from(
-                b.runtime.as_deref(),
-                b.handler,
-                b.memory_mb,
-                b.timeout_ms,
-                b.max_instances,
-                b.env,
-            )?;
+            let spec = spec_from(SpecParts {
+                runtime: b.runtime.as_deref(),
+                handler: b.handler,
+                memory_mb: b.memory_mb,
+                timeout_ms: b.timeout_ms,
+                max_instances: b.max_instances,
+                network: b.network.as_deref(),
+                tmp_mb: b.tmp_mb,
+                env: b.env,
+            })?;
             (spec, code)
         }
         "application/zip" | "application/x-zip-compressed" | "application/octet-stream" => {
@@ -274,20 +302,22 @@ pub async fn put_function(
                     "unknown query parameter {k:?}"
                 )));
             }
-            let spec = spec_from(
-                get("runtime"),
-                get("handler").map(str::to_string),
-                get("memory_mb")
+            let spec = spec_from(SpecParts {
+                runtime: get("runtime"),
+                handler: get("handler").map(str::to_string),
+                memory_mb: get("memory_mb")
                     .map(|v| parse_num("memory_mb", v))
                     .transpose()?,
-                get("timeout_ms")
+                timeout_ms: get("timeout_ms")
                     .map(|v| parse_num("timeout_ms", v))
                     .transpose()?,
-                get("max_instances")
+                max_instances: get("max_instances")
                     .map(|v| parse_num("max_instances", v))
                     .transpose()?,
+                network: get("network"),
+                tmp_mb: get("tmp_mb").map(|v| parse_num("tmp_mb", v)).transpose()?,
                 env,
-            )?;
+            })?;
             let code = if content_type == "application/octet-stream" {
                 CodeUpload::File {
                     filename: get("filename").map(str::to_string),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use ignis_core::{
     ActivationError, ActivationId, ErrorPhase, FunctionVersion, LogStream, MAX_RESULT_BYTES,
-    Runtime, Status,
+    Network, Runtime, Status,
 };
 use ignis_runtime::protocol::{
     self, ErrorPayload, Frame, FrameKind, InitMessage, InvokeMeta, ProtocolError,
@@ -152,12 +152,43 @@ fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
 }
 
 fn base_env(inner: &Inner) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let tmp: std::ffi::OsString = if inner.sandbox.protections().filesystem_isolation {
+        "/tmp".into()
+    } else {
+        inner.config.tmp_dir.clone().into()
+    };
     vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ("HOME".into(), inner.config.tmp_dir.clone().into()),
-        ("TMPDIR".into(), inner.config.tmp_dir.clone().into()),
+        ("HOME".into(), tmp.clone()),
+        ("TMPDIR".into(), tmp),
         ("LANG".into(), "C.UTF-8".into()),
     ]
+}
+
+/// The process spec shared by both kinds of instance.
+fn process_spec(
+    inner: &Inner,
+    f: &FunctionVersion,
+    code_dir: &std::path::Path,
+    program: std::path::PathBuf,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    data_limit_bytes: Option<u64>,
+    protocol: bool,
+) -> ProcessSpec {
+    ProcessSpec {
+        program,
+        args,
+        env,
+        code_dir: code_dir.to_path_buf(),
+        runtime_dir: protocol.then(|| inner.config.bootstraps.dir.clone()),
+        memory_mb: f.spec.memory_mb,
+        tmp_mb: f.spec.tmp_mb,
+        host_network: f.spec.network == Network::Host,
+        data_limit_bytes,
+        channel: protocol,
+        stdin: !protocol,
+    }
 }
 
 fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
@@ -184,7 +215,8 @@ fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
 /// Classifies an instance that died without answering: out of memory or crash.
 fn died(proc: &mut SandboxedProcess, logs: &mut LogCollector, phase: ErrorPhase) -> RunEnd {
     drain_both(proc, logs);
-    let oom = logs.contains("JavaScript heap out of memory") || logs.contains("MemoryError");
+    // The cgroup says whether the kernel OOM-killed it; node reports reaching its heap limit.
+    let oom = proc.oom_killed() || logs.contains("JavaScript heap out of memory");
     let exit = match proc.child.try_wait() {
         Ok(Some(s)) => describe_exit(s),
         _ => "the instance closed its channel".to_string(),
@@ -222,13 +254,15 @@ impl ProcessInstance {
         deadline: TokioInstant,
     ) -> Result<ProcessInstance, RunEnd> {
         let mb = f.spec.memory_mb as u64;
+        let sandbox = &inner.sandbox;
+        let rt_dir = &inner.config.bootstraps.dir;
         let (program, args, data_limit): (_, Vec<std::ffi::OsString>, _) = match f.spec.runtime {
             Runtime::Python => (
                 inner.config.python.clone(),
                 vec![
                     "-u".into(),
                     "-B".into(),
-                    inner.config.bootstraps.python.clone().into(),
+                    sandbox.runtime_path(rt_dir, "ignis_bootstrap.py").into(),
                 ],
                 Some(mb * 1024 * 1024),
             ),
@@ -236,7 +270,7 @@ impl ProcessInstance {
                 inner.config.node.clone(),
                 vec![
                     format!("--max-old-space-size={}", (mb * 3 / 4).max(32)).into(),
-                    inner.config.bootstraps.node.clone().into(),
+                    sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into(),
                 ],
                 None,
             ),
@@ -245,15 +279,7 @@ impl ProcessInstance {
         let mut env = base_env(inner);
         env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        let spec = ProcessSpec {
-            program,
-            args,
-            env,
-            cwd: code_dir.to_path_buf(),
-            data_limit_bytes: data_limit,
-            channel: true,
-            stdin: false,
-        };
+        let spec = process_spec(inner, f, code_dir, program, args, env, data_limit, true);
         let mut proc = inner.sandbox.spawn(&spec).map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
@@ -275,7 +301,11 @@ impl ProcessInstance {
             return Err(inst.protocol_violation(ready.kind, ErrorPhase::Init));
         }
         let init = InitMessage {
-            code_dir: code_dir.to_string_lossy().into_owned(),
+            code_dir: inner
+                .sandbox
+                .code_path(code_dir)
+                .to_string_lossy()
+                .into_owned(),
             handler: f.spec.handler.clone(),
             namespace: f.namespace.clone(),
             function: f.name.clone(),
@@ -447,15 +477,24 @@ pub(crate) async fn run_exec(
             .into_iter()
             .map(|(k, v)| (k.into(), v.into())),
     );
-    let spec = ProcessSpec {
-        program: code_dir.join(handler),
-        args: Vec::new(),
+    // Without a cgroup, a data-size rlimit is the only memory bound.
+    let data_limit = inner
+        .sandbox
+        .protections()
+        .cgroups
+        .is_none()
+        .then_some(f.spec.memory_mb as u64 * 1024 * 1024);
+    let program = inner.sandbox.code_path(code_dir).join(handler);
+    let spec = process_spec(
+        inner,
+        f,
+        code_dir,
+        program,
+        Vec::new(),
         env,
-        cwd: code_dir.to_path_buf(),
-        data_limit_bytes: Some(f.spec.memory_mb as u64 * 1024 * 1024),
-        channel: false,
-        stdin: true,
-    };
+        data_limit,
+        false,
+    );
     let mut proc = match inner.sandbox.spawn(&spec) {
         Ok(p) => p,
         Err(e) => {
@@ -555,6 +594,15 @@ pub(crate) async fn run_exec(
                 )
             }
         }
+        Ok(s) if proc.oom_killed() => RunEnd {
+            reusable: true,
+            ..RunEnd::failed(
+                Status::Oom,
+                "OutOfMemory",
+                format!("{}: the memory limit was reached", describe_exit(s)),
+                ErrorPhase::Invoke,
+            )
+        },
         Ok(s) => RunEnd {
             reusable: true,
             ..RunEnd::failed(Status::Crash, "Crash", describe_exit(s), ErrorPhase::Invoke)

@@ -1,21 +1,38 @@
-//! Launches function instances as contained process trees. Only this crate calls `fork`/`exec`
-//! set-up code (`pre_exec`), `setrlimit`, `prctl` and `kill`.
+//! Launches function instances as isolated process trees. Only this crate calls `unshare`,
+//! `mount`, `pivot_root`, `setrlimit`, `prctl`, `seccomp` and `kill`.
 //!
-//! Today an instance is a process in its own session and process group, killed as a group, that
-//! dies with the server (`PR_SET_PDEATHSIG`), cannot gain privileges (`no_new_privs`), and runs
-//! under rlimits (open files, no core dumps, data size for runtimes that tolerate it).
-//! [`Protections`] reports exactly that, so that `ignis serve` can print what is on and off.
-//! Namespaces, cgroups and seccomp are not applied yet and are reported as off.
+//! Each instance gets, where the host allows it: new PID, mount, IPC and UTS namespaces; a
+//! network namespace with only loopback (unless the function asks for the host's network); a
+//! root filesystem of read-only runtime files plus its code at `/code` and a private bounded
+//! `/tmp` ([`rootfs`]); a cgroup with its memory limit, a pids limit and a CPU share
+//! ([`cgroup`]); an unprivileged uid with every capability dropped; `no_new_privs`; and a
+//! seccomp filter ([`seccomp`]). Whatever the host allows, an instance is its own session and
+//! process group (killed as a whole) and dies with the server.
+//!
+//! At start the sandbox probes the host by starting a real sandboxed process, and reports in
+//! [`Protections`] exactly what is on; `ignis serve` prints it.
 #![warn(missing_docs)]
 
-use std::ffi::OsString;
+pub mod cgroup;
+mod child;
+pub mod rootfs;
+pub mod seccomp;
+
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::net::unix::pipe;
+
+use cgroup::{Cgroups, InstanceCgroup};
+use child::{ChildPlan, NsPlan, UserNsPlan};
+use rootfs::BaseRoot;
 
 /// File descriptor number at which an instance finds its protocol channel.
 pub const CHANNEL_FD: RawFd = 3;
@@ -31,54 +48,162 @@ pub struct Protections {
     pub no_new_privs: bool,
     /// rlimits: open files, core dumps, data size.
     pub rlimits: bool,
-    /// PID, mount, IPC, UTS namespaces.
+    /// PID, mount, IPC and UTS namespaces.
     pub namespaces: bool,
-    /// Network isolation.
+    /// A network namespace with only loopback for `network: none` functions.
     pub network_isolation: bool,
-    /// cgroup memory/cpu/pids limits.
-    pub cgroups: bool,
+    /// A private root: read-only runtime files, the code at /code, a bounded /tmp.
+    pub filesystem_isolation: bool,
+    /// cgroup version used for memory, pids and CPU limits, if any.
+    pub cgroups: Option<cgroup::Version>,
     /// seccomp syscall filter.
     pub seccomp: bool,
-    /// Runs as an unprivileged uid.
+    /// Runs without privileges on the host: as an unprivileged uid, or as root of a user
+    /// namespace mapped to the (unprivileged) server user.
     pub unprivileged_user: bool,
+    /// Whether a user namespace is used (hosts where the server is not root).
+    pub user_namespace: bool,
 }
 
 impl Protections {
     /// Lines saying what is on and off, for the start banner.
-    pub fn describe(&self) -> Vec<(&'static str, bool)> {
+    pub fn describe(&self) -> Vec<(String, bool)> {
         vec![
-            ("process group (killed as a whole)", self.process_group),
-            ("dies with the server", self.die_with_server),
-            ("no_new_privs", self.no_new_privs),
-            ("rlimits (files, core dumps, data size)", self.rlimits),
-            ("pid/mount/ipc/uts namespaces", self.namespaces),
-            ("network isolation", self.network_isolation),
-            ("cgroup limits (memory, cpu, pids)", self.cgroups),
-            ("seccomp filter", self.seccomp),
-            ("unprivileged uid", self.unprivileged_user),
+            (
+                "process group, killed as a whole".into(),
+                self.process_group,
+            ),
+            ("dies with the server".into(), self.die_with_server),
+            ("no_new_privs".into(), self.no_new_privs),
+            ("rlimits (files, core dumps)".into(), self.rlimits),
+            ("pid/mount/ipc/uts namespaces".into(), self.namespaces),
+            (
+                "network namespace (loopback only)".into(),
+                self.network_isolation,
+            ),
+            (
+                "private root filesystem, read-only, bounded /tmp".into(),
+                self.filesystem_isolation,
+            ),
+            (
+                match self.cgroups {
+                    Some(cgroup::Version::V1) => "cgroup v1 limits (memory, pids, cpu)".into(),
+                    Some(cgroup::Version::V2) => "cgroup v2 limits (memory, pids, cpu)".into(),
+                    None => "cgroup limits (memory, pids, cpu)".into(),
+                },
+                self.cgroups.is_some(),
+            ),
+            ("seccomp filter".into(), self.seccomp),
+            (
+                if self.user_namespace {
+                    "unprivileged (user namespace)".into()
+                } else {
+                    "unprivileged uid, no capabilities".into()
+                },
+                self.unprivileged_user,
+            ),
         ]
+    }
+
+    /// Whether every isolation layer is on.
+    pub fn complete(&self) -> bool {
+        self.namespaces
+            && self.network_isolation
+            && self.filesystem_isolation
+            && self.cgroups.is_some()
+            && self.seccomp
+            && self.unprivileged_user
+    }
+
+    /// Names of the layers that are off.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if !self.namespaces {
+            m.push("namespaces");
+        }
+        if !self.network_isolation {
+            m.push("network isolation");
+        }
+        if !self.filesystem_isolation {
+            m.push("filesystem isolation");
+        }
+        if self.cgroups.is_none() {
+            m.push("cgroups");
+        }
+        if !self.seccomp {
+            m.push("seccomp");
+        }
+        if !self.unprivileged_user {
+            m.push("unprivileged user");
+        }
+        m
     }
 }
 
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// A pipe, socket or the process itself could not be created.
+    /// A pipe, socket, cgroup or the process itself could not be created.
     #[error("cannot start instance: {0}")]
     Spawn(#[from] std::io::Error),
+}
+
+/// Settings of the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Use every isolation layer the host allows (`false`: only process-group containment).
+    pub isolation: bool,
+    /// An empty directory used as the mount point of instances' roots.
+    pub root_dir: PathBuf,
+    /// Host paths shown read-only inside (runtime files: /usr, interpreters' prefixes…).
+    pub runtime_paths: Vec<PathBuf>,
+    /// uid and gid instances run as when the server is root.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// Most processes and threads in one instance.
+    pub pids_max: u32,
+    /// Where cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+    /// Name of the parent cgroup of all instances.
+    pub cgroup_parent: String,
+}
+
+impl SandboxConfig {
+    /// Defaults with the given mount-point directory.
+    pub fn new(root_dir: PathBuf) -> Self {
+        SandboxConfig {
+            isolation: true,
+            root_dir,
+            runtime_paths: rootfs::default_runtime_paths(),
+            uid: 65534,
+            gid: 65534,
+            pids_max: 256,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "ignis".into(),
+        }
+    }
 }
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
-    /// The executable.
+    /// The executable, as a path valid inside the sandbox (see [`Sandbox::code_path`]).
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
     /// Its whole environment (nothing is inherited from the server).
     pub env: Vec<(OsString, OsString)>,
-    /// Working directory.
-    pub cwd: PathBuf,
+    /// Host directory with the function's code (shown at /code when isolated; the cwd).
+    pub code_dir: PathBuf,
+    /// Host directory with the runtime bootstraps (shown at /ignis when isolated).
+    pub runtime_dir: Option<PathBuf>,
+    /// Memory limit in MiB (cgroup).
+    pub memory_mb: u32,
+    /// Size of /tmp in MiB.
+    pub tmp_mb: u32,
+    /// Use the host's network instead of an isolated one.
+    pub host_network: bool,
     /// Limit of the data segment (heap) in bytes, where the runtime tolerates one.
     pub data_limit_bytes: Option<u64>,
     /// Whether to give the instance a protocol channel at fd 3.
@@ -102,6 +227,7 @@ pub struct SandboxedProcess {
     pub stdout: pipe::Receiver,
     /// Its stderr.
     pub stderr: pipe::Receiver,
+    cgroup: Option<InstanceCgroup>,
 }
 
 impl SandboxedProcess {
@@ -114,48 +240,304 @@ impl SandboxedProcess {
             }
         }
     }
+
+    /// Whether the kernel killed it for exceeding its memory limit.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.oom_killed())
+    }
 }
 
 impl Drop for SandboxedProcess {
     fn drop(&mut self) {
-        // An instance never outlives its handle. tokio reaps the zombie.
+        // An instance never outlives its handle. tokio reaps the zombie; the cgroup cleaner
+        // removes the cgroup once it is empty.
         self.kill();
     }
 }
 
 /// Starts instances with the protections this host allows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sandbox {
-    protections: Protections,
+    inner: Arc<Inner>,
 }
 
-impl Default for Sandbox {
-    fn default() -> Self {
-        Self::new()
+struct Inner {
+    config: SandboxConfig,
+    protections: Protections,
+    base_root: Option<BaseRoot>,
+    cgroups: Option<Cgroups>,
+    seccomp: Option<Arc<seccomp::Filters>>,
+    userns: Option<UserNsPlan>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("protections", &self.inner.protections)
+            .finish()
+    }
+}
+
+fn basic_protections() -> Protections {
+    Protections {
+        process_group: true,
+        die_with_server: true,
+        no_new_privs: true,
+        rlimits: true,
+        namespaces: false,
+        network_isolation: false,
+        filesystem_isolation: false,
+        cgroups: None,
+        seccomp: false,
+        unprivileged_user: false,
+        user_namespace: false,
     }
 }
 
 impl Sandbox {
-    /// Detects what the host allows.
-    pub fn new() -> Self {
-        Sandbox {
-            protections: Protections {
-                process_group: true,
-                die_with_server: true,
-                no_new_privs: true,
-                rlimits: true,
-                namespaces: false,
-                network_isolation: false,
-                cgroups: false,
-                seccomp: false,
-                unprivileged_user: false,
+    /// Only process-group containment: no namespaces, cgroups or seccomp.
+    pub fn unisolated() -> Self {
+        Self::with(
+            SandboxConfig {
+                isolation: false,
+                ..SandboxConfig::new(std::env::temp_dir())
             },
+            basic_protections(),
+            None,
+            None,
+            None,
+            None,
+        )
+    }
+
+    fn with(
+        config: SandboxConfig,
+        protections: Protections,
+        base_root: Option<BaseRoot>,
+        cgroups: Option<Cgroups>,
+        seccomp: Option<Arc<seccomp::Filters>>,
+        userns: Option<UserNsPlan>,
+    ) -> Self {
+        Sandbox {
+            inner: Arc::new(Inner {
+                config,
+                protections,
+                base_root,
+                cgroups,
+                seccomp,
+                userns,
+                next: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Detects and probes what the host allows, and keeps every layer that works.
+    pub fn new(config: SandboxConfig) -> Self {
+        if !config.isolation {
+            return Self::with(config, basic_protections(), None, None, None, None);
+        }
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let root = euid == 0;
+        let userns = (!root).then(|| UserNsPlan {
+            uid_map: CString::new(format!("0 {euid} 1")).expect("no NUL"),
+            gid_map: CString::new(format!("0 {egid} 1")).expect("no NUL"),
+        });
+        let _ = std::fs::create_dir_all(&config.root_dir);
+        let cgroups = if root {
+            Cgroups::detect(&config.cgroup_root, &config.cgroup_parent)
+        } else {
+            None
+        };
+        let seccomp = match seccomp::build() {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "seccomp filter unavailable");
+                None
+            }
+        };
+        let base_root = BaseRoot::new(&config.root_dir, &config.runtime_paths);
+        let full = Protections {
+            namespaces: true,
+            network_isolation: true,
+            filesystem_isolation: true,
+            cgroups: cgroups.as_ref().map(|c| c.version()),
+            seccomp: seccomp.is_some(),
+            unprivileged_user: true,
+            user_namespace: !root,
+            ..basic_protections()
+        };
+        let candidate = Self::with(
+            config.clone(),
+            full,
+            Some(base_root),
+            cgroups,
+            seccomp.clone(),
+            userns,
+        );
+        match candidate.probe() {
+            Ok(()) => return candidate,
+            Err(e) => {
+                tracing::warn!(error = %e, "namespaces are not usable on this host; running instances without them")
+            }
+        }
+        // Without namespaces: keep what works on its own.
+        let Inner {
+            config, cgroups, ..
+        } = match Arc::try_unwrap(candidate.inner) {
+            Ok(inner) => inner,
+            Err(_) => unreachable!("the candidate is not shared"),
+        };
+        // Without a private root the instance runs on the host's files, where an
+        // unprivileged uid may not reach the interpreter or the code: keep the server's uid.
+        let fallback = Protections {
+            cgroups: cgroups.as_ref().map(|c| c.version()),
+            seccomp: seccomp.is_some(),
+            ..basic_protections()
+        };
+        let fallback = Self::with(config, fallback, None, cgroups, seccomp, None);
+        if let Err(e) = fallback.probe() {
+            tracing::warn!(error = %e, "sandbox probe failed; instances run with process containment only");
+            return Self::unisolated();
+        }
+        fallback
+    }
+
+    /// Starts `/bin/true`-like work in a full sandbox and waits for it.
+    fn probe(&self) -> std::io::Result<()> {
+        let dir = std::env::temp_dir();
+        let spec = ProcessSpec {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), "exit 0".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            code_dir: dir,
+            runtime_dir: None,
+            memory_mb: 64,
+            tmp_mb: 1,
+            host_network: false,
+            data_limit_bytes: None,
+            channel: false,
+            stdin: false,
+        };
+        let mut prepared = self.command(&spec)?;
+        let status = prepared
+            .cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("probe exited with {status}")))
         }
     }
 
     /// What instances are protected by.
     pub fn protections(&self) -> &Protections {
-        &self.protections
+        &self.inner.protections
+    }
+
+    /// Number of instance cgroups that exist now (0 without cgroups).
+    pub fn live_cgroups(&self) -> usize {
+        self.inner.cgroups.as_ref().map_or(0, |c| c.live_count())
+    }
+
+    /// The path at which an instance sees the code directory `host`.
+    pub fn code_path(&self, host: &Path) -> PathBuf {
+        if self.inner.protections.filesystem_isolation {
+            PathBuf::from(rootfs::CODE_DIR)
+        } else {
+            host.to_path_buf()
+        }
+    }
+
+    /// The path at which an instance sees `file` of the runtime directory `host_dir`.
+    pub fn runtime_path(&self, host_dir: &Path, file: &str) -> PathBuf {
+        if self.inner.protections.filesystem_isolation {
+            Path::new(rootfs::RUNTIME_DIR).join(file)
+        } else {
+            host_dir.join(file)
+        }
+    }
+
+    /// Builds the command for `spec`, with the descriptors and cgroup that must live until it is
+    /// spawned (the cgroup for as long as the instance).
+    fn command(&self, spec: &ProcessSpec) -> std::io::Result<Prepared> {
+        let inner = &self.inner;
+        let p = &inner.protections;
+        let cgroup = match &inner.cgroups {
+            Some(c) => {
+                let n = inner.next.fetch_add(1, Ordering::Relaxed);
+                Some(c.create(
+                    &format!("i{n}"),
+                    cgroup::Limits {
+                        memory_mb: spec.memory_mb,
+                        pids_max: inner.config.pids_max,
+                    },
+                )?)
+            }
+            None => None,
+        };
+        let (parent_end, child_end) = if spec.channel {
+            let (a, b) = StdUnixStream::pair()?;
+            (Some(a), Some(OwnedFd::from(b)))
+        } else {
+            (None, None)
+        };
+        let namespaces = p.namespaces.then(|| {
+            let mut flags =
+                libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID;
+            if !spec.host_network {
+                flags |= libc::CLONE_NEWNET;
+            }
+            NsPlan {
+                flags,
+                userns: inner.userns.clone(),
+                root: inner.base_root.as_ref().map(|b| {
+                    b.plan(
+                        Some(&spec.code_dir),
+                        spec.runtime_dir.as_deref(),
+                        spec.tmp_mb,
+                    )
+                }),
+                lo_up: !spec.host_network,
+            }
+        });
+        let plan = ChildPlan {
+            server_pid: std::process::id() as libc::pid_t,
+            channel_fd: child_end.as_ref().map(|f| f.as_raw_fd()),
+            cgroup_fds: cgroup
+                .as_ref()
+                .map(|c| c.raw_join_fds())
+                .unwrap_or_default(),
+            data_limit: spec.data_limit_bytes,
+            namespaces,
+            drop_to: (p.unprivileged_user && !p.user_namespace)
+                .then_some((inner.config.uid, inner.config.gid)),
+            seccomp: inner.seccomp.clone(),
+        };
+        let mut cmd = std::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.code_dir)
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        // SAFETY: `child::run` only makes async-signal-safe system calls on data the closure
+        // owns; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || child::run(&plan));
+        }
+        Ok(Prepared {
+            cmd,
+            child_end,
+            parent_end,
+            cgroup,
+        })
     }
 
     /// Starts a process. Must be called from an async task on a runtime worker thread (the
@@ -164,37 +546,21 @@ impl Sandbox {
     pub fn spawn(&self, spec: &ProcessSpec) -> Result<SandboxedProcess, SandboxError> {
         let (stdout_r, stdout_w) = pipe_pair()?;
         let (stderr_r, stderr_w) = pipe_pair()?;
-        let (parent_end, child_end) = if spec.channel {
-            let (a, b) = StdUnixStream::pair()?;
-            (Some(a), Some(OwnedFd::from(b)))
-        } else {
-            (None, None)
-        };
-
-        let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.cwd)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::from(stdout_w))
-            .stderr(Stdio::from(stderr_w))
-            .kill_on_drop(true);
-
-        let child_fd = child_end.as_ref().map(|fd| fd.as_raw_fd());
-        let data_limit = spec.data_limit_bytes;
-        let server_pid = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setsid, prctl, setrlimit, dup2, fcntl), no allocation.
-        unsafe {
-            cmd.pre_exec(move || child_setup(server_pid, child_fd, data_limit));
-        }
+        let Prepared {
+            mut cmd,
+            child_end,
+            parent_end,
+            mut cgroup,
+        } = self.command(spec)?;
+        cmd.stdout(Stdio::from(stdout_w))
+            .stderr(Stdio::from(stderr_w));
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
         let mut child = cmd.spawn()?;
         drop(child_end);
+        if let Some(c) = cgroup.as_mut() {
+            c.join_fds.clear();
+        }
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
         let channel = match parent_end {
             Some(s) => {
@@ -210,8 +576,19 @@ impl Sandbox {
             channel,
             stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
+            cgroup,
         })
     }
+}
+
+/// A command ready to spawn and what must stay alive with it.
+struct Prepared {
+    cmd: std::process::Command,
+    /// The instance's end of the channel: open until spawn, then closed in the server.
+    child_end: Option<OwnedFd>,
+    /// The invoker's end of the channel.
+    parent_end: Option<StdUnixStream>,
+    cgroup: Option<InstanceCgroup>,
 }
 
 fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -225,126 +602,5 @@ fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn check(rc: libc::c_int) -> std::io::Result<()> {
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: setrlimit reads the struct we pass.
-    check(unsafe { libc::setrlimit(resource, &lim) })
-}
-
-/// Runs in the child between fork and exec.
-fn child_setup(
-    server_pid: libc::pid_t,
-    channel_fd: Option<RawFd>,
-    data_limit: Option<u64>,
-) -> std::io::Result<()> {
-    // SAFETY: plain system calls on our own process, no memory is shared or allocated.
-    unsafe {
-        check(libc::setsid())?;
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-        // The server may already be gone: then die now rather than linger.
-        if libc::getppid() != server_pid {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-        if let Some(fd) = channel_fd {
-            if fd == CHANNEL_FD {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
-            } else {
-                check(libc::dup2(fd, CHANNEL_FD))?;
-            }
-        }
-    }
-    set_rlimit(libc::RLIMIT_CORE, 0)?;
-    set_rlimit(libc::RLIMIT_NOFILE, 1024)?;
-    if let Some(bytes) = data_limit {
-        set_rlimit(libc::RLIMIT_DATA, bytes)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-
-    fn spec(script: &str) -> ProcessSpec {
-        ProcessSpec {
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-            cwd: "/".into(),
-            data_limit_bytes: None,
-            channel: true,
-            stdin: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn runs_with_channel_and_pipes() {
-        let sb = Sandbox::new();
-        let mut p = sb
-            .spawn(&spec("echo out; echo err >&2; echo chan >&3; ulimit -n"))
-            .unwrap();
-        let status = p.child.wait().await.unwrap();
-        assert!(status.success());
-        let mut out = String::new();
-        let mut buf = vec![0u8; 1024];
-        let n = p.stdout.read(&mut buf).await.unwrap();
-        out.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-        assert_eq!(out, "out\n1024\n");
-        let n = p.stderr.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"err\n");
-        let n = p.channel.as_mut().unwrap().read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"chan\n");
-    }
-
-    #[tokio::test]
-    async fn kill_takes_the_whole_group() {
-        let sb = Sandbox::new();
-        let mut p = sb.spawn(&spec("sleep 30 & echo $!; sleep 30")).unwrap();
-        let mut buf = vec![0u8; 64];
-        let n = p.stdout.read(&mut buf).await.unwrap();
-        let grandchild: u32 = std::str::from_utf8(&buf[..n])
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        p.kill();
-        assert!(!p.child.wait().await.unwrap().success());
-        // The background grandchild dies too (it may linger as a zombie until reaped).
-        let mut gone = false;
-        for _ in 0..100 {
-            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
-            if stat.map_or(true, |s| s.contains(") Z")) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(gone, "grandchild {grandchild} survived the kill");
-    }
-
-    #[tokio::test]
-    async fn environment_is_not_inherited() {
-        let sb = Sandbox::new();
-        let mut s = spec("echo \"[$HOME]\"");
-        s.channel = false;
-        let mut p = sb.spawn(&s).unwrap();
-        p.child.wait().await.unwrap();
-        let mut buf = vec![0u8; 64];
-        let n = p.stdout.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"[]\n");
-    }
-}
+mod tests;

@@ -1,7 +1,5 @@
 //! Tests of the client against a canned HTTP server on a loopback socket.
 
-use std::path::PathBuf;
-
 use ignis_core::{Runtime, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -263,80 +261,6 @@ fn path_segments_are_encoded() {
     q.push("env", "K=V é");
     q.push("x", "~-._");
     assert_eq!(q.0, "/p?env=K%3DV%20%C3%A9&x=~-._");
-}
-
-fn file_config() -> CliConfig {
-    CliConfig {
-        url: "http://127.0.0.1:8080".into(),
-        key: "ik_file:secret".into(),
-        namespace: Some("team".into()),
-    }
-}
-
-#[test]
-fn flags_and_environment_win_over_the_file() {
-    let path = PathBuf::from("/home/u/.config/ignis/cli.toml");
-    let s = resolve(
-        None,
-        Some("ik_flag:x".into()),
-        None,
-        Some(file_config()),
-        Some(&path),
-    )
-    .unwrap();
-    assert_eq!(
-        s,
-        Settings {
-            url: "http://127.0.0.1:8080".into(),
-            key: "ik_flag:x".into(),
-            namespace: "team".into(),
-        }
-    );
-    let s = resolve(None, None, Some("ns2".into()), Some(file_config()), None).unwrap();
-    assert_eq!(
-        (s.key.as_str(), s.namespace.as_str()),
-        ("ik_file:secret", "ns2")
-    );
-    // The same server spelled differently still gets the file's key.
-    let s = resolve(
-        Some("127.0.0.1:8080/".into()),
-        None,
-        None,
-        Some(file_config()),
-        None,
-    )
-    .unwrap();
-    assert_eq!(s.key, "ik_file:secret");
-}
-
-#[test]
-fn the_file_key_is_never_sent_to_another_server() {
-    let path = PathBuf::from("/c/cli.toml");
-    let err = resolve(
-        Some("http://other:9000".into()),
-        None,
-        None,
-        Some(file_config()),
-        Some(&path),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("no API key for http://other:9000"), "{err}");
-    assert!(
-        err.contains("/c/cli.toml holds the key of http://127.0.0.1:8080"),
-        "{err}"
-    );
-}
-
-#[test]
-fn nothing_configured_says_how_to_start() {
-    let err = resolve(None, None, None, None, Some(&PathBuf::from("/c/cli.toml")))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("ignis serve"), "{err}");
-    assert!(err.contains("IGNIS_URL"), "{err}");
-    let s = resolve(Some("h:1".into()), Some("k".into()), None, None, None).unwrap();
-    assert_eq!(s.namespace, "default");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ignis_client::display::{Table, rfc3339_s};
 use ignis_client::{Client, ClientError, CodeUpload, DeployRequest, package_code};
-use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Runtime};
+use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Network, Runtime};
 
 use super::GlobalOpts;
 
@@ -68,6 +68,12 @@ struct DeployArgs {
     /// Most instances of the function running at once
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
+    /// Network access of its instances: none (loopback only, the default) or host
+    #[arg(long, value_name = "none|host")]
+    network: Option<Network>,
+    /// Size of each instance's private /tmp, in MiB [default: 512]
+    #[arg(long = "tmp", value_name = "MB")]
+    tmp_mb: Option<u32>,
     /// Fail if the function already exists instead of adding a version
     #[arg(long)]
     no_overwrite: bool,
@@ -131,6 +137,8 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     req.memory_mb = args.memory;
     req.timeout_ms = args.timeout;
     req.max_instances = args.max_instances;
+    req.network = args.network;
+    req.tmp_mb = args.tmp_mb;
     req.env = args.env.into_iter().collect();
     req.overwrite = !args.no_overwrite;
     check_spec(&req)?;
@@ -158,12 +166,14 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
     spec.memory_mb = req.memory_mb.unwrap_or(spec.memory_mb);
     spec.timeout_ms = req.timeout_ms.unwrap_or(spec.timeout_ms);
     spec.max_instances = req.max_instances.unwrap_or(spec.max_instances);
+    spec.tmp_mb = req.tmp_mb.unwrap_or(spec.tmp_mb);
     spec.env = req.env.clone();
     spec.validate().map_err(|e| {
         let flag = match e.field {
             "memory_mb" => "--memory",
             "timeout_ms" => "--timeout",
             "max_instances" => "--max-instances",
+            "tmp_mb" => "--tmp",
             "env" => "--env",
             "handler" => "--handler",
             other => other,

@@ -1,6 +1,7 @@
 //! The subcommands of `ignis`, one module each.
 
 mod activations;
+mod bench;
 mod function;
 mod invoke;
 mod serve;
@@ -40,6 +41,8 @@ pub enum Command {
     /// List and inspect activations (records of invocations)
     #[command(alias = "activation")]
     Activations(activations::ActivationsCommand),
+    /// Load-test a function: many concurrent invocations, then throughput and latency
+    Bench(bench::BenchCommand),
 }
 
 impl Command {
@@ -50,6 +53,7 @@ impl Command {
             Command::Fn(c) => c.execute(global).await,
             Command::Invoke(c) => c.execute(global).await,
             Command::Activations(c) => c.execute(global).await,
+            Command::Bench(c) => c.execute(global).await,
         }
     }
 }

@@ -11,7 +11,7 @@ use ignis_client::CliConfig;
 use ignis_controller::Controller;
 use ignis_gateway::{AppState, KeyRing};
 use ignis_invoker::{CodeSource, Invoker, InvokerConfig};
-use ignis_sandbox::Sandbox;
+use ignis_sandbox::{Sandbox, SandboxConfig};
 use ignis_store::{BlobStore, Role, SqliteStore, Store};
 use serde::Deserialize;
 
@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub python: Option<PathBuf>,
     /// Node.js.
     pub node: Option<PathBuf>,
+    /// Most processes and threads in one instance (cgroup pids limit).
+    pub pids_max: Option<u32>,
+    /// Use the sandbox's isolation layers (default true).
+    pub isolation: Option<bool>,
 }
 
 /// Run the Ignis server.
@@ -57,6 +61,13 @@ pub struct ServeCommand {
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
+    /// Refuse to start unless every sandbox layer (namespaces, private filesystem, network
+    /// isolation, cgroups, seccomp, unprivileged user) is available
+    #[arg(long, env = "IGNIS_REQUIRE_ISOLATION")]
+    require_isolation: bool,
+    /// Run instances without namespaces, cgroups or seccomp (debugging only)
+    #[arg(long, env = "IGNIS_NO_ISOLATION", conflicts_with = "require_isolation")]
+    no_isolation: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -74,6 +85,31 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+const PYTHON_PROBE: &[&str] = &[
+    "-c",
+    "import sys; print(sys.executable); print(sys.base_prefix)",
+];
+const NODE_PROBE: &[&str] = &[
+    "-e",
+    "const p=require('path');const e=require('fs').realpathSync(process.execPath);console.log(e);console.log(p.dirname(p.dirname(e)))",
+];
+
+/// Runs an interpreter to learn its real executable and installation prefix (a pyenv shim
+/// resolves to the real python, which then runs without the shim's cost, and the prefix is
+/// what the sandbox must show read-only).
+fn probe_interpreter(cmd: &Path, args: &[&str]) -> Option<(PathBuf, PathBuf)> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    if !out.status.success() {
+        tracing::warn!(interpreter = %cmd.display(), "interpreter probe failed");
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let exe = PathBuf::from(lines.next()?.trim());
+    let prefix = PathBuf::from(lines.next()?.trim());
+    Some((exe, prefix))
 }
 
 struct Blobs(BlobStore);
@@ -107,6 +143,9 @@ impl ServeCommand {
         if self.queue_per_function.is_some() {
             cfg.queue_per_function = self.queue_per_function;
         }
+        if self.no_isolation {
+            cfg.isolation = Some(false);
+        }
         Ok(cfg)
     }
 
@@ -132,9 +171,40 @@ impl ServeCommand {
         let bootstraps = ignis_runtime::bootstrap::install(&data_dir.join("runtime"))?;
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)?;
-        let python = cfg.python.clone().or_else(|| find_in_path("python3"));
-        let node = cfg.node.clone().or_else(|| find_in_path("node"));
-        let sandbox = Sandbox::new();
+        let python = cfg
+            .python
+            .clone()
+            .or_else(|| find_in_path("python3"))
+            .and_then(|p| probe_interpreter(&p, PYTHON_PROBE));
+        let node = cfg
+            .node
+            .clone()
+            .or_else(|| find_in_path("node"))
+            .and_then(|p| probe_interpreter(&p, NODE_PROBE));
+        let mut sandbox_config = SandboxConfig::new(data_dir.join("sandbox/root"));
+        sandbox_config.isolation = cfg.isolation.unwrap_or(true);
+        if let Some(n) = cfg.pids_max {
+            sandbox_config.pids_max = n;
+        }
+        for (_, prefix) in python.iter().chain(node.iter()) {
+            if !sandbox_config
+                .runtime_paths
+                .iter()
+                .any(|p| prefix.starts_with(p))
+            {
+                sandbox_config.runtime_paths.push(prefix.clone());
+            }
+        }
+        let sandbox = Sandbox::new(sandbox_config);
+        let protections = sandbox.protections().clone();
+        if self.require_isolation && !protections.complete() {
+            anyhow::bail!(
+                "--require-isolation: this host does not allow {}; run as root on Linux with namespaces and cgroups",
+                protections.missing().join(", ")
+            );
+        }
+        let python = python.map(|(exe, _)| exe);
+        let node = node.map(|(exe, _)| exe);
         let invoker = Invoker::new(
             InvokerConfig {
                 code_dir: data_dir.join("code"),
@@ -179,7 +249,6 @@ impl ServeCommand {
             write_cli_config(&url, &data_dir, new_key.is_some())?
         };
 
-        let protections = sandbox.protections().clone();
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "protections": protections,

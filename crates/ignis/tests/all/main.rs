@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod bench;
 mod cli;
 mod invoke;
 mod lifecycle;

@@ -1,0 +1,229 @@
+//! What runs in the forked child between `fork` and `exec`: only async-signal-safe system
+//! calls on data prepared by the parent, no allocation.
+//!
+//! ```text
+//!  server ──fork──► C1 (the pid tokio waits on)
+//!                    setsid · parent-death signal · join cgroup
+//!                    [user ns] · unshare(mount, ipc, uts, pid, [net])
+//!                    ──fork──► C2 = pid 1 of the new PID namespace
+//!                    │          parent-death signal · build root · hostname · loopback up
+//!                    │          fd 3 · rlimits · drop caps and uid · no_new_privs · seccomp
+//!                    │          exec the runtime
+//!                    └ closes every fd, waits for C2, exits as C2 did
+//! ```
+//!
+//! Killing C1's process group kills C1 and C2; C2 dying ends every process of its PID namespace.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use crate::rootfs::{self, RootPlan};
+use crate::seccomp::{self, Filters};
+
+/// Namespaces to enter.
+#[derive(Debug, Clone)]
+pub(crate) struct NsPlan {
+    /// unshare flags (without CLONE_NEWUSER).
+    pub flags: libc::c_int,
+    /// Map the caller's uid/gid to root in a new user namespace first (non-root hosts).
+    pub userns: Option<UserNsPlan>,
+    /// The root filesystem to build, if filesystem isolation is on.
+    pub root: Option<RootPlan>,
+    /// Bring loopback up (in a new network namespace).
+    pub lo_up: bool,
+}
+
+/// Contents of the id maps of a new user namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct UserNsPlan {
+    pub uid_map: CString,
+    pub gid_map: CString,
+}
+
+/// Everything the child does, prepared by the parent.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildPlan {
+    pub server_pid: libc::pid_t,
+    pub channel_fd: Option<RawFd>,
+    pub cgroup_fds: Vec<RawFd>,
+    pub data_limit: Option<u64>,
+    pub namespaces: Option<NsPlan>,
+    pub drop_to: Option<(libc::uid_t, libc::gid_t)>,
+    pub seccomp: Option<Arc<Filters>>,
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    check(unsafe { libc::setrlimit(resource, &lim) })
+}
+
+unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: plain open/write/close on a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        check(fd)?;
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `struct ifreq` with the flags member, as SIOCGIFFLAGS/SIOCSIFFLAGS use it.
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+unsafe fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: ioctl on a socket we own with a correctly sized ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(fd)?;
+        let mut req = IfreqFlags {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        req.name[..2].copy_from_slice(b"lo");
+        let r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            let r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+            libc::close(fd);
+            return check(r);
+        }
+        libc::close(fd);
+        check(r)
+    }
+}
+
+/// C1 after the second fork: hold nothing open, wait for the instance, exit as it did.
+unsafe fn supervise(child: libc::pid_t) -> ! {
+    // SAFETY: raw system calls; this process never returns to Rust code after this.
+    unsafe {
+        // close_range(0, ~0, 0): the pipes and the channel must see EOF when C2 dies.
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(child, &mut status, 0);
+            if r == child {
+                break;
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(127)
+    }
+}
+
+/// Runs in the child between fork and exec.
+///
+/// # Safety
+/// Only to be called from `pre_exec`.
+pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
+    // SAFETY: async-signal-safe system calls on our own process and data owned by `plan`.
+    unsafe {
+        check(libc::setsid())?;
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        // The server may already be gone: then die now rather than linger.
+        if libc::getppid() != plan.server_pid {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        for fd in &plan.cgroup_fds {
+            if libc::write(*fd, b"0".as_ptr().cast(), 1) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if let Some(ns) = &plan.namespaces {
+            if let Some(u) = &ns.userns {
+                check(libc::unshare(libc::CLONE_NEWUSER))?;
+                write_file(c"/proc/self/setgroups", b"deny")?;
+                write_file(c"/proc/self/uid_map", u.uid_map.as_bytes())?;
+                write_file(c"/proc/self/gid_map", u.gid_map.as_bytes())?;
+            }
+            check(libc::unshare(ns.flags))?;
+            let pid = libc::fork();
+            check(pid)?;
+            if pid > 0 {
+                supervise(pid);
+            }
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            if let Some(root) = &ns.root {
+                rootfs::build(root)?;
+            }
+            check(libc::sethostname(c"ignis".as_ptr(), 5))?;
+            if ns.lo_up {
+                loopback_up()?;
+            }
+        }
+        if let Some(fd) = plan.channel_fd {
+            if fd == crate::CHANNEL_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
+            } else {
+                check(libc::dup2(fd, crate::CHANNEL_FD))?;
+            }
+        }
+    }
+    set_rlimit(libc::RLIMIT_CORE, 0)?;
+    set_rlimit(libc::RLIMIT_NOFILE, 1024)?;
+    if let Some(bytes) = plan.data_limit {
+        set_rlimit(libc::RLIMIT_DATA, bytes)?;
+    }
+    // SAFETY: as above.
+    unsafe {
+        if let Some((uid, gid)) = plan.drop_to {
+            for cap in 0..64 {
+                // EINVAL for capabilities this kernel does not have: fine.
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(gid, gid, gid))?;
+            check(libc::setresuid(uid, uid, uid))?;
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        if let Some(filters) = &plan.seccomp {
+            seccomp::install(filters)?;
+        }
+    }
+    Ok(())
+}

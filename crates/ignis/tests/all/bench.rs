@@ -1,0 +1,62 @@
+//! `ignis bench` against a real server: it deploys its no-op function, loads it and reports.
+
+use crate::harness::*;
+
+#[test]
+fn bench_reports_a_clean_run_as_json() {
+    let s = Server::start();
+    let out = ok(&s.cli(&["bench", "--requests", "300", "--concurrency", "4", "--json"]));
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["function"], "bench-noop-python", "{v}");
+    assert_eq!(v["requests"], 300, "{v}");
+    assert_eq!(v["succeeded"], 300, "{v}");
+    assert_eq!(v["errors"]["total"], 0, "{v}");
+    // The warm-up makes the instances; at most 4 (max_instances = concurrency) exist.
+    let cold = v["cold_starts"].as_u64().unwrap();
+    let warm_up_cold = v["warmup_cold_starts"].as_u64().unwrap();
+    assert!(warm_up_cold >= 1 && cold + warm_up_cold <= 4, "{v}");
+    let l = &v["latency_us"];
+    let us = |k: &str| {
+        l[k].as_u64()
+            .unwrap_or_else(|| panic!("no latency_us.{k}: {v}"))
+    };
+    assert!(us("min") > 0, "{v}");
+    assert!(us("min") <= us("p50"), "{v}");
+    assert!(us("p50") <= us("p90") && us("p90") <= us("p99"), "{v}");
+    assert!(us("p99") <= us("p99_9") && us("p99_9") <= us("max"), "{v}");
+    assert!(v["throughput_rps"].as_f64().unwrap() > 0.0, "{v}");
+
+    // The no-op function is deleted after the run.
+    let r = s.get("/v1/namespaces/default/functions/bench-noop-python");
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn bench_fails_when_requests_fail() {
+    let s = Server::start();
+    let r = s.deploy_file(
+        "boom",
+        "runtime=exec&handler=boom.sh",
+        "boom.sh",
+        "#!/bin/sh\nexit 3\n",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let out = s.cli(&[
+        "bench",
+        "--function",
+        "boom",
+        "--requests",
+        "5",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"], 5, "{v}");
+    assert_eq!(v["errors"]["function"], 5, "{v}");
+    assert!(v["latency_us"].is_null(), "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5 of 5 requests failed"), "{err}");
+}
