@@ -280,12 +280,11 @@ pub async fn put_function(
         }
         "application/zip" | "application/x-zip-compressed" | "application/octet-stream" => {
             let mut env = BTreeMap::new();
-            for (k, v) in pairs.iter().filter(|(k, _)| k == "env") {
+            for (_, v) in pairs.iter().filter(|(k, _)| k == "env") {
                 let (ek, ev) = v.split_once('=').ok_or_else(|| {
                     ApiError::invalid_field("env", format!("invalid env: {v:?} is not KEY=VALUE"))
                 })?;
                 env.insert(ek.to_string(), ev.to_string());
-                let _ = k;
             }
             let known = [
                 "runtime",
@@ -293,6 +292,8 @@ pub async fn put_function(
                 "memory_mb",
                 "timeout_ms",
                 "max_instances",
+                "network",
+                "tmp_mb",
                 "env",
                 "filename",
                 "overwrite",

@@ -106,7 +106,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             keep_alive: Duration::from_secs(600),
             queue_per_function: 100,
         },
-        Sandbox::new(),
+        Sandbox::unisolated(),
         Arc::new(code),
     )
 }

@@ -165,27 +165,24 @@ fn base_env(inner: &Inner) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     ]
 }
 
-/// The process spec shared by both kinds of instance.
+/// What both kinds of instance share: code, limits, network, environment. The caller sets
+/// the program, its arguments and any data limit.
 fn process_spec(
     inner: &Inner,
     f: &FunctionVersion,
     code_dir: &std::path::Path,
-    program: std::path::PathBuf,
-    args: Vec<std::ffi::OsString>,
-    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-    data_limit_bytes: Option<u64>,
     protocol: bool,
 ) -> ProcessSpec {
     ProcessSpec {
-        program,
-        args,
-        env,
+        program: std::path::PathBuf::new(),
+        args: Vec::new(),
+        env: base_env(inner),
         code_dir: code_dir.to_path_buf(),
         runtime_dir: protocol.then(|| inner.config.bootstraps.dir.clone()),
         memory_mb: f.spec.memory_mb,
         tmp_mb: f.spec.tmp_mb,
         host_network: f.spec.network == Network::Host,
-        data_limit_bytes,
+        data_limit_bytes: None,
         channel: protocol,
         stdin: !protocol,
     }
@@ -276,10 +273,15 @@ impl ProcessInstance {
             ),
             Runtime::Exec => unreachable!("exec functions have no process instance"),
         };
-        let mut env = base_env(inner);
-        env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
-        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        let spec = process_spec(inner, f, code_dir, program, args, env, data_limit, true);
+        let mut spec = ProcessSpec {
+            program,
+            args,
+            data_limit_bytes: data_limit,
+            ..process_spec(inner, f, code_dir, true)
+        };
+        spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
+        spec.env
+            .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let mut proc = inner.sandbox.spawn(&spec).map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
@@ -471,12 +473,6 @@ pub(crate) async fn run_exec(
     deadline: TokioInstant,
 ) -> RunEnd {
     let handler = f.spec.handler.trim_start_matches("./");
-    let mut env = base_env(inner);
-    env.extend(
-        function_env(f)
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into())),
-    );
     // Without a cgroup, a data-size rlimit is the only memory bound.
     let data_limit = inner
         .sandbox
@@ -484,16 +480,15 @@ pub(crate) async fn run_exec(
         .cgroups
         .is_none()
         .then_some(f.spec.memory_mb as u64 * 1024 * 1024);
-    let program = inner.sandbox.code_path(code_dir).join(handler);
-    let spec = process_spec(
-        inner,
-        f,
-        code_dir,
-        program,
-        Vec::new(),
-        env,
-        data_limit,
-        false,
+    let mut spec = ProcessSpec {
+        program: inner.sandbox.code_path(code_dir).join(handler),
+        data_limit_bytes: data_limit,
+        ..process_spec(inner, f, code_dir, false)
+    };
+    spec.env.extend(
+        function_env(f)
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into())),
     );
     let mut proc = match inner.sandbox.spawn(&spec) {
         Ok(p) => p,

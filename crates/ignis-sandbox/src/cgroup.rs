@@ -72,7 +72,10 @@ impl Cgroups {
                 // Controllers must be enabled for children at every level.
                 let _ = write(&root.join("cgroup.subtree_control"), "+memory +pids +cpu");
                 write(&top.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
-                write(&top.join(&own).join("cgroup.subtree_control"), "+memory +pids +cpu")
+                write(
+                    &top.join(&own).join("cgroup.subtree_control"),
+                    "+memory +pids +cpu",
+                )
             };
             if let Err(e) = setup() {
                 tracing::info!(error = %e, "cgroup v2 hierarchy is not usable");
@@ -107,7 +110,9 @@ impl Cgroups {
         // Servers that died (kill -9) leave their cgroups behind: remove those of pids that no
         // longer exist, instances first, then the server's parent.
         for top in &tops {
-            let Ok(entries) = fs::read_dir(top) else { continue };
+            let Ok(entries) = fs::read_dir(top) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let Some(Ok(pid)) = name.split('.').next().map(str::parse::<i32>) else {
@@ -120,7 +125,12 @@ impl Cgroups {
                     continue;
                 }
                 let mut stale: Vec<PathBuf> = fs::read_dir(e.path())
-                    .map(|d| d.flatten().filter(|c| c.path().is_dir()).map(|c| c.path()).collect())
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|c| c.path().is_dir())
+                            .map(|c| c.path())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 stale.push(e.path());
                 let _ = tx.send(stale);

@@ -139,20 +139,20 @@ impl Builder {
         if let Some(parent) = dst.parent() {
             self.mkdir_p(parent);
         }
-        if meta.file_type().is_symlink() {
-            if let Ok(target) = std::fs::read_link(src) {
-                self.made.insert(dst.to_path_buf());
-                let link = self.inside(dst);
-                self.ops.push(Op::Symlink {
-                    target: c(&target),
-                    link: c(&link),
-                });
-                // A link to an absolute path elsewhere needs that path too.
-                if target.is_absolute() {
-                    self.expose(&target.clone(), &target, writable);
-                }
-                return;
+        if meta.file_type().is_symlink()
+            && let Ok(target) = std::fs::read_link(src)
+        {
+            self.made.insert(dst.to_path_buf());
+            let link = self.inside(dst);
+            self.ops.push(Op::Symlink {
+                target: c(&target),
+                link: c(&link),
+            });
+            // A link to an absolute path elsewhere needs that path too.
+            if target.is_absolute() {
+                self.expose(&target.clone(), &target, writable);
             }
+            return;
         }
         let inside = self.inside(dst);
         self.bound.push(dst.to_path_buf());
@@ -457,7 +457,11 @@ mod tests {
         assert!(first_mkdir_code < bind_code);
         assert_eq!(s(&p.cwd), "/code");
         // A path below a bound directory is not made again (it would be read-only).
-        assert!(!p.ops.iter().any(|o| matches!(o, Op::Mkdir(d) if s(d).starts_with(&format!("{usr_inside}/")))));
+        assert!(
+            !p.ops
+                .iter()
+                .any(|o| matches!(o, Op::Mkdir(d) if s(d).starts_with(&format!("{usr_inside}/"))))
+        );
         // The host's data is not in the plan.
         assert!(!binds.iter().any(|(s, _, _)| s.contains("ignis.db")));
     }

@@ -144,15 +144,3 @@ async fn isolated_cgroup_is_removed_after_exit() {
     }
     panic!("cgroups leaked: {} > {before}", sb.live_cgroups());
 }
-
-#[test]
-#[ignore]
-fn debug_plan() {
-    let mut paths = rootfs::default_runtime_paths();
-    paths.push("/root/.pyenv/versions/3.11.7".into());
-    let base = rootfs::BaseRoot::new(Path::new("/tmp/root"), &paths);
-    let p = base.plan(Some(Path::new("/tmp")), Some(Path::new("/tmp")), 4);
-    for op in &p.ops {
-        eprintln!("{op:?}");
-    }
-}

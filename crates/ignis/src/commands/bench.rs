@@ -556,7 +556,7 @@ impl Summary {
         let mut out = String::new();
         let mut line = |k: &str, v: String| {
             // Writing to a String cannot fail.
-            let _ = writeln!(out, "  {k:<13}{v}");
+            let _ = writeln!(out, "  {k:<15}{v}");
         };
         line("function", format!("{} ({})", self.function, self.runtime));
         line("concurrency", self.concurrency.to_string());

@@ -8,3 +8,4 @@ mod bench;
 mod cli;
 mod invoke;
 mod lifecycle;
+mod sandbox;
