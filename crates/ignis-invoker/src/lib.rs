@@ -22,7 +22,6 @@ mod instance;
 mod logs;
 mod pool;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -35,7 +34,7 @@ use ignis_runtime::bootstrap::BootstrapPaths;
 use ignis_sandbox::Sandbox;
 
 pub use logs::LogCollector;
-use pool::{Acquired, Pool, PoolKey};
+use pool::{Acquired, Pool, PoolMap};
 
 /// Where the invoker gets the bytes of a version's code when it must unpack it.
 pub trait CodeSource: Send + Sync {
@@ -133,7 +132,7 @@ pub(crate) struct Inner {
     pub config: InvokerConfig,
     pub sandbox: Sandbox,
     code: Arc<dyn CodeSource>,
-    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    pools: RwLock<PoolMap>,
     next_instance: std::sync::atomic::AtomicU64,
     closing: std::sync::atomic::AtomicBool,
 }
@@ -151,7 +150,7 @@ impl Invoker {
             config,
             sandbox,
             code,
-            pools: RwLock::new(HashMap::new()),
+            pools: RwLock::new(PoolMap::default()),
             next_instance: std::sync::atomic::AtomicU64::new(1),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -163,7 +162,7 @@ impl Invoker {
             loop {
                 interval.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                let pools: Vec<Arc<Pool>> = inner.pools.read().unwrap().values().cloned().collect();
+                let pools = inner.pools.read().unwrap().all();
                 for p in pools {
                     p.reap_idle(inner.config.keep_alive);
                 }
@@ -178,15 +177,11 @@ impl Invoker {
     }
 
     fn pool(&self, f: &Arc<FunctionVersion>) -> Arc<Pool> {
-        let key = PoolKey::of(f);
-        if let Some(p) = self.inner.pools.read().unwrap().get(&key) {
+        if let Some(p) = self.inner.pools.read().unwrap().get(f) {
             return p.clone();
         }
-        let mut pools = self.inner.pools.write().unwrap();
-        pools
-            .entry(key)
-            .or_insert_with(|| Arc::new(Pool::new(f.clone(), self.inner.config.queue_per_function)))
-            .clone()
+        let queue = self.inner.config.queue_per_function;
+        self.inner.pools.write().unwrap().get_or_insert(f, queue)
     }
 
     /// Runs an invocation to its end. Errors only when it could not be run at all.
@@ -351,12 +346,11 @@ impl Invoker {
 
     /// Instance counts of one function version.
     pub fn counts(&self, f: &FunctionVersion) -> InstanceCounts {
-        let key = PoolKey::of(f);
         self.inner
             .pools
             .read()
             .unwrap()
-            .get(&key)
+            .get(f)
             .map(|p| p.counts())
             .unwrap_or_default()
     }
@@ -364,24 +358,18 @@ impl Invoker {
     /// Kills the idle instances of every version of a function and forgets its pools (after a
     /// delete). Busy instances finish their invocation and are then dropped.
     pub fn evict_function(&self, namespace: &str, name: &str) {
-        let mut pools = self.inner.pools.write().unwrap();
-        pools.retain(|k, p| {
-            let keep = !(k.namespace == namespace && k.name == name);
-            if !keep {
-                p.close();
-            }
-            keep
-        });
+        let removed = self.inner.pools.write().unwrap().remove_function(namespace, name);
+        for p in removed {
+            p.close();
+        }
     }
 
     /// Stops taking invocations and kills every idle instance. Busy ones are killed when
     /// their invocation ends.
     pub fn shutdown(&self) {
-        self.inner
-            .closing
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         let pools = std::mem::take(&mut *self.inner.pools.write().unwrap());
-        for p in pools.values() {
+        for p in pools.all() {
             p.close();
         }
     }

@@ -5,7 +5,7 @@
 //! starting). A [`Slot`] is the right to create one; a [`Lease`] holds a busy one. Both give
 //! their place back when dropped, whatever path drops them, so `live` never leaks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,20 +15,45 @@ use tokio::sync::oneshot;
 use crate::InstanceCounts;
 use crate::instance::Instance;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
-    pub namespace: String,
-    pub name: String,
-    pub version: u32,
+/// The pools of every function version, keyed namespace → name → version so that finding one
+/// allocates nothing.
+#[derive(Default)]
+pub(crate) struct PoolMap {
+    map: HashMap<String, HashMap<String, HashMap<u32, Arc<Pool>>>>,
 }
 
-impl PoolKey {
-    pub fn of(f: &FunctionVersion) -> Self {
-        PoolKey {
-            namespace: f.namespace.clone(),
-            name: f.name.clone(),
-            version: f.version,
-        }
+impl PoolMap {
+    pub fn get(&self, f: &FunctionVersion) -> Option<&Arc<Pool>> {
+        self.map.get(&f.namespace)?.get(&f.name)?.get(&f.version)
+    }
+
+    pub fn get_or_insert(&mut self, f: &Arc<FunctionVersion>, queue_cap: usize) -> Arc<Pool> {
+        self.map
+            .entry(f.namespace.clone())
+            .or_default()
+            .entry(f.name.clone())
+            .or_default()
+            .entry(f.version)
+            .or_insert_with(|| Arc::new(Pool::new(f.clone(), queue_cap)))
+            .clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.map
+            .values()
+            .flat_map(|fns| fns.values())
+            .flat_map(|vs| vs.values())
+            .cloned()
+            .collect()
+    }
+
+    /// Removes every version of a function; returns their pools.
+    pub fn remove_function(&mut self, namespace: &str, name: &str) -> Vec<Arc<Pool>> {
+        self.map
+            .get_mut(namespace)
+            .and_then(|fns| fns.remove(name))
+            .map(|vs| vs.into_values().collect())
+            .unwrap_or_default()
     }
 }
 
