@@ -105,6 +105,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             node: node.to_path_buf(),
             keep_alive: Duration::from_secs(600),
             queue_per_function: 100,
+            stem_cells: 0,
         },
         Sandbox::unisolated(),
         Arc::new(code),

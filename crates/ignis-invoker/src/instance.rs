@@ -43,6 +43,16 @@ impl RunEnd {
         }
     }
 
+    /// Ignis itself failed while preparing the instance.
+    pub(crate) fn platform(message: String) -> Self {
+        Self::failed(
+            Status::PlatformError,
+            "InstanceStart",
+            message,
+            ErrorPhase::Init,
+        )
+    }
+
     fn from_payload(status: Status, payload: &[u8], phase: ErrorPhase, reusable: bool) -> Self {
         let e = ErrorPayload::parse(payload);
         RunEnd {
@@ -80,6 +90,8 @@ pub(crate) struct ProcessInstance {
     channel: tokio::net::UnixStream,
     rbuf: BytesMut,
     next_id: u64,
+    /// For a specialised stem cell: the directory its /code shows, removed with it.
+    slot: Option<crate::stem::CodeSlot>,
 }
 
 /// What came out of the channel while pumping.
@@ -165,11 +177,29 @@ fn base_env(inner: &Inner) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     ]
 }
 
+/// Where and under which limits an instance runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub memory_mb: u32,
+    pub tmp_mb: u32,
+    pub network: Network,
+}
+
+impl Placement {
+    pub fn of(f: &FunctionVersion) -> Self {
+        Placement {
+            memory_mb: f.spec.memory_mb,
+            tmp_mb: f.spec.tmp_mb,
+            network: f.spec.network,
+        }
+    }
+}
+
 /// What both kinds of instance share: code, limits, network, environment. The caller sets
 /// the program, its arguments and any data limit.
 fn process_spec(
     inner: &Inner,
-    f: &FunctionVersion,
+    place: Placement,
     code_dir: &std::path::Path,
     protocol: bool,
 ) -> ProcessSpec {
@@ -179,12 +209,13 @@ fn process_spec(
         env: base_env(inner),
         code_dir: code_dir.to_path_buf(),
         runtime_dir: protocol.then(|| inner.config.bootstraps.dir.clone()),
-        memory_mb: f.spec.memory_mb,
-        tmp_mb: f.spec.tmp_mb,
-        host_network: f.spec.network == Network::Host,
+        memory_mb: place.memory_mb,
+        tmp_mb: place.tmp_mb,
+        host_network: place.network == Network::Host,
         data_limit_bytes: None,
         channel: protocol,
         stdin: !protocol,
+        background: false,
     }
 }
 
@@ -250,10 +281,26 @@ impl ProcessInstance {
         logs: &mut LogCollector,
         deadline: TokioInstant,
     ) -> Result<ProcessInstance, RunEnd> {
-        let mb = f.spec.memory_mb as u64;
+        let mut inst = Self::spawn(inner, f.spec.runtime, Placement::of(f), code_dir, true).await?;
+        let code = inner.sandbox.code_path(code_dir);
+        inst.init(f, &code, logs, deadline).await?;
+        Ok(inst)
+    }
+
+    /// Starts the bootstrap of `runtime` in a sandbox showing `code_dir` (possibly still empty,
+    /// for a stem cell) and waits for READY. `limit_heap`: bound the interpreter's own heap by
+    /// the memory limit (off for stem cells, whose limit is set when they are specialised).
+    pub async fn spawn(
+        inner: &Inner,
+        runtime: Runtime,
+        place: Placement,
+        code_dir: &std::path::Path,
+        limit_heap: bool,
+    ) -> Result<ProcessInstance, RunEnd> {
+        let mb = place.memory_mb as u64;
         let sandbox = &inner.sandbox;
         let rt_dir = &inner.config.bootstraps.dir;
-        let (program, args, data_limit): (_, Vec<std::ffi::OsString>, _) = match f.spec.runtime {
+        let (program, args, data_limit): (_, Vec<std::ffi::OsString>, _) = match runtime {
             Runtime::Python => (
                 inner.config.python.clone(),
                 vec![
@@ -261,28 +308,30 @@ impl ProcessInstance {
                     "-B".into(),
                     sandbox.runtime_path(rt_dir, "ignis_bootstrap.py").into(),
                 ],
-                Some(mb * 1024 * 1024),
+                limit_heap.then_some(mb * 1024 * 1024),
             ),
-            Runtime::Node => (
-                inner.config.node.clone(),
-                vec![
-                    format!("--max-old-space-size={}", (mb * 3 / 4).max(32)).into(),
-                    sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into(),
-                ],
-                None,
-            ),
+            Runtime::Node => {
+                let mut args: Vec<std::ffi::OsString> = Vec::new();
+                if limit_heap {
+                    args.push(format!("--max-old-space-size={}", (mb * 3 / 4).max(32)).into());
+                }
+                args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
+                (inner.config.node.clone(), args, None)
+            }
             Runtime::Exec => unreachable!("exec functions have no process instance"),
         };
         let mut spec = ProcessSpec {
             program,
             args,
             data_limit_bytes: data_limit,
-            ..process_spec(inner, f, code_dir, true)
+            // A stem cell (no heap limit yet) warms up without taking CPU from live instances.
+            background: !limit_heap,
+            ..process_spec(inner, place, code_dir, true)
         };
         spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
         spec.env
             .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        let mut proc = inner.sandbox.spawn(&spec).map_err(|e| {
+        let mut proc = inner.sandbox.spawn(&spec).await.map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
                 "InstanceStart",
@@ -296,18 +345,39 @@ impl ProcessInstance {
             channel,
             rbuf: BytesMut::with_capacity(64 * 1024),
             next_id: 1,
+            slot: None,
         };
-        // READY
-        let ready = inst.next_frame(f, logs, deadline, ErrorPhase::Init).await?;
+        // A bootstrap that cannot even start says so on stderr; its READY is due at once.
+        let deadline = TokioInstant::now() + std::time::Duration::from_secs(30);
+        let mut logs = LogCollector::default();
+        let ready = match inst.next_frame_raw(&mut logs, deadline).await {
+            Ok(fr) => fr,
+            Err(why) => {
+                let mut end = died(&mut inst.proc, &mut logs, ErrorPhase::Init);
+                if let Some(e) = end.error.as_mut() {
+                    e.message = format!("the runtime did not start ({why}): {}", e.message);
+                }
+                end.status = Status::PlatformError;
+                return Err(end);
+            }
+        };
         if ready.kind != FrameKind::Ready {
             return Err(inst.protocol_violation(ready.kind, ErrorPhase::Init));
         }
+        Ok(inst)
+    }
+
+    /// Gives the instance its function: INIT with the code at `code` (a path inside the
+    /// sandbox) and the function's environment; waits for INIT_OK.
+    pub async fn init(
+        &mut self,
+        f: &FunctionVersion,
+        code: &std::path::Path,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+    ) -> Result<(), RunEnd> {
         let init = InitMessage {
-            code_dir: inner
-                .sandbox
-                .code_path(code_dir)
-                .to_string_lossy()
-                .into_owned(),
+            code_dir: code.to_string_lossy().into_owned(),
             handler: f.spec.handler.clone(),
             namespace: f.namespace.clone(),
             function: f.name.clone(),
@@ -318,13 +388,13 @@ impl ProcessInstance {
         };
         let payload = serde_json::to_vec(&init).unwrap_or_default();
         let init_frame = protocol::encode(FrameKind::Init, 0, &payload);
-        if inst.channel.write_all(&init_frame).await.is_err() {
-            return Err(died(&mut inst.proc, logs, ErrorPhase::Init));
+        if self.channel.write_all(&init_frame).await.is_err() {
+            return Err(died(&mut self.proc, logs, ErrorPhase::Init));
         }
-        match inst.next_frame(f, logs, deadline, ErrorPhase::Init).await {
-            Ok(fr) if fr.kind == FrameKind::InitOk => Ok(inst),
+        match self.next_frame(f, logs, deadline, ErrorPhase::Init).await {
+            Ok(fr) if fr.kind == FrameKind::InitOk => Ok(()),
             Ok(fr) if fr.kind == FrameKind::InitError => {
-                drain_both(&inst.proc, logs);
+                drain_both(&self.proc, logs);
                 Err(RunEnd::from_payload(
                     Status::ApplicationError,
                     &fr.payload,
@@ -332,9 +402,24 @@ impl ProcessInstance {
                     false,
                 ))
             }
-            Ok(fr) => Err(inst.protocol_violation(fr.kind, ErrorPhase::Init)),
+            Ok(fr) => Err(self.protocol_violation(fr.kind, ErrorPhase::Init)),
             Err(end) => Err(end),
         }
+    }
+
+    /// Whether the process is still there (a stem cell may have died while waiting).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
+    /// Sets the memory limit of a stem cell given to a function.
+    pub fn set_memory_limit(&self, memory_mb: u32) -> std::io::Result<()> {
+        self.proc.set_memory_limit(memory_mb)
+    }
+
+    /// Keeps the code slot of a specialised stem cell for as long as the instance lives.
+    pub fn hold_slot(&mut self, slot: crate::stem::CodeSlot) {
+        self.slot = Some(slot);
     }
 
     fn protocol_violation(&self, kind: FrameKind, phase: ErrorPhase) -> RunEnd {
@@ -344,6 +429,39 @@ impl ProcessInstance {
             format!("the instance sent an unexpected {kind:?} frame"),
             phase,
         )
+    }
+
+    /// Waits for the next frame with no function to blame: `Err` says why none came.
+    async fn next_frame_raw(
+        &mut self,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+    ) -> Result<Frame, &'static str> {
+        match pump(
+            &mut self.channel,
+            &mut self.rbuf,
+            &self.proc.stdout,
+            &self.proc.stderr,
+            logs,
+            deadline,
+        )
+        .await
+        {
+            Pumped::Frame(fr) => Ok(fr),
+            Pumped::Deadline => {
+                self.proc.kill();
+                Err("no READY in time")
+            }
+            Pumped::Closed => {
+                let wait = std::time::Duration::from_millis(200);
+                let _ = tokio::time::timeout(wait, self.proc.child.wait()).await;
+                Err("it exited")
+            }
+            Pumped::Broken(_) => {
+                self.proc.kill();
+                Err("its channel broke")
+            }
+        }
     }
 
     /// Waits for the next frame; on failure (deadline, instance gone) says how the run ended.
@@ -483,14 +601,14 @@ pub(crate) async fn run_exec(
     let mut spec = ProcessSpec {
         program: inner.sandbox.code_path(code_dir).join(handler),
         data_limit_bytes: data_limit,
-        ..process_spec(inner, f, code_dir, false)
+        ..process_spec(inner, Placement::of(f), code_dir, false)
     };
     spec.env.extend(
         function_env(f)
             .into_iter()
             .map(|(k, v)| (k.into(), v.into())),
     );
-    let mut proc = match inner.sandbox.spawn(&spec) {
+    let mut proc = match inner.sandbox.spawn(&spec).await {
         Ok(p) => p,
         Err(e) => {
             return RunEnd::failed(

@@ -21,6 +21,7 @@
 mod instance;
 mod logs;
 mod pool;
+mod stem;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -59,6 +60,8 @@ pub struct InvokerConfig {
     pub keep_alive: Duration,
     /// How many invocations of one function may wait for an instance.
     pub queue_per_function: usize,
+    /// Stem cells kept ready per runtime (python, node); 0 turns them off.
+    pub stem_cells: usize,
 }
 
 /// One invocation to run.
@@ -134,7 +137,8 @@ pub(crate) struct Inner {
     code: Arc<dyn CodeSource>,
     pools: RwLock<PoolMap>,
     next_instance: std::sync::atomic::AtomicU64,
-    closing: std::sync::atomic::AtomicBool,
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+    stem: std::sync::OnceLock<stem::StemCells>,
 }
 
 /// Runs invocations on pooled instances. Cheap to clone.
@@ -153,7 +157,11 @@ impl Invoker {
             pools: RwLock::new(PoolMap::default()),
             next_instance: std::sync::atomic::AtomicU64::new(1),
             closing: std::sync::atomic::AtomicBool::new(false),
+            stem: std::sync::OnceLock::new(),
         });
+        let _ = inner
+            .stem
+            .set(stem::StemCells::start(&inner, inner.config.stem_cells));
         let weak = Arc::downgrade(&inner);
         let tick =
             (inner.config.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -302,8 +310,18 @@ impl Invoker {
         let kind = match f.spec.runtime {
             Runtime::Exec => instance::InstanceKind::Exec { code_dir },
             Runtime::Python | Runtime::Node => {
-                let p = instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline)
-                    .await?;
+                let cell = stem::StemCells::fits(f)
+                    .then(|| self.inner.stem.get().and_then(|s| s.take(f.spec.runtime)))
+                    .flatten();
+                let p = match cell {
+                    Some(cell) => {
+                        stem::specialise(cell, f, &code_dir, logs, deadline, &self.inner).await?
+                    }
+                    None => {
+                        instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline)
+                            .await?
+                    }
+                };
                 instance::InstanceKind::Process(Box::new(p))
             }
         };
@@ -358,7 +376,12 @@ impl Invoker {
     /// Kills the idle instances of every version of a function and forgets its pools (after a
     /// delete). Busy instances finish their invocation and are then dropped.
     pub fn evict_function(&self, namespace: &str, name: &str) {
-        let removed = self.inner.pools.write().unwrap().remove_function(namespace, name);
+        let removed = self
+            .inner
+            .pools
+            .write()
+            .unwrap()
+            .remove_function(namespace, name);
         for p in removed {
             p.close();
         }
@@ -367,11 +390,21 @@ impl Invoker {
     /// Stops taking invocations and kills every idle instance. Busy ones are killed when
     /// their invocation ends.
     pub fn shutdown(&self) {
-        self.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.inner.stem.get() {
+            s.clear();
+        }
         let pools = std::mem::take(&mut *self.inner.pools.write().unwrap());
         for p in pools.all() {
             p.close();
         }
+    }
+
+    /// Stem cells ready now, per runtime.
+    pub fn stem_cells_ready(&self) -> Vec<(Runtime, usize)> {
+        self.inner.stem.get().map(|s| s.ready()).unwrap_or_default()
     }
 
     /// The directory code is unpacked into.

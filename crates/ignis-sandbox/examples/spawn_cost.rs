@@ -22,6 +22,7 @@ fn spec(host_network: bool) -> ProcessSpec {
         data_limit_bytes: None,
         channel: true,
         stdin: false,
+        background: false,
     }
 }
 
@@ -46,7 +47,10 @@ async fn measure(n: usize, mut run: impl AsyncFnMut()) -> (Duration, Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
     let root = tempfile::tempdir().expect("temp dir");
     let full = Sandbox::new(SandboxConfig::new(root.path().join("root")));
     let plain = Sandbox::unisolated();
@@ -54,12 +58,18 @@ async fn main() {
     println!("{n} runs of /bin/true each, start to exit");
     println!("{:<48} {:>10} {:>10}", "configuration", "p50", "p99");
     let row = |name: &str, (p50, p99): (Duration, Duration)| {
-        println!("{name:<48} {:>8.0}µs {:>8.0}µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+        println!(
+            "{name:<48} {:>8.0}µs {:>8.0}µs",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
     };
     row(
         "bare tokio::process::Command",
         measure(n, async || {
-            let mut c = tokio::process::Command::new("/bin/true").spawn().expect("spawn");
+            let mut c = tokio::process::Command::new("/bin/true")
+                .spawn()
+                .expect("spawn");
             c.wait().await.expect("wait");
         })
         .await,
@@ -68,7 +78,7 @@ async fn main() {
     row(
         "process group + rlimits only (no isolation)",
         measure(n, async || {
-            let mut p = plain.spawn(&s).expect("spawn");
+            let mut p = plain.spawn(&s).await.expect("spawn");
             p.child.wait().await.expect("wait");
         })
         .await,
@@ -78,7 +88,7 @@ async fn main() {
         row(
             "full sandbox, host network (no netns)",
             measure(n, async || {
-                let mut p = full.spawn(&s).expect("spawn");
+                let mut p = full.spawn(&s).await.expect("spawn");
                 p.child.wait().await.expect("wait");
             })
             .await,
@@ -87,7 +97,7 @@ async fn main() {
         row(
             "full sandbox, own network namespace",
             measure(n, async || {
-                let mut p = full.spawn(&s).expect("spawn");
+                let mut p = full.spawn(&s).await.expect("spawn");
                 p.child.wait().await.expect("wait");
             })
             .await,

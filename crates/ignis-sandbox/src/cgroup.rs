@@ -39,6 +39,9 @@ pub struct Limits {
     pub memory_mb: u32,
     /// Most processes and threads.
     pub pids_max: u32,
+    /// Start with the smallest CPU share (a stem cell warming up must not slow down instances
+    /// serving requests); `set_memory` gives the proportional share later.
+    pub background: bool,
 }
 
 /// One instance's cgroup. Removed (after killing what is left in it) when dropped.
@@ -178,7 +181,11 @@ impl Cgroups {
                 write(&d.join("memory.max"), &bytes.to_string())?;
                 let _ = write(&d.join("memory.swap.max"), "0");
                 write(&d.join("pids.max"), &limits.pids_max.to_string())?;
-                let weight = (limits.memory_mb as u64 * 100 / 1769).clamp(1, 10_000);
+                let weight = if limits.background {
+                    1
+                } else {
+                    (limits.memory_mb as u64 * 100 / 1769).clamp(1, 10_000)
+                };
                 let _ = write(&d.join("cpu.weight"), &weight.to_string());
             }
             Version::V1 => {
@@ -186,7 +193,11 @@ impl Cgroups {
                 write(&mem.join("memory.limit_in_bytes"), &bytes.to_string())?;
                 let _ = write(&mem.join("memory.memsw.limit_in_bytes"), &bytes.to_string());
                 write(&pids.join("pids.max"), &limits.pids_max.to_string())?;
-                let shares = (limits.memory_mb as u64 * 1024 / 1769).max(2);
+                let shares = if limits.background {
+                    2
+                } else {
+                    (limits.memory_mb as u64 * 1024 / 1769).max(2)
+                };
                 let _ = write(&cpu.join("cpu.shares"), &shares.to_string());
             }
         }
@@ -201,6 +212,32 @@ impl Cgroups {
 }
 
 impl InstanceCgroup {
+    /// Changes the memory limit (and the CPU share that follows it) of a running instance.
+    pub fn set_memory(&self, memory_mb: u32) -> std::io::Result<()> {
+        let bytes = (memory_mb as u64 * 1024 * 1024).to_string();
+        match self.version {
+            Version::V2 => {
+                write(&self.dirs[0].join("memory.max"), &bytes)?;
+                let weight = (memory_mb as u64 * 100 / 1769).clamp(1, 10_000);
+                let _ = write(&self.dirs[0].join("cpu.weight"), &weight.to_string());
+            }
+            Version::V1 => {
+                let mem = &self.dirs[0];
+                // memsw must stay >= the limit: lower the limit first, raise memsw first.
+                let limit = mem.join("memory.limit_in_bytes");
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if write(&limit, &bytes).is_err() {
+                    let _ = write(&memsw, &bytes);
+                    write(&limit, &bytes)?;
+                }
+                let _ = write(&memsw, &bytes);
+                let shares = (memory_mb as u64 * 1024 / 1769).max(2);
+                let _ = write(&self.dirs[2].join("cpu.shares"), &shares.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// Descriptors the child writes `0` into to join.
     pub(crate) fn raw_join_fds(&self) -> Vec<RawFd> {
         self.join_fds.iter().map(|f| f.as_raw_fd()).collect()

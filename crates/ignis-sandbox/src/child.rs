@@ -115,6 +115,56 @@ unsafe fn loopback_up() -> std::io::Result<()> {
     }
 }
 
+/// Empties the effective, permitted and inheritable capability sets.
+unsafe fn drop_all_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads a header and two data structs of the v3 layout.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)
+}
+
+/// Sets close-on-exec on every descriptor from `first` up.
+unsafe fn mark_cloexec_from(first: RawFd) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range/fcntl on our own descriptor table.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            for fd in first..4096 {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}
+
 /// C1 after the second fork: hold nothing open, wait for the instance, exit as it did.
 unsafe fn supervise(child: libc::pid_t) -> ! {
     // SAFETY: raw system calls; this process never returns to Rust code after this.
@@ -204,14 +254,22 @@ pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
     }
     // SAFETY: as above.
     unsafe {
-        if let Some((uid, gid)) = plan.drop_to {
+        if plan.namespaces.is_some() || plan.drop_to.is_some() {
             for cap in 0..64 {
                 // EINVAL for capabilities this kernel does not have: fine.
                 libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
+        }
+        if let Some((uid, gid)) = plan.drop_to {
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setresgid(gid, gid, gid))?;
             check(libc::setresuid(uid, uid, uid))?;
+            // Changing uid clears the parent-death signal: set it again, and make sure the
+            // parent did not go in between.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            if plan.namespaces.is_none() && libc::getppid() != plan.server_pid {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
         }
         libc::prctl(
             libc::PR_CAP_AMBIENT,
@@ -220,6 +278,13 @@ pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
             0,
             0,
         );
+        // No capability is left in any set, also as root of a user namespace.
+        if plan.namespaces.is_some() || plan.drop_to.is_some() {
+            drop_all_capabilities()?;
+        }
+        // Descriptors the server inherited without close-on-exec must not reach the function:
+        // everything above the channel closes at exec.
+        mark_cloexec_from(crate::CHANNEL_FD + 1);
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         if let Some(filters) = &plan.seccomp {
             seccomp::install(filters)?;

@@ -17,6 +17,7 @@ pub mod cgroup;
 mod child;
 pub mod rootfs;
 pub mod seccomp;
+mod spawner;
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -210,6 +211,9 @@ pub struct ProcessSpec {
     pub channel: bool,
     /// Whether to give the instance a stdin pipe (else /dev/null).
     pub stdin: bool,
+    /// Start with the smallest CPU share (stem cells warming up); see
+    /// [`SandboxedProcess::set_memory_limit`].
+    pub background: bool,
 }
 
 /// A started instance process.
@@ -238,6 +242,14 @@ impl SandboxedProcess {
             unsafe {
                 libc::killpg(self.pid, libc::SIGKILL);
             }
+        }
+    }
+
+    /// Changes its memory limit (for a stem cell given to a function). Fails without cgroups.
+    pub fn set_memory_limit(&self, memory_mb: u32) -> std::io::Result<()> {
+        match &self.cgroup {
+            Some(c) => c.set_memory(memory_mb),
+            None => Err(std::io::Error::other("no cgroup to limit")),
         }
     }
 
@@ -419,6 +431,7 @@ impl Sandbox {
             data_limit_bytes: None,
             channel: false,
             stdin: false,
+            background: false,
         };
         let mut prepared = self.command(&spec)?;
         let status = prepared
@@ -474,6 +487,7 @@ impl Sandbox {
                     cgroup::Limits {
                         memory_mb: spec.memory_mb,
                         pids_max: inner.config.pids_max,
+                        background: spec.background,
                     },
                 )?)
             }
@@ -540,10 +554,10 @@ impl Sandbox {
         })
     }
 
-    /// Starts a process. Must be called from an async task on a runtime worker thread (the
-    /// parent-death signal is tied to the thread that forks, and worker threads live as long as
-    /// the server).
-    pub fn spawn(&self, spec: &ProcessSpec) -> Result<SandboxedProcess, SandboxError> {
+    /// Starts a process. The fork and the whole set-up up to `exec` (a few milliseconds with
+    /// full isolation) run on the sandbox's spawner threads, never on the caller's: async
+    /// workers keep serving while instances start.
+    pub async fn spawn(&self, spec: &ProcessSpec) -> Result<SandboxedProcess, SandboxError> {
         let (stdout_r, stdout_w) = pipe_pair()?;
         let (stderr_r, stderr_w) = pipe_pair()?;
         let Prepared {
@@ -556,7 +570,7 @@ impl Sandbox {
             .stderr(Stdio::from(stderr_w));
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
-        let mut child = cmd.spawn()?;
+        let mut child = spawner::spawn(cmd).await?;
         drop(child_end);
         if let Some(c) = cgroup.as_mut() {
             c.join_fds.clear();

@@ -53,6 +53,9 @@ pub const DENIED: &[(&str, i64)] = &[
     ("open_tree", libc::SYS_open_tree),
     ("mount_setattr", libc::SYS_mount_setattr),
     ("vhangup", libc::SYS_vhangup),
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
     #[cfg(target_arch = "x86_64")]
     ("iopl", libc::SYS_iopl),
     #[cfg(target_arch = "x86_64")]

@@ -16,6 +16,7 @@ fn spec(script: &str) -> ProcessSpec {
         data_limit_bytes: None,
         channel: true,
         stdin: false,
+        background: false,
     }
 }
 
@@ -30,6 +31,7 @@ async fn runs_with_channel_and_pipes() {
     let sb = Sandbox::unisolated();
     let mut p = sb
         .spawn(&spec("echo out; echo err >&2; echo chan >&3; ulimit -n"))
+        .await
         .unwrap();
     assert!(p.child.wait().await.unwrap().success());
     assert_eq!(read_all(&mut p.stdout).await, "out\n1024\n");
@@ -42,7 +44,10 @@ async fn runs_with_channel_and_pipes() {
 #[tokio::test]
 async fn kill_takes_the_whole_group() {
     let sb = Sandbox::unisolated();
-    let mut p = sb.spawn(&spec("sleep 30 & echo $!; sleep 30")).unwrap();
+    let mut p = sb
+        .spawn(&spec("sleep 30 & echo $!; sleep 30"))
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64];
     let n = p.stdout.read(&mut buf).await.unwrap();
     let grandchild: u32 = std::str::from_utf8(&buf[..n])
@@ -69,7 +74,7 @@ async fn environment_is_not_inherited() {
     let sb = Sandbox::unisolated();
     let mut s = spec("echo \"[$HOME]\"");
     s.channel = false;
-    let mut p = sb.spawn(&s).unwrap();
+    let mut p = sb.spawn(&s).await.unwrap();
     p.child.wait().await.unwrap();
     assert_eq!(read_all(&mut p.stdout).await, "[]\n");
 }
@@ -102,7 +107,7 @@ async fn isolated_instance_sees_only_itself() {
     let mut s = spec(script);
     s.channel = false;
     s.program = "/bin/bash".into();
-    let mut p = sb.spawn(&s).unwrap();
+    let mut p = sb.spawn(&s).await.unwrap();
     let status = p.child.wait().await.unwrap();
     let out = read_all(&mut p.stdout).await;
     let err = read_all(&mut p.stderr).await;
@@ -133,7 +138,7 @@ async fn isolated_cgroup_is_removed_after_exit() {
     for _ in 0..5 {
         let mut s = spec("true");
         s.channel = false;
-        let mut p = sb.spawn(&s).unwrap();
+        let mut p = sb.spawn(&s).await.unwrap();
         p.child.wait().await.unwrap();
     }
     for _ in 0..200 {

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -130,7 +130,13 @@ impl BenchCommand {
                 "bench: warming up {}: {} invocations, {c} at once",
                 target.name, self.warmup
             );
-            let (warm, took) = run_phase(target, self.warmup, c, None, false).await?;
+            let phase = Phase {
+                total: self.warmup,
+                concurrency: c,
+                limit: None,
+                warmup: true,
+            };
+            let (warm, took) = run_phase(target, &phase).await?;
             warm_cold = warm.cold;
             eprintln!(
                 "bench: warm-up done in {:.1} s: {} cold starts, {} errors",
@@ -138,7 +144,7 @@ impl BenchCommand {
                 warm.cold,
                 warm.errors.total
             );
-            if warm.errors.total == self.warmup {
+            if warm.latencies.0.is_empty() {
                 let why = warm.errors.examples.values().next().cloned();
                 anyhow::bail!(
                     "every warm-up invocation of {} failed: {}",
@@ -151,7 +157,13 @@ impl BenchCommand {
             "bench: measuring {} invocations of {}, {c} at once",
             self.requests, target.name
         );
-        let (tally, took) = run_phase(target, self.requests, c, self.duration, true).await?;
+        let phase = Phase {
+            total: self.requests,
+            concurrency: c,
+            limit: self.duration,
+            warmup: false,
+        };
+        let (tally, took) = run_phase(target, &phase).await?;
         Ok(Summary::new(
             &target.name,
             runtime,
@@ -223,9 +235,25 @@ struct Target {
     payload: Bytes,
 }
 
+/// One round of invocations: the warm-up or the measurement.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    /// How many invocations to make.
+    total: u64,
+    /// How many at once.
+    concurrency: u32,
+    /// Make no more after this long.
+    limit: Option<Duration>,
+    /// A warm-up prints no progress, and gives up as soon as `concurrency` invocations failed
+    /// with none succeeding (a broken function need not be invoked hundreds of times).
+    warmup: bool,
+}
+
 /// Counters shared by the workers of one phase.
 #[derive(Default)]
 struct Shared {
+    /// Set when a warm-up gives up.
+    give_up: AtomicBool,
     /// Tickets handed out; a worker stops when this reaches the phase's total.
     issued: AtomicU64,
     /// Invocations finished, for the progress line.
@@ -234,25 +262,20 @@ struct Shared {
     failed: AtomicU64,
 }
 
-/// Makes `total` invocations with `concurrency` workers, stopping early at `limit`; returns
-/// the merged tally and how long the phase took.
-async fn run_phase(
-    target: &Arc<Target>,
-    total: u64,
-    concurrency: u32,
-    limit: Option<Duration>,
-    progress: bool,
-) -> anyhow::Result<(Tally, Duration)> {
+/// Runs a phase with one worker per concurrent invocation; returns the merged tally and how
+/// long the phase took.
+async fn run_phase(target: &Arc<Target>, phase: &Phase) -> anyhow::Result<(Tally, Duration)> {
     let shared = Arc::new(Shared::default());
     let start = Instant::now();
-    let deadline = limit.map(|d| start + d);
-    let workers: Vec<_> = (0..concurrency)
+    let deadline = phase.limit.map(|d| start + d);
+    let workers: Vec<_> = (0..phase.concurrency)
         .map(|_| {
             let (target, shared) = (target.clone(), shared.clone());
-            tokio::spawn(worker(target, shared, total, deadline))
+            tokio::spawn(worker(target, shared, *phase, deadline))
         })
         .collect();
-    let ticker = progress.then(|| tokio::spawn(report_progress(shared.clone(), total, start)));
+    let ticker =
+        (!phase.warmup).then(|| tokio::spawn(report_progress(shared.clone(), phase.total, start)));
     let mut tally = Tally::default();
     for w in workers {
         tally.merge(w.await.context("a load worker panicked")?);
@@ -264,17 +287,18 @@ async fn run_phase(
     Ok((tally, took))
 }
 
-/// One worker: invokes until the tickets run out or the deadline passes.
+/// One worker: invokes until the tickets run out, the deadline passes or a warm-up gives up.
 async fn worker(
     target: Arc<Target>,
     shared: Arc<Shared>,
-    total: u64,
+    phase: Phase,
     deadline: Option<Instant>,
 ) -> Tally {
     let mut tally = Tally::default();
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d)
-            || shared.issued.fetch_add(1, Ordering::Relaxed) >= total
+            || shared.give_up.load(Ordering::Relaxed)
+            || shared.issued.fetch_add(1, Ordering::Relaxed) >= phase.total
         {
             return tally;
         }
@@ -284,10 +308,15 @@ async fn worker(
             .invoke(&target.name, None, target.payload.clone())
             .await;
         let latency = sent.elapsed();
-        if !tally.record(&result, latency) {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+        let failed = if tally.record(&result, latency) {
+            shared.failed.load(Ordering::Relaxed)
+        } else {
+            shared.failed.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        let done = shared.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if phase.warmup && failed == done && failed >= u64::from(phase.concurrency) {
+            shared.give_up.store(true, Ordering::Relaxed);
         }
-        shared.done.fetch_add(1, Ordering::Relaxed);
     }
 }
 

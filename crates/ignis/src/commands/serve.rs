@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub node: Option<PathBuf>,
     /// Most processes and threads in one instance (cgroup pids limit).
     pub pids_max: Option<u32>,
+    /// Stem cells (pre-started runtime instances) kept ready per runtime.
+    pub stem_cells: Option<usize>,
     /// Use the sandbox's isolation layers (default true).
     pub isolation: Option<bool>,
 }
@@ -58,6 +60,10 @@ pub struct ServeCommand {
     /// How many invocations of one function may wait for a free instance [default: 100]
     #[arg(long, env = "IGNIS_QUEUE_PER_FUNCTION")]
     queue_per_function: Option<usize>,
+    /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
+    /// them off [default: 2]
+    #[arg(long, env = "IGNIS_STEM_CELLS")]
+    stem_cells: Option<usize>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -143,6 +149,9 @@ impl ServeCommand {
         if self.queue_per_function.is_some() {
             cfg.queue_per_function = self.queue_per_function;
         }
+        if self.stem_cells.is_some() {
+            cfg.stem_cells = self.stem_cells;
+        }
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
@@ -214,6 +223,7 @@ impl ServeCommand {
                 node: node.clone().unwrap_or_else(|| "node".into()),
                 keep_alive: Duration::from_secs(cfg.keep_alive_secs.unwrap_or(600)),
                 queue_per_function: cfg.queue_per_function.unwrap_or(100),
+                stem_cells: cfg.stem_cells.unwrap_or(2),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),

@@ -59,4 +59,17 @@ fn bench_fails_when_requests_fail() {
     assert!(v["latency_us"].is_null(), "{v}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("5 of 5 requests failed"), "{err}");
+
+    // With a warm-up, a function that always fails is given up on quickly.
+    let out = s.cli(&["bench", "--function", "boom", "--concurrency", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("every warm-up invocation of boom failed") && err.contains("status 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 errors") || err.contains("3 errors"),
+        "{err}"
+    );
 }

@@ -80,6 +80,8 @@ def handler(event, context):
     r['bpf'] = syscall_fails(libc.syscall(321, 0, None, 0))
     r['setuid0'] = denied(lambda: os.setuid(0))
     r['hostname'] = socket.gethostname()
+    r['fds'] = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))
+    r['fd_targets'] = sorted({os.readlink('/proc/self/fd/%d' % fd).split(':')[0] for fd in r['fds'] if os.path.exists('/proc/self/fd/%d' % fd)})
     r['proc1_cmdline'] = open('/proc/1/cmdline', 'rb').read().split(b'\0')[0].decode()
     return r
 "#;
@@ -154,6 +156,16 @@ fn escape_attempts_fail() {
         assert_eq!(v[k], true, "{k} must be denied: {v}");
     }
     assert_eq!(v["hostname"], "ignis");
+    // Only stdio, the channel and the descriptor listing /proc/self/fd: nothing the server
+    // inherited or opened leaks in.
+    let max_fd = v["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(max_fd <= 5, "descriptors leaked into the instance: {v}");
     assert!(
         v["proc1_cmdline"].as_str().unwrap().contains("python"),
         "{v}"
@@ -454,8 +466,57 @@ fn leftovers(s: &Server) -> (usize, usize) {
 }
 
 #[test]
+fn instances_die_with_a_killed_server() {
+    let Some(mut s) = sandboxed_server(&[]) else {
+        return;
+    };
+    // The instance is busy (it would not notice its channel closing) when the server dies.
+    let code = "import subprocess, time\ndef handler(e, c):\n    subprocess.Popen(['sleep', '16180'], start_new_session=True)\n    time.sleep(60)\n";
+    assert_eq!(
+        s.deploy_file(
+            "orphan",
+            "runtime=python&handler=app.handler",
+            "app.py",
+            code
+        )
+        .status,
+        201
+    );
+    let addr = s.addr.clone();
+    let key = s.key.clone();
+    let invocation = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::Write;
+        let req = format!(
+            "POST /v1/namespaces/default/functions/orphan/invoke HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-length: 2\r\n\r\n{{}}"
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut sink);
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_processes_matching("sleep 16180").is_empty() {
+        assert!(Instant::now() < deadline, "the function did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // The sleeper shares the instance's PID namespace: it is gone only if the instance is.
+    while !host_processes_matching("sleep 16180").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} outlived the server",
+            host_processes_matching("sleep 16180")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    invocation.join().unwrap();
+}
+
+#[test]
 fn instance_lifecycles_leave_nothing_behind() {
-    let Some(s) = sandboxed_server(&["--keep-alive-secs", "1"]) else {
+    // Stem cells are live instances by design: without them, nothing should remain.
+    let Some(s) = sandboxed_server(&["--keep-alive-secs", "1", "--stem-cells", "0"]) else {
         return;
     };
     let n: usize = std::env::var("IGNIS_LIFECYCLES")
