@@ -23,6 +23,8 @@ pub struct DeployRequest {
     pub timeout_ms: Option<u64>,
     /// The most instances running at once.
     pub max_instances: Option<u32>,
+    /// Instances kept warm at all times.
+    pub min_instances: Option<u32>,
     /// Network access: `none` or `host`.
     pub network: Option<Network>,
     /// Size of the private /tmp in MiB.
@@ -45,6 +47,7 @@ impl DeployRequest {
             memory_mb: None,
             timeout_ms: None,
             max_instances: None,
+            min_instances: None,
             network: None,
             tmp_mb: None,
             env: BTreeMap::new(),
@@ -67,6 +70,8 @@ pub(crate) struct DeployJson<'a> {
     pub env: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -279,6 +279,7 @@ impl Client {
                     timeout_ms: req.timeout_ms,
                     env: &req.env,
                     max_instances: req.max_instances,
+                    min_instances: req.min_instances,
                     network: req.network,
                     tmp_mb: req.tmp_mb,
                 };
@@ -299,6 +300,9 @@ impl Client {
                 }
                 if let Some(n) = req.max_instances {
                     path.push("max_instances", &n.to_string());
+                }
+                if let Some(n) = req.min_instances {
+                    path.push("min_instances", &n.to_string());
                 }
                 if let Some(n) = req.network {
                     path.push("network", if n == Network::Host { "host" } else { "none" });

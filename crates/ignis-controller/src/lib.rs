@@ -194,7 +194,29 @@ impl Controller {
             .await?;
         let fv = Arc::new(fv);
         self.inner.registry.put_latest(&ns, &name, fv.clone());
+        self.inner.invoker.provision(&fv);
         Ok(((*fv).clone(), created))
+    }
+
+    /// Starts the provisioned instances (min_instances) of every function, after a restart.
+    pub async fn provision_all(&self) -> Result<()> {
+        let functions = self
+            .blocking(|i| {
+                let mut all = Vec::new();
+                for ns in i.store.list_namespaces()? {
+                    all.extend(i.store.list_functions(&ns)?);
+                }
+                Ok(all)
+            })
+            .await?;
+        for f in functions.into_iter().filter(|f| f.spec.min_instances > 0) {
+            let f = Arc::new(f);
+            self.inner
+                .registry
+                .put_latest(&f.namespace.clone(), &f.name.clone(), f.clone());
+            self.inner.invoker.provision(&f);
+        }
+        Ok(())
     }
 
     /// A function's latest version, or a given one.
@@ -313,7 +335,7 @@ impl Controller {
         };
         let r = match self.inner.invoker.invoke(inv).await {
             Ok(r) => r,
-            Err(e @ InvokeError::Throttled { .. }) => {
+            Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {
                 return Err(ControllerError::Throttled(e.to_string()));
             }
             Err(InvokeError::ShuttingDown) => return Err(ControllerError::Unavailable),

@@ -127,6 +127,9 @@ pub struct FunctionSpec {
     /// The most instances of this function running at once.
     #[serde(default = "FunctionSpec::default_max_instances")]
     pub max_instances: u32,
+    /// Instances kept warm at all times (provisioned concurrency), at most `max_instances`.
+    #[serde(default)]
+    pub min_instances: u32,
     /// Network access: `none` (loopback only) or `host`.
     #[serde(default)]
     pub network: Network,
@@ -171,6 +174,7 @@ impl FunctionSpec {
             timeout_ms: Self::default_timeout_ms(),
             env: BTreeMap::new(),
             max_instances: Self::default_max_instances(),
+            min_instances: 0,
             network: Network::None,
             tmp_mb: Self::default_tmp_mb(),
         }
@@ -206,6 +210,15 @@ impl FunctionSpec {
                     "{} is outside 1..={}",
                     self.max_instances,
                     Self::MAX_INSTANCES
+                ),
+            ));
+        }
+        if self.min_instances > self.max_instances {
+            return Err(SpecError::new(
+                "min_instances",
+                format!(
+                    "{} is more than max_instances ({})",
+                    self.min_instances, self.max_instances
                 ),
             ));
         }
@@ -395,6 +408,9 @@ mod tests {
         s.env.clear();
         s.env.insert("GOOD".into(), "x".repeat(5000));
         assert_eq!(s.validate().unwrap_err().field, "env");
+        s.env.clear();
+        s.min_instances = s.max_instances + 1;
+        assert_eq!(s.validate().unwrap_err().field, "min_instances");
     }
 
     #[test]

@@ -58,6 +58,25 @@ pub async fn system_info(
     Ok(Json(state.info.clone()))
 }
 
+pub async fn system_instances(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, None)?;
+    let invoker = state.controller.invoker();
+    let (used_mb, budget_mb) = invoker.memory();
+    let stem: serde_json::Map<String, Value> = invoker
+        .stem_cells_ready()
+        .into_iter()
+        .map(|(rt, n)| (rt.to_string(), Value::from(n)))
+        .collect();
+    Ok(Json(json!({
+        "instances": invoker.instances(),
+        "stem_cells": stem,
+        "memory": { "used_mb": used_mb, "budget_mb": budget_mb },
+    })))
+}
+
 pub async fn list_functions(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
@@ -124,6 +143,7 @@ struct DeployBody {
     memory_mb: Option<u32>,
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
+    min_instances: Option<u32>,
     network: Option<String>,
     tmp_mb: Option<u32>,
     #[serde(default)]
@@ -147,6 +167,7 @@ struct SpecParts<'a> {
     memory_mb: Option<u32>,
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
+    min_instances: Option<u32>,
     network: Option<&'a str>,
     tmp_mb: Option<u32>,
     env: BTreeMap<String, String>,
@@ -159,6 +180,7 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         memory_mb,
         timeout_ms,
         max_instances,
+        min_instances,
         network,
         tmp_mb,
         env,
@@ -181,6 +203,9 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
     }
     if let Some(m) = max_instances {
         spec.max_instances = m;
+    }
+    if let Some(m) = min_instances {
+        spec.min_instances = m;
     }
     if let Some(n) = network {
         spec.network = n
@@ -272,6 +297,7 @@ pub async fn put_function(
                 memory_mb: b.memory_mb,
                 timeout_ms: b.timeout_ms,
                 max_instances: b.max_instances,
+                min_instances: b.min_instances,
                 network: b.network.as_deref(),
                 tmp_mb: b.tmp_mb,
                 env: b.env,
@@ -292,6 +318,7 @@ pub async fn put_function(
                 "memory_mb",
                 "timeout_ms",
                 "max_instances",
+                "min_instances",
                 "network",
                 "tmp_mb",
                 "env",
@@ -314,6 +341,9 @@ pub async fn put_function(
                     .transpose()?,
                 max_instances: get("max_instances")
                     .map(|v| parse_num("max_instances", v))
+                    .transpose()?,
+                min_instances: get("min_instances")
+                    .map(|v| parse_num("min_instances", v))
                     .transpose()?,
                 network: get("network"),
                 tmp_mb: get("tmp_mb").map(|v| parse_num("tmp_mb", v)).transpose()?,

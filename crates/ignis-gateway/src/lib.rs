@@ -54,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"ready": true})) }),
         )
         .route("/v1/system/info", get(handlers::system_info))
+        .route("/v1/system/instances", get(handlers::system_instances))
         .route(&format!("{ns}/functions"), get(handlers::list_functions))
         .route(
             &format!("{ns}/functions/{{name}}"),

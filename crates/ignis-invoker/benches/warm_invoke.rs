@@ -106,6 +106,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             keep_alive: Duration::from_secs(600),
             queue_per_function: 100,
             stem_cells: 0,
+            memory_budget_mb: 4096,
         },
         Sandbox::unisolated(),
         Arc::new(code),

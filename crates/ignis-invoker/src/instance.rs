@@ -71,11 +71,11 @@ impl RunEnd {
 
 /// A live instance.
 pub(crate) struct Instance {
-    /// `<function>/<n>`.
-    pub name: String,
     pub kind: InstanceKind,
     pub last_used: Instant,
-    pub served: u64,
+    /// What `GET /v1/system/instances` shows; unregistered (and its memory given back to the
+    /// invoker's budget) when the instance is dropped.
+    pub meta: crate::registry::Registered,
 }
 
 pub(crate) enum InstanceKind {

@@ -21,6 +21,7 @@
 mod instance;
 mod logs;
 mod pool;
+mod registry;
 mod stem;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use ignis_sandbox::Sandbox;
 
 pub use logs::LogCollector;
 use pool::{Acquired, Pool, PoolMap};
+pub use registry::InstanceInfo;
 
 /// Where the invoker gets the bytes of a version's code when it must unpack it.
 pub trait CodeSource: Send + Sync {
@@ -62,6 +64,8 @@ pub struct InvokerConfig {
     pub queue_per_function: usize,
     /// Stem cells kept ready per runtime (python, node); 0 turns them off.
     pub stem_cells: usize,
+    /// Most memory (MiB) the limits of all live instances may add up to.
+    pub memory_budget_mb: u64,
 }
 
 /// One invocation to run.
@@ -115,6 +119,16 @@ pub enum InvokeError {
         /// its max_instances
         max: u32,
     },
+    /// The invoker's memory budget is taken by busy instances.
+    #[error(
+        "no memory for another instance of {function} ({memory_mb} MiB): every instance is busy"
+    )]
+    OutOfMemory {
+        /// namespace/name@version
+        function: String,
+        /// its memory limit
+        memory_mb: u32,
+    },
     /// The invoker is shutting down.
     #[error("the invoker is shutting down")]
     ShuttingDown,
@@ -136,9 +150,9 @@ pub(crate) struct Inner {
     pub sandbox: Sandbox,
     code: Arc<dyn CodeSource>,
     pools: RwLock<PoolMap>,
-    next_instance: std::sync::atomic::AtomicU64,
     pub(crate) closing: std::sync::atomic::AtomicBool,
     stem: std::sync::OnceLock<stem::StemCells>,
+    registry: Arc<registry::Registry>,
 }
 
 /// Runs invocations on pooled instances. Cheap to clone.
@@ -150,33 +164,37 @@ pub struct Invoker {
 impl Invoker {
     /// A new invoker; starts its keep-alive reaper on the current tokio runtime.
     pub fn new(config: InvokerConfig, sandbox: Sandbox, code: Arc<dyn CodeSource>) -> Self {
+        let config_budget = config.memory_budget_mb;
         let inner = Arc::new(Inner {
             config,
             sandbox,
             code,
             pools: RwLock::new(PoolMap::default()),
-            next_instance: std::sync::atomic::AtomicU64::new(1),
             closing: std::sync::atomic::AtomicBool::new(false),
             stem: std::sync::OnceLock::new(),
+            registry: Arc::new(registry::Registry::new(config_budget)),
         });
         let _ = inner
             .stem
             .set(stem::StemCells::start(&inner, inner.config.stem_cells));
-        let weak = Arc::downgrade(&inner);
-        let tick =
-            (inner.config.keep_alive / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let this = Invoker { inner };
+        let weak = Arc::downgrade(&this.inner);
+        let tick = (this.inner.config.keep_alive / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             loop {
                 interval.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 let pools = inner.pools.read().unwrap().all();
+                let invoker = Invoker { inner };
                 for p in pools {
-                    p.reap_idle(inner.config.keep_alive);
+                    p.reap_idle(invoker.inner.config.keep_alive);
+                    invoker.keep_provisioned(&p);
                 }
             }
         });
-        Invoker { inner }
+        this
     }
 
     /// The sandbox instances run in.
@@ -220,7 +238,14 @@ impl Invoker {
         let (mut lease, cold) = match acquired {
             Acquired::Warm(lease) => (lease, false),
             Acquired::Create(slot) => {
-                match self.create_instance(f, &mut logs, deadline).await {
+                let Some(memory) = self.reserve_memory(f) else {
+                    drop(slot);
+                    return Err(InvokeError::OutOfMemory {
+                        function: format!("{}/{}@{}", f.namespace, f.name, f.version),
+                        memory_mb: f.spec.memory_mb,
+                    });
+                };
+                match self.create_instance(f, memory, &mut logs, deadline).await {
                     Ok(instance) => (slot.fill(instance), true),
                     Err(end) => {
                         drop(slot); // frees the slot for someone else
@@ -249,6 +274,11 @@ impl Invoker {
         };
         let run_start = Instant::now();
         let instance = lease.instance();
+        instance
+            .meta
+            .meta
+            .busy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let end = match &mut instance.kind {
             instance::InstanceKind::Process(p) => {
                 p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms)
@@ -268,8 +298,11 @@ impl Invoker {
             }
         };
         let run = run_start.elapsed();
-        instance.served += 1;
-        let name = instance.name.clone();
+        let meta = &instance.meta.meta;
+        meta.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        meta.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        let name = meta.name.clone();
         lease.release(end.reusable);
         let (logs, logs_truncated) = logs.finish();
         Ok(InvokeResult {
@@ -286,9 +319,98 @@ impl Invoker {
         })
     }
 
+    /// Reserves an instance's memory in the invoker's budget, evicting idle instances of any
+    /// function, least recently used first, to make room.
+    fn reserve_memory(&self, f: &FunctionVersion) -> Option<registry::MemoryGrant> {
+        let mb = f.spec.memory_mb as u64;
+        loop {
+            if let Some(grant) = self.inner.registry.reserve(mb) {
+                return Some(grant);
+            }
+            let pools = self.inner.pools.read().unwrap().all();
+            let victim = pools
+                .iter()
+                .filter_map(|p| p.oldest_idle().map(|t| (t, p)))
+                .min_by_key(|(t, _)| *t)
+                .map(|(_, p)| p.clone())?;
+            let evicted = victim.evict_oldest();
+            tracing::debug!(
+                evicted = evicted.is_some(),
+                "evicted an idle instance for memory"
+            );
+            drop(evicted);
+        }
+    }
+
+    /// Starts instances of a provisioned pool (min_instances) until it has its minimum.
+    fn keep_provisioned(&self, pool: &Arc<Pool>) {
+        let min = pool.min.load(std::sync::atomic::Ordering::Relaxed);
+        if min == 0 || pool.counts().live >= min {
+            return;
+        }
+        let Some(slot) = pool.try_slot() else { return };
+        let this = self.clone();
+        let f = pool.function.clone();
+        tokio::spawn(async move {
+            let Some(memory) = this.reserve_memory(&f) else {
+                tracing::warn!(function = %f.name, "no memory left to provision an instance");
+                return;
+            };
+            let mut logs = LogCollector::default();
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(f.spec.timeout_ms);
+            match this.create_instance(&f, memory, &mut logs, deadline).await {
+                Ok(instance) => slot.fill(instance).release(true),
+                Err(end) => {
+                    let why = end.error.map(|e| e.message).unwrap_or_default();
+                    tracing::warn!(function = %f.name, error = %why, "cannot provision an instance");
+                }
+            }
+        });
+    }
+
+    /// Keeps `f.spec.min_instances` instances of this version warm from now on, and none of
+    /// the function's other versions (a new version takes over the provisioned concurrency).
+    pub fn provision(&self, f: &Arc<FunctionVersion>) {
+        let others: Vec<Arc<Pool>> = self
+            .inner
+            .pools
+            .read()
+            .unwrap()
+            .all()
+            .into_iter()
+            .filter(|p| {
+                p.function.namespace == f.namespace
+                    && p.function.name == f.name
+                    && p.function.version != f.version
+            })
+            .collect();
+        for p in others {
+            p.min.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        let pool = self.pool(f);
+        pool.min.store(
+            f.spec.min_instances as usize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for _ in 0..f.spec.min_instances {
+            self.keep_provisioned(&pool);
+        }
+    }
+
+    /// Every live instance.
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        self.inner.registry.list()
+    }
+
+    /// Memory limits of live instances added up, and the budget, in MiB.
+    pub fn memory(&self) -> (u64, u64) {
+        self.inner.registry.memory()
+    }
+
     async fn create_instance(
         &self,
         f: &Arc<FunctionVersion>,
+        memory: registry::MemoryGrant,
         logs: &mut LogCollector,
         deadline: tokio::time::Instant,
     ) -> Result<instance::Instance, instance::RunEnd> {
@@ -303,10 +425,6 @@ impl Invoker {
             }),
             reusable: false,
         })?;
-        let n = self
-            .inner
-            .next_instance
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kind = match f.spec.runtime {
             Runtime::Exec => instance::InstanceKind::Exec { code_dir },
             Runtime::Python | Runtime::Node => {
@@ -326,10 +444,9 @@ impl Invoker {
             }
         };
         Ok(instance::Instance {
-            name: format!("{}/{}", f.name, n),
             kind,
             last_used: Instant::now(),
-            served: 0,
+            meta: self.inner.registry.register(f, memory),
         })
     }
 

@@ -70,7 +70,11 @@ struct State {
 }
 
 pub(crate) struct Pool {
+    /// The version this pool runs.
+    pub function: Arc<FunctionVersion>,
     max: usize,
+    /// Instances kept even when idle past the keep-alive (provisioned concurrency).
+    pub min: std::sync::atomic::AtomicUsize,
     queue_cap: usize,
     state: Mutex<State>,
 }
@@ -142,6 +146,8 @@ impl Pool {
     pub fn new(f: Arc<FunctionVersion>, queue_cap: usize) -> Self {
         Pool {
             max: f.spec.max_instances as usize,
+            min: std::sync::atomic::AtomicUsize::new(0),
+            function: f,
             queue_cap,
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -238,20 +244,63 @@ impl Pool {
         }
     }
 
-    /// Kills idle instances unused for longer than `keep_alive`.
+    /// Kills idle instances unused for longer than `keep_alive`, keeping `min` alive.
     pub fn reap_idle(&self, keep_alive: Duration) {
+        let min = self.min.load(std::sync::atomic::Ordering::Relaxed);
         let expired: Vec<Instance> = {
             let mut st = self.state.lock().unwrap();
-            let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut st.idle)
-                .into_iter()
-                .partition(|i| i.last_used.elapsed() >= keep_alive);
-            st.idle = fresh;
-            st.live -= old.len();
-            old
+            let mut spare = st.live.saturating_sub(min);
+            // Oldest first: idle is kept in release order, newest last.
+            let mut expired = Vec::new();
+            let mut kept = Vec::with_capacity(st.idle.len());
+            for i in std::mem::take(&mut st.idle) {
+                if spare > 0 && i.last_used.elapsed() >= keep_alive {
+                    spare -= 1;
+                    expired.push(i);
+                } else {
+                    kept.push(i);
+                }
+            }
+            st.idle = kept;
+            st.live -= expired.len();
+            expired
         };
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "reclaimed idle instances");
         }
+    }
+
+    /// When this pool's least recently used idle instance was last used.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        let st = self.state.lock().unwrap();
+        st.idle.iter().map(|i| i.last_used).min()
+    }
+
+    /// Removes the least recently used idle instance (to free memory for another function).
+    pub fn evict_oldest(&self) -> Option<Instance> {
+        let mut st = self.state.lock().unwrap();
+        let pos = st
+            .idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, i)| i.last_used)
+            .map(|(pos, _)| pos)?;
+        let inst = st.idle.swap_remove(pos);
+        Self::free_place(&mut st);
+        Some(inst)
+    }
+
+    /// The right to create an instance if the pool has room, without waiting.
+    pub fn try_slot(self: &Arc<Self>) -> Option<Slot> {
+        let mut st = self.state.lock().unwrap();
+        if st.closed || st.live >= self.max {
+            return None;
+        }
+        st.live += 1;
+        Some(Slot {
+            pool: self.clone(),
+            used: false,
+        })
     }
 
     /// Kills idle instances and refuses to keep any from now on.

@@ -128,6 +128,8 @@ pub struct ActivationPage {
 pub trait Store: Send + Sync {
     /// Whether a namespace exists.
     fn namespace_exists(&self, namespace: &str) -> Result<bool>;
+    /// Every namespace, by name.
+    fn list_namespaces(&self) -> Result<Vec<String>>;
     /// Creates a namespace; false if it existed.
     fn create_namespace(&self, namespace: &str) -> Result<bool>;
 

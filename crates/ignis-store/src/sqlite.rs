@@ -110,6 +110,15 @@ impl Store for SqliteStore {
             .is_some())
     }
 
+    fn list_namespaces(&self) -> Result<Vec<String>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare("SELECT name FROM namespaces ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names)
+    }
+
     fn create_namespace(&self, namespace: &str) -> Result<bool> {
         let n = self.w().execute(
             "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
@@ -413,6 +422,7 @@ mod tests {
     fn versions_count_up_and_delete() {
         let (_d, s) = store();
         assert!(s.namespace_exists("default").unwrap());
+        assert_eq!(s.list_namespaces().unwrap(), ["default"]);
         assert!(!s.namespace_exists("other").unwrap());
         let (v1, created) = s.put_version(new_version("f"), false).unwrap();
         assert!(created);

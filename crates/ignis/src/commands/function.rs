@@ -68,6 +68,9 @@ struct DeployArgs {
     /// Most instances of the function running at once
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
+    /// Instances kept warm at all times (provisioned concurrency)
+    #[arg(long, value_name = "N")]
+    min_instances: Option<u32>,
     /// Network access of its instances: none (loopback only, the default) or host
     #[arg(long, value_name = "none|host")]
     network: Option<Network>,
@@ -137,6 +140,7 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     req.memory_mb = args.memory;
     req.timeout_ms = args.timeout;
     req.max_instances = args.max_instances;
+    req.min_instances = args.min_instances;
     req.network = args.network;
     req.tmp_mb = args.tmp_mb;
     req.env = args.env.into_iter().collect();
@@ -167,6 +171,7 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
     spec.timeout_ms = req.timeout_ms.unwrap_or(spec.timeout_ms);
     spec.max_instances = req.max_instances.unwrap_or(spec.max_instances);
     spec.tmp_mb = req.tmp_mb.unwrap_or(spec.tmp_mb);
+    spec.min_instances = req.min_instances.unwrap_or(spec.min_instances);
     spec.env = req.env.clone();
     spec.validate().map_err(|e| {
         let flag = match e.field {
@@ -174,6 +179,7 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
             "timeout_ms" => "--timeout",
             "max_instances" => "--max-instances",
             "tmp_mb" => "--tmp",
+            "min_instances" => "--min-instances",
             "env" => "--env",
             "handler" => "--handler",
             other => other,

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub pids_max: Option<u32>,
     /// Stem cells (pre-started runtime instances) kept ready per runtime.
     pub stem_cells: Option<usize>,
+    /// Most memory (MiB) the limits of all live instances may add up to.
+    pub memory_budget_mb: Option<u64>,
     /// Use the sandbox's isolation layers (default true).
     pub isolation: Option<bool>,
 }
@@ -64,6 +66,10 @@ pub struct ServeCommand {
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
     stem_cells: Option<usize>,
+    /// Most memory (MiB) the limits of all live instances may add up to; idle instances are
+    /// evicted (least recently used first) to make room [default: 80% of the machine's memory]
+    #[arg(long, env = "IGNIS_MEMORY_BUDGET_MB")]
+    memory_budget_mb: Option<u64>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -84,6 +90,19 @@ fn default_data_dir() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".local/share/ignis"),
         None => PathBuf::from("ignis-data"),
     }
+}
+
+/// 80% of the machine's memory, in MiB.
+fn default_memory_budget_mb() -> u64 {
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(4 * 1024 * 1024);
+    total_kb / 1024 * 8 / 10
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -148,6 +167,9 @@ impl ServeCommand {
         }
         if self.queue_per_function.is_some() {
             cfg.queue_per_function = self.queue_per_function;
+        }
+        if self.memory_budget_mb.is_some() {
+            cfg.memory_budget_mb = self.memory_budget_mb;
         }
         if self.stem_cells.is_some() {
             cfg.stem_cells = self.stem_cells;
@@ -224,6 +246,9 @@ impl ServeCommand {
                 keep_alive: Duration::from_secs(cfg.keep_alive_secs.unwrap_or(600)),
                 queue_per_function: cfg.queue_per_function.unwrap_or(100),
                 stem_cells: cfg.stem_cells.unwrap_or(2),
+                memory_budget_mb: cfg
+                    .memory_budget_mb
+                    .unwrap_or_else(default_memory_budget_mb),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
@@ -289,6 +314,9 @@ impl ServeCommand {
             cli_written.as_deref(),
         );
 
+        if let Err(e) = controller.provision_all().await {
+            tracing::warn!(error = %e, "cannot start provisioned instances");
+        }
         let app = ignis_gateway::router(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -9,3 +9,4 @@ mod cli;
 mod invoke;
 mod lifecycle;
 mod sandbox;
+mod scaling;

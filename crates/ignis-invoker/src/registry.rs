@@ -1,0 +1,204 @@
+//! Every live instance of the invoker, for `GET /v1/system/instances`, and the invoker-wide
+//! memory budget: the sum of the memory limits of live instances may not pass it. Touched when
+//! instances are created and destroyed, never on the warm path (state changes are atomics).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use ignis_core::FunctionVersion;
+use serde::Serialize;
+
+/// What is known of one live instance.
+pub(crate) struct InstanceMeta {
+    pub name: String,
+    pub function: Arc<FunctionVersion>,
+    pub created: Instant,
+    pub busy: AtomicBool,
+    pub served: AtomicU64,
+}
+
+/// One instance as `GET /v1/system/instances` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// `<function>/<n>`.
+    pub id: String,
+    /// Namespace of its function.
+    pub namespace: String,
+    /// Its function.
+    pub function: String,
+    /// The version it runs.
+    pub version: u32,
+    /// `python`, `node` or `exec`.
+    pub runtime: String,
+    /// `idle` or `busy`.
+    pub state: &'static str,
+    /// Milliseconds since it was created.
+    pub age_ms: u64,
+    /// Invocations it has served.
+    pub invocations: u64,
+    /// Its memory limit.
+    pub memory_mb: u32,
+}
+
+/// The registry and the memory account.
+pub(crate) struct Registry {
+    live: Mutex<HashMap<u64, Arc<InstanceMeta>>>,
+    next: AtomicU64,
+    used_mb: AtomicU64,
+    budget_mb: u64,
+}
+
+/// Memory reserved for an instance being created; given back when dropped unless it became
+/// part of a [`Registered`] instance.
+pub(crate) struct MemoryGrant {
+    registry: Weak<Registry>,
+    mb: u64,
+}
+
+impl Drop for MemoryGrant {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.used_mb.fetch_sub(self.mb, Ordering::AcqRel);
+        }
+    }
+}
+
+/// An instance's entry in the registry, removed (with its memory) when dropped.
+pub(crate) struct Registered {
+    pub meta: Arc<InstanceMeta>,
+    id: u64,
+    registry: Weak<Registry>,
+    _memory: MemoryGrant,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.live.lock().unwrap().remove(&self.id);
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(budget_mb: u64) -> Self {
+        Registry {
+            live: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            used_mb: AtomicU64::new(0),
+            budget_mb,
+        }
+    }
+
+    /// Reserves `mb` if the budget has room.
+    pub fn reserve(self: &Arc<Self>, mb: u64) -> Option<MemoryGrant> {
+        let mut cur = self.used_mb.load(Ordering::Acquire);
+        loop {
+            if cur + mb > self.budget_mb {
+                return None;
+            }
+            match self
+                .used_mb
+                .compare_exchange(cur, cur + mb, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Some(MemoryGrant {
+                        registry: Arc::downgrade(self),
+                        mb,
+                    });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Registers a new instance of `f`, holding `memory` for as long as it lives.
+    pub fn register(self: &Arc<Self>, f: &Arc<FunctionVersion>, memory: MemoryGrant) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let meta = Arc::new(InstanceMeta {
+            name: format!("{}/{id}", f.name),
+            function: f.clone(),
+            created: Instant::now(),
+            busy: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+        });
+        self.live.lock().unwrap().insert(id, meta.clone());
+        Registered {
+            meta,
+            id,
+            registry: Arc::downgrade(self),
+            _memory: memory,
+        }
+    }
+
+    /// Memory limits of live instances added up, and the budget.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.used_mb.load(Ordering::Acquire), self.budget_mb)
+    }
+
+    /// Every live instance, oldest first.
+    pub fn list(&self) -> Vec<InstanceInfo> {
+        let live = self.live.lock().unwrap();
+        let mut list: Vec<(u64, InstanceInfo)> = live
+            .iter()
+            .map(|(id, m)| {
+                (
+                    *id,
+                    InstanceInfo {
+                        id: m.name.clone(),
+                        namespace: m.function.namespace.clone(),
+                        function: m.function.name.clone(),
+                        version: m.function.version,
+                        runtime: m.function.spec.runtime.to_string(),
+                        state: if m.busy.load(Ordering::Relaxed) {
+                            "busy"
+                        } else {
+                            "idle"
+                        },
+                        age_ms: m.created.elapsed().as_millis() as u64,
+                        invocations: m.served.load(Ordering::Relaxed),
+                        memory_mb: m.function.spec.memory_mb,
+                    },
+                )
+            })
+            .collect();
+        list.sort_by_key(|(id, _)| *id);
+        list.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_reserved_and_given_back() {
+        let r = Arc::new(Registry::new(1000));
+        let a = r.reserve(600).unwrap();
+        assert!(r.reserve(500).is_none());
+        let b = r.reserve(400).unwrap();
+        assert_eq!(r.memory(), (1000, 1000));
+        drop(a);
+        assert_eq!(r.memory().0, 400);
+        let f = Arc::new(FunctionVersion {
+            namespace: "default".into(),
+            name: "f".into(),
+            version: 1,
+            spec: ignis_core::FunctionSpec::new(ignis_core::Runtime::Python, "app.h"),
+            code: ignis_core::CodeRef {
+                sha256: "0".repeat(64),
+                size: 1,
+                format: ignis_core::CodeFormat::File,
+                filename: Some("app.py".into()),
+            },
+            created_ms: 0,
+        });
+        let reg = r.register(&f, b);
+        assert_eq!(r.list().len(), 1);
+        assert_eq!(r.list()[0].state, "idle");
+        drop(reg);
+        assert!(r.list().is_empty());
+        assert_eq!(r.memory().0, 0);
+    }
+}
