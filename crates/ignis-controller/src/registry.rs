@@ -94,24 +94,26 @@ pub(crate) fn deploy(
     let sha256 = blobs
         .put(&bytes)
         .map_err(|e| ControllerError::Internal(format!("storing code: {e}")))?;
+    let code = CodeRef {
+        sha256,
+        size: bytes.len() as u64,
+        format,
+        filename,
+    };
     // Unpack now so that the first invocation does not pay for it.
+    let executable = spec.runtime == Runtime::Exec;
     code::unpack(
         format,
-        filename.as_deref(),
-        spec.runtime == Runtime::Exec,
+        code.filename.as_deref(),
+        executable,
         &bytes,
-        &code_root.join(&sha256),
+        &code_root.join(code::dir_name(&code, executable)),
     )?;
     let new = NewVersion {
         namespace: req.namespace,
         name: req.name,
         spec,
-        code: CodeRef {
-            sha256,
-            size: bytes.len() as u64,
-            format,
-            filename,
-        },
+        code,
     };
     Ok(store.put_version(new, req.create_only)?)
 }

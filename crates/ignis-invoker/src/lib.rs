@@ -452,13 +452,17 @@ impl Invoker {
 
     /// The unpacked code directory of a version, unpacking it on first use.
     async fn ensure_code(&self, f: &FunctionVersion) -> Result<PathBuf, String> {
-        let dir = self.inner.config.code_dir.join(&f.code.sha256);
+        let exec = f.spec.runtime == Runtime::Exec;
+        let dir = self
+            .inner
+            .config
+            .code_dir
+            .join(ignis_runtime::code::dir_name(&f.code, exec));
         if dir.is_dir() {
             return Ok(dir);
         }
         let inner = self.inner.clone();
         let code = f.code.clone();
-        let exec = f.spec.runtime == Runtime::Exec;
         let target = dir.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             let bytes = inner

@@ -208,6 +208,21 @@ pub fn check_handler(
     ))
 }
 
+/// Name of the directory a version's code is unpacked into, under the code root. The same bytes
+/// unpack differently with another file name (single files) or as an exec function (files get
+/// the executable bit), so those are part of the name too.
+pub fn dir_name(code: &ignis_core::CodeRef, executable: bool) -> String {
+    let mut name = code.sha256.clone();
+    if let (CodeFormat::File, Some(f)) = (code.format, &code.filename) {
+        name.push('-');
+        name.push_str(f);
+    }
+    if executable {
+        name.push_str("-x");
+    }
+    name
+}
+
 /// Unpacks an upload into `dest`, atomically: into a sibling temporary directory first, then
 /// renamed. `dest` existing already means another caller unpacked the same code: that is fine.
 pub fn unpack(
@@ -396,6 +411,27 @@ mod tests {
         let dest = dir.path().join("code2");
         unpack(CodeFormat::File, Some("app.py"), false, b"print(1)", &dest).unwrap();
         assert_eq!(std::fs::read(dest.join("app.py")).unwrap(), b"print(1)");
+    }
+
+    #[test]
+    fn same_bytes_under_other_names_unpack_apart() {
+        let code = |format, filename: Option<&str>| ignis_core::CodeRef {
+            sha256: "ab".repeat(32),
+            size: 1,
+            format,
+            filename: filename.map(str::to_string),
+        };
+        let a = dir_name(&code(CodeFormat::File, Some("a.py")), false);
+        let b = dir_name(&code(CodeFormat::File, Some("b.py")), false);
+        let z = dir_name(&code(CodeFormat::Zip, None), false);
+        let zx = dir_name(&code(CodeFormat::Zip, None), true);
+        assert_eq!(z, "ab".repeat(32));
+        let all = [a, b, z, zx];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
     }
 
     #[test]

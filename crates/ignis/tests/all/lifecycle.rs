@@ -288,3 +288,42 @@ fn idle_instances_scale_to_zero_after_keep_alive() {
     );
     assert_eq!(s.invoke("z", "{}").header("x-ignis-cold"), Some("true"));
 }
+
+#[test]
+fn identical_code_under_other_names_runs_as_each() {
+    let s = Server::start();
+    let code = "def handler(e, c):\n    return __name__\n";
+    assert_eq!(
+        s.deploy_file(
+            "one",
+            "runtime=python&handler=first.handler",
+            "first.py",
+            code
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        s.deploy_file(
+            "two",
+            "runtime=python&handler=second.handler",
+            "second.py",
+            code
+        )
+        .status,
+        201
+    );
+    assert_eq!(s.invoke("one", "{}").json(), "first");
+    assert_eq!(s.invoke("two", "{}").json(), "second");
+    // The same script as an exec function gets its executable bit.
+    let sh = "#!/bin/sh\necho same\n";
+    assert_eq!(
+        s.deploy_file("plain", "runtime=python&handler=run.handler", "run.py", sh)
+            .status,
+        201
+    );
+    assert_eq!(s.deploy_file("x", "runtime=exec", "run.py", sh).status, 201);
+    let r = s.invoke("x", "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().trim(), "same");
+}

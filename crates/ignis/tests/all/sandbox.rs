@@ -114,7 +114,9 @@ fn escape_attempts_fail() {
     let host_paths: Vec<String> = [
         data.join("ignis.db"),
         data.join("admin.key"),
-        data.join("code").join(other_sha).join("app.py"),
+        data.join("code")
+            .join(format!("{other_sha}-app.py"))
+            .join("app.py"),
         s.dir.join("cli.toml"),
         "/etc/shadow".into(),
         "/root/.bashrc".into(),
