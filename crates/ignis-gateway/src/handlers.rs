@@ -44,6 +44,12 @@ fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
         .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
 }
 
+/// A number in a query parameter that is not part of a function spec.
+fn query_num<T: std::str::FromStr>(name: &str, v: &str) -> ApiResult<T> {
+    v.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid {name}: {v:?} is not a number")))
+}
+
 fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> ApiResult<T> {
     v.parse().map_err(|_| {
         ApiError::invalid_field(field, format!("invalid {field}: {v:?} is not a number"))
@@ -448,7 +454,7 @@ pub async fn invoke(
     if raw.is_some() {
         for (k, v) in query_pairs(raw.as_deref())? {
             match k.as_str() {
-                "version" => version = Some(parse_num("version", &v)?),
+                "version" => version = Some(query_num("version", &v)?),
                 "blocking" if v == "true" => {}
                 other => {
                     return Err(ApiError::bad_request(format!(
@@ -479,10 +485,10 @@ pub async fn list_activations(
             "status" => {
                 filter.status = Some(v.parse().map_err(|e: String| ApiError::bad_request(e))?)
             }
-            "since" => filter.since = Some(parse_num("since", &v)?),
-            "until" => filter.until = Some(parse_num("until", &v)?),
+            "since" => filter.since = Some(query_num("since", &v)?),
+            "until" => filter.until = Some(query_num("until", &v)?),
             "limit" => {
-                let l: usize = parse_num("limit", &v)?;
+                let l: usize = query_num("limit", &v)?;
                 if !(1..=200).contains(&l) {
                     return Err(ApiError::bad_request("limit must be between 1 and 200"));
                 }

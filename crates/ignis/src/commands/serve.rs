@@ -17,6 +17,15 @@ use serde::Deserialize;
 
 use super::GlobalOpts;
 
+/// Prints a line to stdout, ignoring a closed stdout (`ignis serve | head`): the server must
+/// keep running and shut down cleanly whatever happens to its output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Settings of the server. The same type is read from the config file (TOML) and filled from
 /// flags and environment variables, which win over the file.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -53,7 +62,8 @@ pub struct ServeCommand {
     /// Directory for the database, code and runtime files [default: ~/.local/share/ignis]
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function, python, node)
+    /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -75,10 +85,10 @@ pub struct ServeCommand {
     no_cli_config: bool,
     /// Refuse to start unless every sandbox layer (namespaces, private filesystem, network
     /// isolation, cgroups, seccomp, unprivileged user) is available
-    #[arg(long, env = "IGNIS_REQUIRE_ISOLATION")]
+    #[arg(long, env = "IGNIS_REQUIRE_ISOLATION", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     require_isolation: bool,
     /// Run instances without namespaces, cgroups or seccomp (debugging only)
-    #[arg(long, env = "IGNIS_NO_ISOLATION", conflicts_with = "require_isolation")]
+    #[arg(long, env = "IGNIS_NO_ISOLATION", conflicts_with = "require_isolation", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     no_isolation: bool,
 }
 
@@ -184,9 +194,15 @@ impl ServeCommand {
         init_logging();
         let cfg = self.config()?;
         let data_dir = cfg.data_dir.clone().unwrap_or_else(default_data_dir);
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        if !data_dir.exists() {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            // It holds keys, environment variables and results: the server's user only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let data_dir = data_dir.canonicalize()?;
+        let _lock = lock_data_dir(&data_dir)?;
         let listen = cfg
             .listen
             .clone()
@@ -322,9 +338,9 @@ impl ServeCommand {
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("server failed")?;
-        println!("shutting down: waiting for invocations in flight");
+        say!("shutting down: waiting for invocations in flight");
         controller.shutdown().await;
-        println!("stopped");
+        say!("stopped");
         Ok(())
     }
 }
@@ -336,6 +352,28 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Holds an exclusive lock on the data directory for as long as the server runs: two servers on
+/// one data directory would each cache functions the other changes.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
+            dir.display()
+        );
+    }
+    Ok(file)
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
@@ -403,26 +441,26 @@ fn print_banner(
         Some(p) => format!("{name} ({})", p.display()),
         None => format!("{name} (not found: install it to use this runtime)"),
     };
-    println!("Ignis {} listening on {url}", env!("CARGO_PKG_VERSION"));
-    println!("  data dir:  {}", data_dir.display());
-    println!(
+    say!("Ignis {} listening on {url}", env!("CARGO_PKG_VERSION"));
+    say!("  data dir:  {}", data_dir.display());
+    say!(
         "  runtimes:  {}, {}, exec",
         rt("python", python),
         rt("node", node)
     );
-    println!("  sandbox protections:");
+    say!("  sandbox protections:");
     for (what, on) in sandbox.protections().describe() {
-        println!("    [{}] {what}", if on { "on " } else { "off" });
+        say!("    [{}] {what}", if on { "on " } else { "off" });
     }
     if let Some(k) = new_key {
-        println!("  admin key: {k}");
-        println!(
+        say!("  admin key: {k}");
+        say!(
             "             (shown once; also saved in {})",
             data_dir.join("admin.key").display()
         );
     }
     if let Some(p) = cli_config {
-        println!(
+        say!(
             "  CLI config written to {}: `ignis fn list` works from here",
             p.display()
         );
@@ -442,8 +480,11 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     // A second signal ends the process at once.
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });

@@ -327,3 +327,26 @@ fn identical_code_under_other_names_runs_as_each() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text().trim(), "same");
 }
+
+#[test]
+fn a_data_directory_serves_one_server_at_a_time() {
+    let s = Server::start();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cli-config",
+            "--data-dir",
+        ])
+        .arg(s.dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another ignis serve is using the data directory"),
+        "{err}"
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+}
