@@ -10,3 +10,4 @@ mod invoke;
 mod lifecycle;
 mod sandbox;
 mod scaling;
+mod soak;
