@@ -171,6 +171,19 @@ impl Client {
         content_type: Option<HeaderValue>,
         body: Bytes,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
+        self.send_with(method, target, content_type, body, None)
+            .await
+    }
+
+    /// [`Client::send`] with one more header.
+    async fn send_with(
+        &self,
+        method: Method,
+        target: String,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+        extra: Option<(&'static str, HeaderValue)>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let base = &self.inner.base;
         let uri = Uri::try_from(target)
             .map_err(|e| ClientError::Config(format!("invalid request URL: {e}")))?;
@@ -183,6 +196,9 @@ impl Client {
         }
         if let Some(ct) = content_type {
             headers.insert(CONTENT_TYPE, ct);
+        }
+        if let Some((name, value)) = extra {
+            headers.insert(name, value);
         }
         let resp = self.http.request(req).await.map_err(|e| {
             let url = base.clone();
@@ -424,6 +440,55 @@ impl Client {
                 .unwrap_or(0),
             body,
         })
+    }
+
+    /// `POST …/invoke?blocking=false`: queues an asynchronous invocation and returns its
+    /// activation id (202). The same `idempotency_key` returns the same activation.
+    pub async fn invoke_async(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        body: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let mut target = self.function_url(name, "/invoke?blocking=false");
+        if let Some(v) = version {
+            let _ = write!(target, "&version={v}");
+        }
+        let extra = match idempotency_key {
+            Some(k) => Some((
+                "idempotency-key",
+                HeaderValue::from_str(k)
+                    .map_err(|_| ClientError::Config("invalid idempotency key".into()))?,
+            )),
+            None => None,
+        };
+        let (status, headers, body) = self
+            .send_with(Method::POST, target, Some(APPLICATION_JSON), body, extra)
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(status, &headers, &body));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+                what: "async invocation",
+                source,
+            })?;
+        Ok(v["activation_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `GET /v1/namespaces/{ns}/dlq`: asynchronous invocations that failed every attempt.
+    pub async fn dead_letters(&self) -> Result<serde_json::Value, ClientError> {
+        let target = format!("{}/dlq", self.inner.ns_url);
+        self.call(Method::GET, target, None, "dead letters").await
+    }
+
+    /// `POST /v1/namespaces/{ns}/dlq/{id}/replay`: queues a dead-letter item again.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let mut target = format!("{}/dlq/", self.inner.ns_url);
+        push_segment(&mut target, id);
+        target.push_str("/replay");
+        self.call(Method::POST, target, None, "replay").await
     }
 
     /// One page of activations matching `filter`, newest first.

@@ -6,6 +6,7 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod queue;
 mod recorder;
 mod registry;
 
@@ -89,6 +90,24 @@ pub struct InvokeOutcome {
     pub init_ms: u64,
 }
 
+/// The event as the function will get it: an empty body is `{}` for JSON runtimes, and anything
+/// else must be JSON for them.
+fn check_event(function: &FunctionVersion, event: Bytes) -> Result<Bytes> {
+    if !function.spec.runtime.json_events() {
+        return Ok(event);
+    }
+    if event.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&event).map_err(|e| {
+        ControllerError::BadRequest(format!(
+            "the payload is not valid JSON ({e}); {} functions take a JSON event",
+            function.spec.runtime
+        ))
+    })?;
+    Ok(event)
+}
+
 /// Where the controller keeps things.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -126,6 +145,7 @@ struct Inner {
     registry: registry::Registry,
     recorder: Recorder,
     in_flight: InFlight,
+    queue: queue::AsyncQueue,
 }
 
 impl Controller {
@@ -140,6 +160,7 @@ impl Controller {
                 invoker,
                 recorder,
                 in_flight: InFlight::default(),
+                queue: queue::AsyncQueue::default(),
             }),
         })
     }
@@ -293,26 +314,20 @@ impl Controller {
         let start_ms = now_ms();
         let function = self.get_function(namespace, name, version).await?;
         let json = function.spec.runtime.json_events();
-        let event = if json {
-            if event.iter().all(|b| b.is_ascii_whitespace()) {
-                Bytes::from_static(b"{}")
-            } else {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&event).map_err(|e| {
-                    ControllerError::BadRequest(format!(
-                        "the payload is not valid JSON ({e}); {} functions take a JSON event",
-                        function.spec.runtime
-                    ))
-                })?;
-                event
-            }
-        } else {
-            event
-        };
+        let event = check_event(&function, event)?;
         let this = self.clone();
         self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
         let task = tokio::spawn(async move {
             let _guard = InFlightGuard(&this.inner.in_flight);
-            this.run(function, event, accepted, start_ms, json).await
+            this.run(
+                function,
+                event,
+                accepted,
+                start_ms,
+                json,
+                ActivationId::new(),
+            )
+            .await
         });
         task.await
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
@@ -325,8 +340,8 @@ impl Controller {
         accepted: Instant,
         start_ms: u64,
         json: bool,
+        id: ActivationId,
     ) -> Result<InvokeOutcome> {
-        let id = ActivationId::new();
         let inv = Invocation {
             function: function.clone(),
             id,

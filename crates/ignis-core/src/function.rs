@@ -127,6 +127,10 @@ pub struct FunctionSpec {
     /// The most instances of this function running at once.
     #[serde(default = "FunctionSpec::default_max_instances")]
     pub max_instances: u32,
+    /// Further attempts of a failed asynchronous invocation before it goes to the dead-letter
+    /// list (Lambda's default: 2).
+    #[serde(default = "FunctionSpec::default_retries")]
+    pub retries: u32,
     /// Instances kept warm at all times (provisioned concurrency), at most `max_instances`.
     #[serde(default)]
     pub min_instances: u32,
@@ -164,6 +168,9 @@ impl FunctionSpec {
     fn default_tmp_mb() -> u32 {
         512
     }
+    fn default_retries() -> u32 {
+        2
+    }
 
     /// A spec with defaults for everything but runtime and handler.
     pub fn new(runtime: Runtime, handler: impl Into<String>) -> Self {
@@ -174,6 +181,7 @@ impl FunctionSpec {
             timeout_ms: Self::default_timeout_ms(),
             env: BTreeMap::new(),
             max_instances: Self::default_max_instances(),
+            retries: Self::default_retries(),
             min_instances: 0,
             network: Network::None,
             tmp_mb: Self::default_tmp_mb(),
@@ -211,6 +219,12 @@ impl FunctionSpec {
                     self.max_instances,
                     Self::MAX_INSTANCES
                 ),
+            ));
+        }
+        if self.retries > 10 {
+            return Err(SpecError::new(
+                "retries",
+                format!("{} is outside 0..=10", self.retries),
             ));
         }
         if self.min_instances > self.max_instances {

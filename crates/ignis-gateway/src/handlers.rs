@@ -150,6 +150,7 @@ struct DeployBody {
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
     min_instances: Option<u32>,
+    retries: Option<u32>,
     network: Option<String>,
     tmp_mb: Option<u32>,
     #[serde(default)]
@@ -174,6 +175,7 @@ struct SpecParts<'a> {
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
     min_instances: Option<u32>,
+    retries: Option<u32>,
     network: Option<&'a str>,
     tmp_mb: Option<u32>,
     env: BTreeMap<String, String>,
@@ -187,6 +189,7 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         timeout_ms,
         max_instances,
         min_instances,
+        retries,
         network,
         tmp_mb,
         env,
@@ -212,6 +215,9 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
     }
     if let Some(m) = min_instances {
         spec.min_instances = m;
+    }
+    if let Some(r) = retries {
+        spec.retries = r;
     }
     if let Some(n) = network {
         spec.network = n
@@ -304,6 +310,7 @@ pub async fn put_function(
                 timeout_ms: b.timeout_ms,
                 max_instances: b.max_instances,
                 min_instances: b.min_instances,
+                retries: b.retries,
                 network: b.network.as_deref(),
                 tmp_mb: b.tmp_mb,
                 env: b.env,
@@ -325,6 +332,7 @@ pub async fn put_function(
                 "timeout_ms",
                 "max_instances",
                 "min_instances",
+                "retries",
                 "network",
                 "tmp_mb",
                 "env",
@@ -350,6 +358,9 @@ pub async fn put_function(
                     .transpose()?,
                 min_instances: get("min_instances")
                     .map(|v| parse_num("min_instances", v))
+                    .transpose()?,
+                retries: get("retries")
+                    .map(|v| parse_num("retries", v))
                     .transpose()?,
                 network: get("network"),
                 tmp_mb: get("tmp_mb").map(|v| parse_num("tmp_mb", v)).transpose()?,
@@ -451,11 +462,22 @@ pub async fn invoke(
     auth(&state, &headers, Some(&ns))?;
     let body = body?;
     let (name, mut version) = split_version(&name)?;
+    let mut blocking = true;
     if raw.is_some() {
         for (k, v) in query_pairs(raw.as_deref())? {
             match k.as_str() {
                 "version" => version = Some(query_num("version", &v)?),
-                "blocking" if v == "true" => {}
+                "blocking" => {
+                    blocking = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "blocking must be true or false, not {other:?}"
+                            )));
+                        }
+                    }
+                }
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "unknown query parameter {other:?}"
@@ -463,6 +485,30 @@ pub async fn invoke(
                 }
             }
         }
+    }
+    if !blocking {
+        let key = headers
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))
+            })
+            .transpose()?;
+        let accepted = state
+            .controller
+            .submit_async(&ns, name, version, body, key)
+            .await?;
+        let id = accepted.activation_id.to_string();
+        let mut resp = (
+            StatusCode::ACCEPTED,
+            Json(json!({ "activation_id": id, "status": "queued", "new": accepted.new })),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-ignis-activation-id", v);
+        }
+        return Ok(resp);
     }
     let outcome = state.controller.invoke(&ns, name, version, body).await?;
     Ok(outcome_response(outcome))
@@ -511,6 +557,46 @@ pub async fn list_activations(
         "activations": page.activations,
         "next_cursor": page.next.map(|c| c.encode()),
     })))
+}
+
+pub async fn list_dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    auth(&state, &headers, Some(&ns))?;
+    let items: Vec<Value> = state
+        .controller
+        .dead_letters(&ns)
+        .await?
+        .into_iter()
+        .map(|q| {
+            json!({
+                "id": q.id,
+                "function": q.function,
+                "version": q.version,
+                "attempts": q.attempts,
+                "last_error": q.last_error,
+                "created_ms": q.created_ms,
+                "event_bytes": q.event.len(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "dead_letters": items })))
+}
+
+pub async fn replay_dead_letter(
+    State(state): State<Arc<AppState>>,
+    Path((ns, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    auth(&state, &headers, Some(&ns))?;
+    let id = state.controller.replay(&ns, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "activation_id": id, "status": "queued" })),
+    )
+        .into_response())
 }
 
 pub async fn get_activation(

@@ -79,6 +79,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             &format!("{ns}/activations"),
             get(handlers::list_activations),
         )
+        .route(&format!("{ns}/dlq"), get(handlers::list_dead_letters))
+        .route(
+            &format!("{ns}/dlq/{{id}}/replay"),
+            post(handlers::replay_dead_letter),
+        )
         .route(
             &format!("{ns}/activations/{{id}}"),
             get(handlers::get_activation),

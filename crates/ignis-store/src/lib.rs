@@ -124,6 +124,31 @@ pub struct ActivationPage {
     pub next: Option<Cursor>,
 }
 
+/// An asynchronous invocation waiting in (or dead in) the durable queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedInvocation {
+    /// The activation id it was acknowledged with (also the id of its activation record).
+    pub id: ActivationId,
+    /// Namespace.
+    pub namespace: String,
+    /// Function name.
+    pub function: String,
+    /// Version asked for, or `None` for the latest at run time.
+    pub version: Option<u32>,
+    /// The event.
+    pub event: Vec<u8>,
+    /// Runs tried so far.
+    pub attempts: u32,
+    /// When it may run next (ms since epoch).
+    pub next_attempt_ms: u64,
+    /// When it was accepted.
+    pub created_ms: u64,
+    /// The client's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// The last failure, for dead ones.
+    pub last_error: Option<String>,
+}
+
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
 pub trait Store: Send + Sync {
     /// Whether a namespace exists.
@@ -154,6 +179,30 @@ pub trait Store: Send + Sync {
     fn list_versions(&self, namespace: &str, name: &str) -> Result<Vec<FunctionVersion>>;
     /// Deletes a function and its versions; the number of versions, or `None` if unknown.
     fn delete_function(&self, namespace: &str, name: &str) -> Result<Option<u32>>;
+
+    /// Queues an asynchronous invocation durably (synced to disk before returning). With an
+    /// idempotency key already used for this function, returns the existing item and `false`.
+    fn enqueue(&self, item: &QueuedInvocation) -> Result<(QueuedInvocation, bool)>;
+    /// Queued items due at `now_ms`, oldest first.
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedInvocation>>;
+    /// When the next queued item is due, if any is queued.
+    fn next_due(&self) -> Result<Option<u64>>;
+    /// Schedules another attempt.
+    fn retry_later(
+        &self,
+        id: ActivationId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: &str,
+    ) -> Result<()>;
+    /// Moves an item to the dead-letter list.
+    fn bury(&self, id: ActivationId, attempts: u32, error: &str) -> Result<()>;
+    /// Removes a finished item.
+    fn dequeue(&self, id: ActivationId) -> Result<()>;
+    /// Dead-letter items of a namespace, newest first.
+    fn dead_letters(&self, namespace: &str) -> Result<Vec<QueuedInvocation>>;
+    /// Puts a dead item back in the queue with no attempts; false if there is none with this id.
+    fn revive(&self, namespace: &str, id: ActivationId) -> Result<bool>;
 
     /// Stores activations, all in one transaction.
     fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()>;

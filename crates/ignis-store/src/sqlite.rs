@@ -10,7 +10,8 @@ use ignis_core::{ActivationId, ActivationRecord, FunctionVersion, LogLine, now_m
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, Result, Store, StoreError,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, QueuedInvocation, Result,
+    Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -44,6 +45,22 @@ CREATE TABLE IF NOT EXISTS activations (
     record TEXT NOT NULL,
     logs TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS async_queue (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER,
+    event BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    idempotency_key TEXT,
+    dead INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS async_queue_due ON async_queue (dead, next_attempt_ms);
+CREATE UNIQUE INDEX IF NOT EXISTS async_queue_idem ON async_queue (namespace, function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS activations_by_ns ON activations (namespace, start_ms DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activations_by_fn ON activations (namespace, function, start_ms DESC, id DESC);
 ";
@@ -89,12 +106,69 @@ impl SqliteStore {
     fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn enqueue_in(
+        conn: &mut Connection,
+        item: &QueuedInvocation,
+    ) -> Result<(QueuedInvocation, bool)> {
+        let tx = conn.transaction()?;
+        if let Some(key) = &item.idempotency_key {
+            let existing = tx
+                .query_row(
+                    &format!(
+                        "SELECT {QUEUE_COLUMNS} FROM async_queue
+                         WHERE namespace = ?1 AND function = ?2 AND idempotency_key = ?3"
+                    ),
+                    params![item.namespace, item.function, key],
+                    queue_row,
+                )
+                .optional()?;
+            if let Some(e) = existing {
+                return Ok((e, false));
+            }
+        }
+        tx.execute(
+            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                item.id.to_string(),
+                item.namespace,
+                item.function,
+                item.version,
+                item.event,
+                item.attempts,
+                item.next_attempt_ms as i64,
+                item.created_ms as i64,
+                item.idempotency_key,
+                item.last_error,
+            ],
+        )?;
+        tx.commit()?;
+        Ok((item.clone(), true))
+    }
 }
 
 fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
     rows.iter()
         .map(|r| serde_json::from_str(r).map_err(StoreError::from))
         .collect()
+}
+
+const QUEUE_COLUMNS: &str = "id, namespace, function, version, event, attempts, next_attempt_ms, created_ms, idempotency_key, last_error";
+
+fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
+    let id: String = r.get(0)?;
+    Ok(QueuedInvocation {
+        id: ActivationId::parse(&id).unwrap_or_default(),
+        namespace: r.get(1)?,
+        function: r.get(2)?,
+        version: r.get(3)?,
+        event: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_ms: r.get::<_, i64>(6)? as u64,
+        created_ms: r.get::<_, i64>(7)? as u64,
+        idempotency_key: r.get(8)?,
+        last_error: r.get(9)?,
+    })
 }
 
 impl Store for SqliteStore {
@@ -255,6 +329,88 @@ impl Store for SqliteStore {
         )?;
         tx.commit()?;
         Ok(Some(versions as u32))
+    }
+
+    fn enqueue(&self, item: &QueuedInvocation) -> Result<(QueuedInvocation, bool)> {
+        let mut conn = self.w();
+        // An acknowledged async invocation must survive power loss, not only a process kill:
+        // this commit syncs the log to disk (synchronous=FULL), others need not.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = Self::enqueue_in(&mut conn, item);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        result
+    }
+
+    fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedInvocation>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM async_queue WHERE dead = 0 AND next_attempt_ms <= ?1
+             ORDER BY next_attempt_ms, created_ms LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![now_ms as i64, limit as i64], queue_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn next_due(&self) -> Result<Option<u64>> {
+        let next: Option<i64> = self.r().query_row(
+            "SELECT MIN(next_attempt_ms) FROM async_queue WHERE dead = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(next.map(|n| n as u64))
+    }
+
+    fn retry_later(
+        &self,
+        id: ActivationId,
+        attempts: u32,
+        next_attempt_ms: u64,
+        error: &str,
+    ) -> Result<()> {
+        self.w().execute(
+            "UPDATE async_queue SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
+            params![id.to_string(), attempts, next_attempt_ms as i64, error],
+        )?;
+        Ok(())
+    }
+
+    fn bury(&self, id: ActivationId, attempts: u32, error: &str) -> Result<()> {
+        self.w().execute(
+            "UPDATE async_queue SET dead = 1, attempts = ?2, last_error = ?3 WHERE id = ?1",
+            params![id.to_string(), attempts, error],
+        )?;
+        Ok(())
+    }
+
+    fn dequeue(&self, id: ActivationId) -> Result<()> {
+        self.w().execute(
+            "DELETE FROM async_queue WHERE id = ?1",
+            params![id.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn dead_letters(&self, namespace: &str) -> Result<Vec<QueuedInvocation>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM async_queue WHERE dead = 1 AND namespace = ?1
+             ORDER BY created_ms DESC"
+        ))?;
+        let rows = stmt
+            .query_map(params![namespace], queue_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn revive(&self, namespace: &str, id: ActivationId) -> Result<bool> {
+        let n = self.w().execute(
+            "UPDATE async_queue SET dead = 0, attempts = 0, next_attempt_ms = ?3
+             WHERE id = ?1 AND namespace = ?2 AND dead = 1",
+            params![id.to_string(), namespace, now_ms() as i64],
+        )?;
+        Ok(n == 1)
     }
 
     fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()> {
@@ -524,6 +680,55 @@ mod tests {
             )
             .unwrap();
         assert_eq!(page.activations.len(), 2);
+    }
+
+    fn queued(key: Option<&str>) -> QueuedInvocation {
+        QueuedInvocation {
+            id: ActivationId::new(),
+            namespace: "default".into(),
+            function: "f".into(),
+            version: None,
+            event: b"{}".to_vec(),
+            attempts: 0,
+            next_attempt_ms: 100,
+            created_ms: 100,
+            idempotency_key: key.map(str::to_string),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn the_async_queue_retries_buries_and_revives() {
+        let (_d, s) = store();
+        let a = queued(None);
+        let (got, new) = s.enqueue(&a).unwrap();
+        assert!(new);
+        assert_eq!(got, a);
+        let k1 = queued(Some("k"));
+        assert!(s.enqueue(&k1).unwrap().1);
+        let (again, new) = s.enqueue(&queued(Some("k"))).unwrap();
+        assert!(!new, "the idempotency key returns the first submission");
+        assert_eq!(again.id, k1.id);
+        assert_eq!(s.due(99, 10).unwrap().len(), 0);
+        assert_eq!(s.due(100, 10).unwrap().len(), 2);
+        assert_eq!(s.next_due().unwrap(), Some(100));
+        s.retry_later(a.id, 1, 500, "boom").unwrap();
+        assert_eq!(s.due(100, 10).unwrap().len(), 1);
+        let due = s.due(500, 10).unwrap();
+        assert_eq!(due.iter().find(|q| q.id == a.id).unwrap().attempts, 1);
+        s.bury(a.id, 3, "boom").unwrap();
+        assert_eq!(s.due(1000, 10).unwrap().len(), 1);
+        let dead = s.dead_letters("default").unwrap();
+        assert_eq!(
+            (dead.len(), dead[0].last_error.as_deref()),
+            (1, Some("boom"))
+        );
+        assert!(s.revive("default", a.id).unwrap());
+        assert!(!s.revive("default", a.id).unwrap());
+        assert!(s.dead_letters("default").unwrap().is_empty());
+        s.dequeue(a.id).unwrap();
+        s.dequeue(k1.id).unwrap();
+        assert_eq!(s.next_due().unwrap(), None);
     }
 
     #[test]

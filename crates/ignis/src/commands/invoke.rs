@@ -29,6 +29,12 @@ pub struct InvokeCommand {
     /// Also print the activation id, status, cold or warm start and timings to stderr
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Queue the invocation and print its activation id at once (202), without waiting
+    #[arg(long = "async")]
+    async_: bool,
+    /// With --async: a key that makes a retried submission return the same activation
+    #[arg(long, value_name = "KEY", requires = "async_")]
+    idempotency_key: Option<String>,
 }
 
 impl InvokeCommand {
@@ -47,6 +53,25 @@ impl InvokeCommand {
             global.namespace.clone(),
         )?;
         let event = self.event().await?;
+        if self.async_ {
+            let id = client
+                .invoke_async(
+                    &self.name,
+                    self.version,
+                    event,
+                    self.idempotency_key.as_deref(),
+                )
+                .await?;
+            if global.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "activation_id": id, "status": "queued" })
+                );
+            } else {
+                println!("queued: activation {id}");
+            }
+            return Ok(());
+        }
         let outcome = client.invoke(&self.name, self.version, event).await?;
         if self.verbose {
             eprintln!("{}", summary(&outcome));

@@ -2,6 +2,7 @@
 
 mod activations;
 mod bench;
+mod dlq;
 mod function;
 mod invoke;
 mod serve;
@@ -38,6 +39,8 @@ pub enum Command {
     Fn(function::FnCommand),
     /// Invoke a function and print its result
     Invoke(invoke::InvokeCommand),
+    /// List and replay asynchronous invocations that failed every attempt
+    Dlq(dlq::DlqCommand),
     /// List and inspect activations (records of invocations)
     #[command(alias = "activation")]
     Activations(activations::ActivationsCommand),
@@ -53,6 +56,7 @@ impl Command {
             Command::Fn(c) => c.execute(global).await,
             Command::Invoke(c) => c.execute(global).await,
             Command::Activations(c) => c.execute(global).await,
+            Command::Dlq(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
         }
     }

@@ -330,6 +330,7 @@ impl ServeCommand {
             cli_written.as_deref(),
         );
 
+        controller.start_async_worker();
         if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
@@ -365,15 +366,24 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        anyhow::bail!(
-            "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
-            dir.display()
-        );
+    // A server that was just killed may still have instances starting, which hold the lock
+    // for the few milliseconds until they exec or die with it: wait a little before refusing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(file)
+    anyhow::bail!(
+        "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
+        dir.display()
+    )
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {

@@ -1,0 +1,261 @@
+//! Asynchronous invocations: accepted into a durable queue (synced to disk before the 202),
+//! run by a worker as capacity allows, retried with exponential backoff, then moved to a
+//! dead-letter list that can be replayed.
+//!
+//! Delivery is at least once, and each accepted invocation has exactly one visible activation:
+//! its activation id is fixed when it is accepted, every attempt writes the activation under
+//! that id (replacing the previous one), and the queue entry is removed only after the
+//! activation is on disk. A crash in between runs the invocation again; it never loses it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ignis_core::{ActivationId, Status, now_ms};
+use ignis_store::QueuedInvocation;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::{Controller, ControllerError, Result, check_event};
+
+/// Invocations of the queue running at once.
+const CONCURRENCY: usize = 64;
+/// Backoff before the first retry; doubled for each further one.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Wait before running again an invocation refused for lack of capacity (429).
+const THROTTLED_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The worker's state.
+pub(crate) struct AsyncQueue {
+    wake: Notify,
+    running: Mutex<HashSet<ActivationId>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Default for AsyncQueue {
+    fn default() -> Self {
+        AsyncQueue {
+            wake: Notify::new(),
+            running: Mutex::new(HashSet::new()),
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+        }
+    }
+}
+
+/// What an accepted asynchronous invocation answers.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its activation id.
+    pub activation_id: ActivationId,
+    /// False when an earlier submission with the same idempotency key was returned.
+    pub new: bool,
+}
+
+fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF * 2u32.saturating_pow(attempts.saturating_sub(1).min(16))
+}
+
+impl Controller {
+    /// Accepts an asynchronous invocation: durably queued before this returns.
+    pub async fn submit_async(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+        idempotency_key: Option<String>,
+    ) -> Result<Accepted> {
+        let function = self.get_function(namespace, name, version).await?;
+        let event = check_event(&function, event)?;
+        if let Some(k) = &idempotency_key
+            && (k.is_empty() || k.len() > 256)
+        {
+            return Err(ControllerError::BadRequest(
+                "an idempotency key has 1 to 256 characters".into(),
+            ));
+        }
+        let now = now_ms();
+        let item = QueuedInvocation {
+            id: ActivationId::new(),
+            namespace: namespace.to_string(),
+            function: name.to_string(),
+            version,
+            event: event.to_vec(),
+            attempts: 0,
+            next_attempt_ms: now,
+            created_ms: now,
+            idempotency_key,
+            last_error: None,
+        };
+        let (item, new) = self.blocking(move |i| Ok(i.store.enqueue(&item)?)).await?;
+        self.inner.queue.wake.notify_one();
+        Ok(Accepted {
+            activation_id: item.id,
+            new,
+        })
+    }
+
+    /// Dead-letter items of a namespace.
+    pub async fn dead_letters(&self, namespace: &str) -> Result<Vec<QueuedInvocation>> {
+        self.check_namespace(namespace).await?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.dead_letters(&ns)?)).await
+    }
+
+    /// Queues a dead-letter item again, with fresh retries.
+    pub async fn replay(&self, namespace: &str, id: &str) -> Result<ActivationId> {
+        self.check_namespace(namespace).await?;
+        let not_found = || ControllerError::NotFound(format!("dead-letter item {id:?}"));
+        let id = ActivationId::parse(id).ok_or_else(not_found)?;
+        let ns = namespace.to_string();
+        let revived = self.blocking(move |i| Ok(i.store.revive(&ns, id)?)).await?;
+        if !revived {
+            return Err(not_found());
+        }
+        self.inner.queue.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Starts the worker that runs queued invocations (also those left by a previous run).
+    pub fn start_async_worker(&self) {
+        let this = self.clone();
+        tokio::spawn(async move { this.work().await });
+    }
+
+    async fn work(self) {
+        loop {
+            let now = now_ms();
+            let due = match self.blocking(move |i| Ok(i.store.due(now, 512)?)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the async queue");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut started = 0;
+            for item in due {
+                if !self.inner.queue.running.lock().unwrap().insert(item.id) {
+                    continue;
+                }
+                let Ok(permit) = self.inner.queue.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                started += 1;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let id = item.id;
+                    this.run_queued(item).await;
+                    this.inner.queue.running.lock().unwrap().remove(&id);
+                    drop(permit);
+                    this.inner.queue.wake.notify_one();
+                });
+            }
+            if started > 0 {
+                continue;
+            }
+            // Nothing new to start: sleep until the next item is due or one is submitted.
+            let next = self
+                .blocking(|i| Ok(i.store.next_due()?))
+                .await
+                .ok()
+                .flatten();
+            let wait = match next {
+                Some(t) if t > now_ms() => Duration::from_millis(t - now_ms()),
+                Some(_) => Duration::from_millis(20),
+                None => Duration::from_secs(5),
+            };
+            let _ = tokio::time::timeout(
+                wait.min(Duration::from_secs(5)),
+                self.inner.queue.wake.notified(),
+            )
+            .await;
+        }
+    }
+
+    async fn run_queued(&self, item: QueuedInvocation) {
+        let id = item.id;
+        let function = match self
+            .get_function(&item.namespace, &item.function, item.version)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let why = e.to_string();
+                let _ = self
+                    .blocking(move |i| Ok(i.store.bury(id, item.attempts, &why)?))
+                    .await;
+                return;
+            }
+        };
+        let json = function.spec.runtime.json_events();
+        let retries = function.spec.retries;
+        self.inner
+            .in_flight
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _guard = crate::InFlightGuard(&self.inner.in_flight);
+        let outcome = self
+            .run(
+                function,
+                Bytes::from(item.event),
+                Instant::now(),
+                now_ms(),
+                json,
+                id,
+            )
+            .await;
+        let attempts = item.attempts + 1;
+        let result = match outcome {
+            Ok(o) if o.status == Status::Success => {
+                // The activation must be on disk before the queue forgets the invocation.
+                self.inner.recorder.flush().await;
+                self.blocking(move |i| Ok(i.store.dequeue(id)?)).await
+            }
+            Ok(o) => {
+                self.inner.recorder.flush().await;
+                let why = match &o.error {
+                    Some(e) => format!("{}: {}: {}", o.status, e.kind, e.message),
+                    None => o.status.to_string(),
+                };
+                if attempts <= retries {
+                    let next = now_ms() + backoff(attempts).as_millis() as u64;
+                    self.blocking(move |i| Ok(i.store.retry_later(id, attempts, next, &why)?))
+                        .await
+                } else {
+                    self.blocking(move |i| Ok(i.store.bury(id, attempts, &why)?))
+                        .await
+                }
+            }
+            Err(ControllerError::Throttled(why)) => {
+                // Not an attempt: the function never ran.
+                let next = now_ms() + THROTTLED_BACKOFF.as_millis() as u64;
+                let attempts = item.attempts;
+                self.blocking(move |i| Ok(i.store.retry_later(id, attempts, next, &why)?))
+                    .await
+            }
+            Err(ControllerError::Unavailable) => Ok(()),
+            Err(e) => {
+                let why = e.to_string();
+                self.blocking(move |i| Ok(i.store.bury(id, attempts, &why)?))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, id = %id, "cannot update the async queue");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert!(backoff(100) >= Duration::from_secs(65536));
+    }
+}

@@ -1,0 +1,262 @@
+//! Asynchronous invocations: accepted durably, retried, dead-lettered, never lost.
+
+use crate::harness::*;
+use std::time::{Duration, Instant};
+
+fn submit(s: &Server, name: &str, body: &str, key: Option<&str>) -> Resp {
+    let auth = format!("Bearer {}", s.key);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(k) = key {
+        headers.push(("idempotency-key", k));
+    }
+    s.raw_request(
+        "POST",
+        &format!("/v1/namespaces/default/functions/{name}/invoke?blocking=false"),
+        &headers,
+        Some("application/json"),
+        body.as_bytes(),
+    )
+}
+
+fn wait_activation(s: &Server, id: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = s.get(&format!("/v1/namespaces/default/activations/{id}"));
+        if r.status == 200 {
+            return r.json();
+        }
+        assert!(Instant::now() < deadline, "activation {id} never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn async_invocations_are_accepted_then_run() {
+    let s = Server::start();
+    let code = "def handler(e, c):\n    print('async', e['n'])\n    return {'twice': e['n'] * 2}\n";
+    assert_eq!(
+        s.deploy_file("bg", "runtime=python&handler=app.handler", "app.py", code)
+            .status,
+        201
+    );
+    let r = submit(&s, "bg", r#"{"n": 21}"#, None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["activation_id"].as_str().unwrap().to_string();
+    assert_eq!(r.header("x-ignis-activation-id"), Some(id.as_str()));
+    let a = wait_activation(&s, &id, 20);
+    assert_eq!(a["status"], "success");
+    assert_eq!(a["result"]["twice"], 42);
+    assert_eq!(a["logs"][0]["line"], "async 21");
+    // The same key gives the same activation, once.
+    let r1 = submit(&s, "bg", r#"{"n": 1}"#, Some("order-17"));
+    let r2 = submit(&s, "bg", r#"{"n": 1}"#, Some("order-17"));
+    assert_eq!(r1.json()["activation_id"], r2.json()["activation_id"]);
+    assert_eq!(r2.json()["new"], false);
+    // Bad input is refused before anything is queued.
+    assert_eq!(submit(&s, "nope", "{}", None).status, 404);
+    assert_eq!(submit(&s, "bg", "{not json", None).status, 400);
+    let cli = ok(&s.cli(&["invoke", "bg", "--async", "-d", r#"{"n": 2}"#]));
+    let id = cli.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(wait_activation(&s, &id, 20)["result"]["twice"], 4);
+}
+
+#[test]
+fn failures_are_retried_then_dead_lettered_and_replayable() {
+    let s = Server::start();
+    // Fails on its first call in an instance, then succeeds: a retry fixes it.
+    let flaky = "calls = 0\ndef handler(e, c):\n    global calls\n    calls += 1\n    if calls == 1:\n        raise RuntimeError('first call fails')\n    return 'recovered'\n";
+    assert_eq!(
+        s.deploy_file(
+            "flaky",
+            "runtime=python&handler=app.handler&retries=2",
+            "app.py",
+            flaky
+        )
+        .status,
+        201
+    );
+    let id = submit(&s, "flaky", "{}", None).json()["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = wait_activation(&s, &id, 20);
+        if a["status"] == "success" {
+            assert_eq!(a["result"], "recovered");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never retried: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Always failing with one retry: two attempts, then the dead-letter list.
+    let bad = "def handler(e, c):\n    raise ValueError('always')\n";
+    assert_eq!(
+        s.deploy_file(
+            "bad",
+            "runtime=python&handler=app.handler&retries=1",
+            "app.py",
+            bad
+        )
+        .status,
+        201
+    );
+    let id = submit(&s, "bad", "{}", None).json()["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dlq = s.get("/v1/namespaces/default/dlq").json();
+        if let Some(d) = dlq["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id.as_str())
+        {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(dead["attempts"], 2);
+    assert!(dead["last_error"].as_str().unwrap().contains("always"));
+    assert_eq!(wait_activation(&s, &id, 5)["status"], "application_error");
+    assert!(ok(&s.cli(&["dlq", "list"])).contains(&id[..8]));
+    // Fixed, then replayed: it succeeds and leaves the list.
+    assert_eq!(
+        s.deploy_file(
+            "bad",
+            "runtime=python&handler=app.handler&retries=1",
+            "app.py",
+            "def handler(e, c):\n    return 'fixed'\n"
+        )
+        .status,
+        200
+    );
+    ok(&s.cli(&["dlq", "replay", &id]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wait_activation(&s, &id, 5)["status"] != "success" {
+        assert!(Instant::now() < deadline, "replay did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.get("/v1/namespaces/default/dlq").json()["dead_letters"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        s.request(
+            "POST",
+            &format!("/v1/namespaces/default/dlq/{id}/replay"),
+            None,
+            b""
+        )
+        .status,
+        404
+    );
+}
+
+/// Submits `n` invocations from several threads; returns their activation ids.
+fn submit_many(s: &Server, name: &str, n: usize, stop_after: Option<usize>) -> Vec<String> {
+    let ids = std::sync::Mutex::new(Vec::with_capacity(n));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n || stop_after.is_some_and(|m| i >= m) {
+                        return;
+                    }
+                    let r = submit(s, name, &format!(r#"{{"i": {i}}}"#), None);
+                    assert_eq!(r.status, 202, "{}", r.text());
+                    ids.lock()
+                        .unwrap()
+                        .push(r.json()["activation_id"].as_str().unwrap().to_string());
+                }
+            });
+        }
+    });
+    ids.into_inner().unwrap()
+}
+
+/// Every activation of a function, through all pages.
+fn activations_of(s: &Server, name: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => {
+                format!("/v1/namespaces/default/activations?function={name}&limit=200&cursor={c}")
+            }
+            None => format!("/v1/namespaces/default/activations?function={name}&limit=200"),
+        };
+        let page = s.get(&url).json();
+        all.extend(page["activations"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+}
+
+#[test]
+fn acknowledged_async_invocations_survive_kill_9() {
+    let n: usize = std::env::var("IGNIS_CRASH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut s = Server::start();
+    let tmp = s.take_dir().unwrap();
+    for round in 0..5 {
+        let name = format!("crash{round}");
+        // A little work per invocation, so that the kill lands while the queue is worked on.
+        let code = "import time\ndef handler(e, c):\n    time.sleep(0.003)\n    return e['i']\n";
+        assert_eq!(
+            s.deploy_file(
+                &name,
+                "runtime=python&handler=app.handler&max_instances=4",
+                "app.py",
+                code
+            )
+            .status,
+            201
+        );
+        let ids = submit_many(&s, &name, n, None);
+        assert_eq!(ids.len(), n);
+        // Kill it while the queue is being worked through.
+        let done_before = activations_of(&s, &name).len();
+        s.kill();
+        eprintln!("round {round}: killed with {done_before} of {n} done");
+        assert!(done_before < n, "the kill came after the queue was empty");
+        s = Server::launch(tmp.path(), &[]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut seen = std::collections::HashSet::new();
+            for a in activations_of(&s, &name) {
+                assert_eq!(a["status"], "success", "{a}");
+                assert!(
+                    seen.insert(a["id"].as_str().unwrap().to_string()),
+                    "duplicate activation {a}"
+                );
+            }
+            if seen.len() == n {
+                for id in &ids {
+                    assert!(seen.contains(id), "acknowledged {id} has no activation");
+                }
+                break;
+            }
+            assert!(seen.len() < n + 1, "more activations than invocations");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} of {n} done",
+                seen.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            s.get("/v1/namespaces/default/dlq").json()["dead_letters"],
+            serde_json::json!([])
+        );
+    }
+}
