@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ignis_core::{ActivationId, ActivationRecord, LogLine, Network, Runtime, Status};
+use ignis_core::{ActivationId, ActivationRecord, LogLine, Network, Runtime, Status, Web};
 use serde::{Deserialize, Serialize};
 
 use crate::{ClientError, CodeUpload};
@@ -25,8 +25,14 @@ pub struct DeployRequest {
     pub max_instances: Option<u32>,
     /// Instances kept warm at all times.
     pub min_instances: Option<u32>,
+    /// Further attempts of failed asynchronous invocations.
+    pub retries: Option<u32>,
     /// Network access: `none` or `host`.
     pub network: Option<Network>,
+    /// Whether it answers HTTP at `/fn/{ns}/{name}/…`: false, true (with a key) or public.
+    pub web: Option<Web>,
+    /// Browser origins allowed to call it as a web function.
+    pub cors_origins: Vec<String>,
     /// Size of the private /tmp in MiB.
     pub tmp_mb: Option<u32>,
     /// Environment variables of the function.
@@ -48,7 +54,10 @@ impl DeployRequest {
             timeout_ms: None,
             max_instances: None,
             min_instances: None,
+            retries: None,
             network: None,
+            web: None,
+            cors_origins: Vec::new(),
             tmp_mb: None,
             env: BTreeMap::new(),
             code,
@@ -73,7 +82,13 @@ pub(crate) struct DeployJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<Web>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub cors_origins: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmp_mb: Option<u32>,
 }

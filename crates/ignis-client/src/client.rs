@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ignis_core::{ActivationRecord, FunctionVersion, Network};
+use ignis_core::{ActivationRecord, FunctionVersion, Network, Web};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -296,7 +296,10 @@ impl Client {
                     env: &req.env,
                     max_instances: req.max_instances,
                     min_instances: req.min_instances,
+                    retries: req.retries,
                     network: req.network,
+                    web: req.web,
+                    cors_origins: &req.cors_origins,
                     tmp_mb: req.tmp_mb,
                 };
                 let json = serde_json::to_vec(&doc).map_err(|source| ClientError::Decode {
@@ -320,11 +323,25 @@ impl Client {
                 if let Some(n) = req.min_instances {
                     path.push("min_instances", &n.to_string());
                 }
+                if let Some(n) = req.retries {
+                    path.push("retries", &n.to_string());
+                }
                 if let Some(n) = req.network {
                     path.push("network", if n == Network::Host { "host" } else { "none" });
                 }
                 if let Some(t) = req.tmp_mb {
                     path.push("tmp_mb", &t.to_string());
+                }
+                if let Some(w) = req.web {
+                    let w = match w {
+                        Web::Off => "false",
+                        Web::On => "true",
+                        Web::Public => "public",
+                    };
+                    path.push("web", w);
+                }
+                for o in &req.cors_origins {
+                    path.push("cors_origin", o);
                 }
                 for (k, v) in &req.env {
                     path.push("env", &format!("{k}={v}"));

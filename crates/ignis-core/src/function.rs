@@ -85,6 +85,59 @@ impl FromStr for Network {
     }
 }
 
+/// Whether a function answers plain HTTP requests at `/fn/{namespace}/{name}/…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Web {
+    /// Only through the invoke API (the default).
+    #[default]
+    Off,
+    /// A web function; callers need an API key.
+    On,
+    /// A web function anyone may call, without a key.
+    Public,
+}
+
+impl Serialize for Web {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Web::Off => s.serialize_bool(false),
+            Web::On => s.serialize_bool(true),
+            Web::Public => s.serialize_str("public"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Web {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(b) => Ok(if b { Web::On } else { Web::Off }),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl FromStr for Web {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "false" | "off" => Ok(Web::Off),
+            "true" | "on" => Ok(Web::On),
+            "public" => Ok(Web::Public),
+            other => Err(SpecError::new(
+                "web",
+                format!("{other:?} is not one of false, true, public"),
+            )),
+        }
+    }
+}
+
 /// A field of a function spec that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {message}")]
@@ -137,6 +190,12 @@ pub struct FunctionSpec {
     /// Network access: `none` (loopback only) or `host`.
     #[serde(default)]
     pub network: Network,
+    /// Whether it answers HTTP requests at `/fn/{namespace}/{name}/…`.
+    #[serde(default)]
+    pub web: Web,
+    /// Origins allowed to call the web function from a browser (CORS); `*` for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
     /// Size of the instance's private /tmp in MiB.
     #[serde(default = "FunctionSpec::default_tmp_mb")]
     pub tmp_mb: u32,
@@ -184,6 +243,8 @@ impl FunctionSpec {
             retries: Self::default_retries(),
             min_instances: 0,
             network: Network::None,
+            web: Web::Off,
+            cors_origins: Vec::new(),
             tmp_mb: Self::default_tmp_mb(),
         }
     }
@@ -220,6 +281,18 @@ impl FunctionSpec {
                     Self::MAX_INSTANCES
                 ),
             ));
+        }
+        for o in &self.cors_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.contains(char::is_whitespace)
+                    && o.len() <= 256);
+            if !ok {
+                return Err(SpecError::new(
+                    "cors_origins",
+                    format!("{o:?} is not * or an http(s) origin such as https://example.com"),
+                ));
+            }
         }
         if self.retries > 10 {
             return Err(SpecError::new(

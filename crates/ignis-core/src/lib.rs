@@ -13,7 +13,7 @@ pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
 };
 pub use function::{
-    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Network, Runtime, SpecError,
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Network, Runtime, SpecError, Web,
 };
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use names::{NameError, validate_function_name, validate_namespace_name};

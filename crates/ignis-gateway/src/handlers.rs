@@ -152,6 +152,9 @@ struct DeployBody {
     min_instances: Option<u32>,
     retries: Option<u32>,
     network: Option<String>,
+    web: Option<ignis_core::Web>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
     tmp_mb: Option<u32>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -177,6 +180,8 @@ struct SpecParts<'a> {
     min_instances: Option<u32>,
     retries: Option<u32>,
     network: Option<&'a str>,
+    web: Option<ignis_core::Web>,
+    cors_origins: Vec<String>,
     tmp_mb: Option<u32>,
     env: BTreeMap<String, String>,
 }
@@ -191,6 +196,8 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         min_instances,
         retries,
         network,
+        web,
+        cors_origins,
         tmp_mb,
         env,
     } = parts;
@@ -219,6 +226,10 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
     if let Some(r) = retries {
         spec.retries = r;
     }
+    if let Some(w) = web {
+        spec.web = w;
+    }
+    spec.cors_origins = cors_origins;
     if let Some(n) = network {
         spec.network = n
             .parse()
@@ -312,6 +323,8 @@ pub async fn put_function(
                 min_instances: b.min_instances,
                 retries: b.retries,
                 network: b.network.as_deref(),
+                web: b.web,
+                cors_origins: b.cors_origins,
                 tmp_mb: b.tmp_mb,
                 env: b.env,
             })?;
@@ -334,6 +347,8 @@ pub async fn put_function(
                 "min_instances",
                 "retries",
                 "network",
+                "web",
+                "cors_origin",
                 "tmp_mb",
                 "env",
                 "filename",
@@ -363,6 +378,17 @@ pub async fn put_function(
                     .map(|v| parse_num("retries", v))
                     .transpose()?,
                 network: get("network"),
+                web: get("web")
+                    .map(|v| {
+                        v.parse()
+                            .map_err(|e: SpecError| ApiError::invalid_field(e.field, e.to_string()))
+                    })
+                    .transpose()?,
+                cors_origins: pairs
+                    .iter()
+                    .filter(|(k, _)| k == "cors_origin")
+                    .map(|(_, v)| v.clone())
+                    .collect(),
                 tmp_mb: get("tmp_mb").map(|v| parse_num("tmp_mb", v)).transpose()?,
                 env,
             })?;
@@ -413,7 +439,7 @@ fn status_code(s: Status) -> StatusCode {
     }
 }
 
-fn outcome_response(o: InvokeOutcome) -> Response {
+pub(crate) fn outcome_response(o: InvokeOutcome) -> Response {
     let mut resp = if o.status == Status::Success {
         let json = o.json || serde_json::from_slice::<serde::de::IgnoredAny>(&o.body).is_ok();
         let ct = if json {

@@ -7,13 +7,14 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+mod web;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use ignis_controller::Controller;
 
 pub use auth::{KeyRing, NewKey, generate_key};
@@ -91,6 +92,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             &format!("{ns}/activations/{{id}}/logs"),
             get(handlers::activation_logs),
+        )
+        .route(
+            "/fn/{ns}/{name}",
+            any(web::handle).layer(DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)),
+        )
+        .route(
+            "/fn/{ns}/{name}/",
+            any(web::handle).layer(DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)),
+        )
+        .route(
+            "/fn/{ns}/{name}/{*path}",
+            any(web::handle).layer(DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

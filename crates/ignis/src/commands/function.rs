@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ignis_client::display::{Table, rfc3339_s};
 use ignis_client::{Client, ClientError, CodeUpload, DeployRequest, package_code};
-use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Network, Runtime};
+use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Network, Runtime, Web};
 
 use super::GlobalOpts;
 
@@ -74,6 +74,15 @@ struct DeployArgs {
     /// Network access of its instances: none (loopback only, the default) or host
     #[arg(long, value_name = "none|host")]
     network: Option<Network>,
+    /// Answer plain HTTP at /fn/NAMESPACE/NAME/…: true (callers need a key) or public
+    #[arg(long, value_name = "true|public|false")]
+    web: Option<Web>,
+    /// A browser origin allowed to call the web function (repeatable; * for any)
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// Further attempts of a failed asynchronous invocation [default: 2]
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
     /// Size of each instance's private /tmp, in MiB [default: 512]
     #[arg(long = "tmp", value_name = "MB")]
     tmp_mb: Option<u32>,
@@ -142,6 +151,9 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     req.max_instances = args.max_instances;
     req.min_instances = args.min_instances;
     req.network = args.network;
+    req.web = args.web;
+    req.cors_origins = args.cors_origins;
+    req.retries = args.retries;
     req.tmp_mb = args.tmp_mb;
     req.env = args.env.into_iter().collect();
     req.overwrite = !args.no_overwrite;
@@ -172,6 +184,8 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
     spec.max_instances = req.max_instances.unwrap_or(spec.max_instances);
     spec.tmp_mb = req.tmp_mb.unwrap_or(spec.tmp_mb);
     spec.min_instances = req.min_instances.unwrap_or(spec.min_instances);
+    spec.retries = req.retries.unwrap_or(spec.retries);
+    spec.cors_origins = req.cors_origins.clone();
     spec.env = req.env.clone();
     spec.validate().map_err(|e| {
         let flag = match e.field {
@@ -180,6 +194,8 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
             "max_instances" => "--max-instances",
             "tmp_mb" => "--tmp",
             "min_instances" => "--min-instances",
+            "retries" => "--retries",
+            "cors_origins" => "--cors-origin",
             "env" => "--env",
             "handler" => "--handler",
             other => other,

@@ -12,3 +12,4 @@ mod lifecycle;
 mod sandbox;
 mod scaling;
 mod soak;
+mod web;
