@@ -186,6 +186,8 @@ pub struct ActivationFilter {
     pub function: Option<String>,
     /// Only those that ended so.
     pub status: Option<Status>,
+    /// Only those a firing of this trigger caused.
+    pub trigger: Option<String>,
     /// Only those started at or after this time (ms since epoch).
     pub since: Option<u64>,
     /// Only those started before this time (ms since epoch).

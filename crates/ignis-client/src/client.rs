@@ -494,6 +494,19 @@ impl Client {
         Ok(v["activation_id"].as_str().unwrap_or_default().to_string())
     }
 
+    /// A JSON call under the namespace: `{base}/v1/namespaces/{ns}{path}` with an optional JSON
+    /// body; any status but 2xx is an [`ClientError::Api`].
+    pub async fn namespace_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let target = format!("{}{path}", self.inner.ns_url);
+        let body = body.map(|b| (APPLICATION_JSON, Bytes::from(b.to_string())));
+        self.call(method, target, body, "response").await
+    }
+
     /// `GET /v1/namespaces/{ns}/dlq`: asynchronous invocations that failed every attempt.
     pub async fn dead_letters(&self) -> Result<serde_json::Value, ClientError> {
         let target = format!("{}/dlq", self.inner.ns_url);
@@ -521,6 +534,9 @@ impl Client {
         }
         if let Some(s) = filter.status {
             q.push("status", s.as_str());
+        }
+        if let Some(t) = &filter.trigger {
+            q.push("trigger", t);
         }
         if let Some(t) = filter.since {
             q.push("since", &t.to_string());

@@ -9,6 +9,7 @@
 mod queue;
 mod recorder;
 mod registry;
+mod triggers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use ignis_core::{
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{ActivationFilter, ActivationPage, BlobStore, Store, StoreError};
 
+pub use queue::Accepted;
 use recorder::{Finished, Recorder};
 pub use registry::{CodeUpload, DeployRequest};
 
@@ -313,41 +315,33 @@ impl Controller {
         let accepted = Instant::now();
         let start_ms = now_ms();
         let function = self.get_function(namespace, name, version).await?;
-        let json = function.spec.runtime.json_events();
         let event = check_event(&function, event)?;
         let this = self.clone();
         self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
         let task = tokio::spawn(async move {
             let _guard = InFlightGuard(&this.inner.in_flight);
-            this.run(
+            let inv = Invocation {
                 function,
+                id: ActivationId::new(),
                 event,
                 accepted,
-                start_ms,
-                json,
-                ActivationId::new(),
-            )
-            .await
+            };
+            this.run(inv, start_ms, None).await
         });
         task.await
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
     }
 
+    /// Runs an invocation and records its activation under `id`.
     async fn run(
         &self,
-        function: Arc<FunctionVersion>,
-        event: Bytes,
-        accepted: Instant,
+        inv: Invocation,
         start_ms: u64,
-        json: bool,
-        id: ActivationId,
+        trigger: Option<String>,
     ) -> Result<InvokeOutcome> {
-        let inv = Invocation {
-            function: function.clone(),
-            id,
-            event,
-            accepted,
-        };
+        let function = inv.function.clone();
+        let (id, accepted) = (inv.id, inv.accepted);
+        let json = function.spec.runtime.json_events();
         let r = match self.inner.invoker.invoke(inv).await {
             Ok(r) => r,
             Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {
@@ -369,6 +363,7 @@ impl Controller {
             queue_ms: r.queue.as_millis() as u64,
             init_ms,
             cold: r.cold,
+            trigger,
             instance: r.instance.clone(),
             status: r.status,
             result: None,

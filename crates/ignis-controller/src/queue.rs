@@ -42,6 +42,13 @@ impl Default for AsyncQueue {
     }
 }
 
+impl AsyncQueue {
+    /// Tells the worker that new items are queued.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
 /// What an accepted asynchronous invocation answers.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -86,6 +93,7 @@ impl Controller {
             created_ms: now,
             idempotency_key,
             last_error: None,
+            trigger: None,
         };
         let (item, new) = self.blocking(move |i| Ok(i.store.enqueue(&item)?)).await?;
         self.inner.queue.wake.notify_one();
@@ -188,23 +196,19 @@ impl Controller {
                 return;
             }
         };
-        let json = function.spec.runtime.json_events();
         let retries = function.spec.retries;
         self.inner
             .in_flight
             .count
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _guard = crate::InFlightGuard(&self.inner.in_flight);
-        let outcome = self
-            .run(
-                function,
-                Bytes::from(item.event),
-                Instant::now(),
-                now_ms(),
-                json,
-                id,
-            )
-            .await;
+        let inv = ignis_invoker::Invocation {
+            function,
+            id,
+            event: Bytes::from(item.event),
+            accepted: Instant::now(),
+        };
+        let outcome = self.run(inv, now_ms(), item.trigger).await;
         let attempts = item.attempts + 1;
         let result = match outcome {
             Ok(o) if o.status == Status::Success => {

@@ -130,6 +130,9 @@ pub struct ActivationRecord {
     pub init_ms: u64,
     /// Whether an instance had to be created.
     pub cold: bool,
+    /// The trigger whose firing caused it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// Which instance ran it (`<function>/<n>`), so warm reuse can be seen.
     #[serde(default)]
     pub instance: String,

@@ -8,6 +8,7 @@ mod activation;
 mod function;
 mod ids;
 mod names;
+mod trigger;
 
 pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
@@ -17,6 +18,7 @@ pub use function::{
 };
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use names::{NameError, validate_function_name, validate_namespace_name};
+pub use trigger::{Caused, Firing, Rule, Trigger, TriggerKind, TriggerSpec};
 
 /// Largest request payload (event) accepted by invoke, like Lambda's synchronous limit.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

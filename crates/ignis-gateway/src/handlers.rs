@@ -554,6 +554,7 @@ pub async fn list_activations(
     for (k, v) in query_pairs(raw.as_deref())? {
         match k.as_str() {
             "function" => filter.function = Some(v),
+            "trigger" => filter.trigger = Some(v),
             "status" => {
                 filter.status = Some(v.parse().map_err(|e: String| ApiError::bad_request(e))?)
             }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+mod triggers;
 mod web;
 
 use std::sync::Arc;
@@ -81,6 +82,36 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(handlers::list_activations),
         )
         .route(&format!("{ns}/dlq"), get(handlers::list_dead_letters))
+        .route(&format!("{ns}/triggers"), get(triggers::list_triggers))
+        .route(
+            &format!("{ns}/triggers/{{name}}"),
+            put(triggers::put_trigger)
+                .get(triggers::get_trigger)
+                .delete(triggers::delete_trigger),
+        )
+        .route(
+            &format!("{ns}/triggers/{{name}}/fire"),
+            post(triggers::fire_trigger),
+        )
+        .route(
+            &format!("{ns}/triggers/{{name}}/firings"),
+            get(triggers::list_firings),
+        )
+        .route(&format!("{ns}/rules"), get(triggers::list_rules))
+        .route(
+            &format!("{ns}/rules/{{name}}"),
+            put(triggers::put_rule)
+                .get(triggers::get_rule)
+                .delete(triggers::delete_rule),
+        )
+        .route(
+            &format!("{ns}/rules/{{name}}/enable"),
+            post(triggers::enable_rule),
+        )
+        .route(
+            &format!("{ns}/rules/{{name}}/disable"),
+            post(triggers::disable_rule),
+        )
         .route(
             &format!("{ns}/dlq/{{id}}/replay"),
             post(handlers::replay_dead_letter),

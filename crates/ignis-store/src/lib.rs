@@ -8,7 +8,10 @@
 mod blobs;
 mod sqlite;
 
-use ignis_core::{ActivationId, ActivationRecord, CodeRef, FunctionSpec, FunctionVersion, Status};
+use ignis_core::{
+    ActivationId, ActivationRecord, CodeRef, Firing, FunctionSpec, FunctionVersion, Rule, Status,
+    Trigger,
+};
 use serde::{Deserialize, Serialize};
 
 pub use blobs::{BlobStore, sha256_hex};
@@ -80,6 +83,8 @@ pub struct ActivationFilter {
     pub function: Option<String>,
     /// Only this status.
     pub status: Option<Status>,
+    /// Only activations caused by this trigger.
+    pub trigger: Option<String>,
     /// Started at or after (ms).
     pub since: Option<u64>,
     /// Started before (ms).
@@ -147,6 +152,8 @@ pub struct QueuedInvocation {
     pub idempotency_key: Option<String>,
     /// The last failure, for dead ones.
     pub last_error: Option<String>,
+    /// The trigger whose firing queued it, if any.
+    pub trigger: Option<String>,
 }
 
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
@@ -203,6 +210,31 @@ pub trait Store: Send + Sync {
     fn dead_letters(&self, namespace: &str) -> Result<Vec<QueuedInvocation>>;
     /// Puts a dead item back in the queue with no attempts; false if there is none with this id.
     fn revive(&self, namespace: &str, id: ActivationId) -> Result<bool>;
+
+    /// Stores a trigger; with `create_only`, an existing one is a conflict. True if new.
+    fn put_trigger(&self, trigger: &Trigger, create_only: bool) -> Result<bool>;
+    /// One trigger.
+    fn get_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>>;
+    /// The triggers of a namespace, by name.
+    fn list_triggers(&self, namespace: &str) -> Result<Vec<Trigger>>;
+    /// Deletes a trigger and the rules that use it; false if unknown.
+    fn delete_trigger(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// Stores a rule; with `create_only`, an existing one is a conflict. True if new.
+    fn put_rule(&self, rule: &Rule, create_only: bool) -> Result<bool>;
+    /// One rule.
+    fn get_rule(&self, namespace: &str, name: &str) -> Result<Option<Rule>>;
+    /// The rules of a namespace, by name.
+    fn list_rules(&self, namespace: &str) -> Result<Vec<Rule>>;
+    /// Deletes a rule; false if unknown.
+    fn delete_rule(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// Records a firing, queues the invocations it caused and, for a schedule, the time it
+    /// fired for — all in one transaction synced to disk, so a firing is never lost nor
+    /// repeated.
+    fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()>;
+    /// Marks a scheduled time as handled without firing (a time missed during downtime).
+    fn skip_scheduled(&self, namespace: &str, trigger: &str, scheduled_ms: u64) -> Result<()>;
+    /// Firings of a trigger, newest first.
+    fn list_firings(&self, namespace: &str, trigger: &str, limit: usize) -> Result<Vec<Firing>>;
 
     /// Stores activations, all in one transaction.
     fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()>;

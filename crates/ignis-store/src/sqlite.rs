@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use ignis_core::{ActivationId, ActivationRecord, FunctionVersion, LogLine, now_ms};
+use ignis_core::{
+    ActivationId, ActivationRecord, Firing, FunctionVersion, LogLine, Rule, Trigger, now_ms,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS activations (
     status TEXT NOT NULL,
     start_ms INTEGER NOT NULL,
     record TEXT NOT NULL,
-    logs TEXT NOT NULL
+    logs TEXT NOT NULL,
+    trigger TEXT
 );
 CREATE TABLE IF NOT EXISTS async_queue (
     id TEXT PRIMARY KEY,
@@ -56,8 +59,30 @@ CREATE TABLE IF NOT EXISTS async_queue (
     created_ms INTEGER NOT NULL,
     idempotency_key TEXT,
     dead INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    trigger TEXT
 );
+CREATE TABLE IF NOT EXISTS triggers (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS rules (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS firings (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    fired_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS firings_by_trigger ON firings (namespace, trigger, fired_ms DESC);
 CREATE INDEX IF NOT EXISTS async_queue_due ON async_queue (dead, next_attempt_ms);
 CREATE UNIQUE INDEX IF NOT EXISTS async_queue_idem ON async_queue (namespace, function, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -128,7 +153,7 @@ impl SqliteStore {
             }
         }
         tx.execute(
-            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
             params![
                 item.id.to_string(),
                 item.namespace,
@@ -140,6 +165,7 @@ impl SqliteStore {
                 item.created_ms as i64,
                 item.idempotency_key,
                 item.last_error,
+                item.trigger,
             ],
         )?;
         tx.commit()?;
@@ -153,7 +179,7 @@ fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
         .collect()
 }
 
-const QUEUE_COLUMNS: &str = "id, namespace, function, version, event, attempts, next_attempt_ms, created_ms, idempotency_key, last_error";
+const QUEUE_COLUMNS: &str = "id, namespace, function, version, event, attempts, next_attempt_ms, created_ms, idempotency_key, last_error, trigger";
 
 fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
     let id: String = r.get(0)?;
@@ -168,7 +194,33 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
         created_ms: r.get::<_, i64>(7)? as u64,
         idempotency_key: r.get(8)?,
         last_error: r.get(9)?,
+        trigger: r.get(10)?,
     })
+}
+
+/// Sets a trigger's last scheduled time inside a transaction.
+fn set_last_scheduled(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    trigger: &str,
+    at: u64,
+) -> Result<()> {
+    let row: Option<String> = tx
+        .query_row(
+            "SELECT record FROM triggers WHERE namespace = ?1 AND name = ?2",
+            params![namespace, trigger],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(r) = row {
+        let mut t: Trigger = serde_json::from_str(&r)?;
+        t.last_scheduled_ms = Some(at);
+        tx.execute(
+            "UPDATE triggers SET record = ?3 WHERE namespace = ?1 AND name = ?2",
+            params![namespace, trigger, serde_json::to_string(&t)?],
+        )?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -413,13 +465,196 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
+    fn put_trigger(&self, trigger: &Trigger, create_only: bool) -> Result<bool> {
+        let conn = self.w();
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM triggers WHERE namespace = ?1 AND name = ?2",
+                params![trigger.namespace, trigger.name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if exists && create_only {
+            return Err(StoreError::Conflict(format!("trigger {:?}", trigger.name)));
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO triggers (namespace, name, record) VALUES (?1, ?2, ?3)",
+            params![
+                trigger.namespace,
+                trigger.name,
+                serde_json::to_string(trigger)?
+            ],
+        )?;
+        Ok(!exists)
+    }
+
+    fn get_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>> {
+        let row: Option<String> = self
+            .r()
+            .query_row(
+                "SELECT record FROM triggers WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
+            .transpose()
+    }
+
+    fn list_triggers(&self, namespace: &str) -> Result<Vec<Trigger>> {
+        let conn = self.r();
+        let mut stmt =
+            conn.prepare("SELECT record FROM triggers WHERE namespace = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([namespace], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    fn delete_trigger(&self, namespace: &str, name: &str) -> Result<bool> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM triggers WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        tx.execute(
+            "DELETE FROM rules WHERE namespace = ?1 AND trigger = ?2",
+            params![namespace, name],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn put_rule(&self, rule: &Rule, create_only: bool) -> Result<bool> {
+        let conn = self.w();
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM rules WHERE namespace = ?1 AND name = ?2",
+                params![rule.namespace, rule.name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if exists && create_only {
+            return Err(StoreError::Conflict(format!("rule {:?}", rule.name)));
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO rules (namespace, name, trigger, record) VALUES (?1, ?2, ?3, ?4)",
+            params![rule.namespace, rule.name, rule.trigger, serde_json::to_string(rule)?],
+        )?;
+        Ok(!exists)
+    }
+
+    fn get_rule(&self, namespace: &str, name: &str) -> Result<Option<Rule>> {
+        let row: Option<String> = self
+            .r()
+            .query_row(
+                "SELECT record FROM rules WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
+            .transpose()
+    }
+
+    fn list_rules(&self, namespace: &str) -> Result<Vec<Rule>> {
+        let conn = self.r();
+        let mut stmt =
+            conn.prepare("SELECT record FROM rules WHERE namespace = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([namespace], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    fn delete_rule(&self, namespace: &str, name: &str) -> Result<bool> {
+        let n = self.w().execute(
+            "DELETE FROM rules WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
+        let mut conn = self.w();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = (|| -> Result<()> {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO firings (id, namespace, trigger, fired_ms, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    firing.id.to_string(),
+                    firing.namespace,
+                    firing.trigger,
+                    firing.fired_ms as i64,
+                    serde_json::to_string(firing)?
+                ],
+            )?;
+            for item in queued {
+                tx.execute(
+                    &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                    params![
+                        item.id.to_string(),
+                        item.namespace,
+                        item.function,
+                        item.version,
+                        item.event,
+                        item.attempts,
+                        item.next_attempt_ms as i64,
+                        item.created_ms as i64,
+                        item.idempotency_key,
+                        item.last_error,
+                        item.trigger,
+                    ],
+                )?;
+            }
+            if let Some(at) = firing.scheduled_ms {
+                set_last_scheduled(&tx, &firing.namespace, &firing.trigger, at)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        result
+    }
+
+    fn skip_scheduled(&self, namespace: &str, trigger: &str, scheduled_ms: u64) -> Result<()> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        set_last_scheduled(&tx, namespace, trigger, scheduled_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_firings(&self, namespace: &str, trigger: &str, limit: usize) -> Result<Vec<Firing>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare(
+            "SELECT record FROM firings WHERE namespace = ?1 AND trigger = ?2 ORDER BY fired_ms DESC, id DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![namespace, trigger, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+            .collect()
+    }
+
     fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO activations (id, namespace, function, status, start_ms, record, logs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO activations (id, namespace, function, status, start_ms, record, logs, trigger)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for a in records {
                 // Logs are stored apart so that listing never reads them.
@@ -435,6 +670,7 @@ impl Store for SqliteStore {
                     a.start_ms as i64,
                     serde_json::to_string(&summary)?,
                     serde_json::to_string(&a.logs)?,
+                    a.trigger,
                 ])?;
             }
         }
@@ -479,6 +715,9 @@ impl Store for SqliteStore {
         }
         if let Some(s) = filter.status {
             add(" AND status = ?", s.as_str().to_string().into());
+        }
+        if let Some(t) = &filter.trigger {
+            add(" AND trigger = ?", t.clone().into());
         }
         if let Some(since) = filter.since {
             add(" AND start_ms >= ?", (since as i64).into());
@@ -560,6 +799,7 @@ mod tests {
             init_ms: 0,
             cold: false,
             instance: "f/1".into(),
+            trigger: None,
             status,
             result: Some(serde_json::json!({"ok": true})),
             error: None,
@@ -694,6 +934,7 @@ mod tests {
             created_ms: 100,
             idempotency_key: key.map(str::to_string),
             last_error: None,
+            trigger: None,
         }
     }
 

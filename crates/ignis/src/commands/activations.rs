@@ -36,6 +36,9 @@ struct ListArgs {
     /// Only this function's activations
     #[arg(long, short = 'f')]
     function: Option<String>,
+    /// Only activations caused by firings of this trigger
+    #[arg(long, short = 't')]
+    trigger: Option<String>,
     /// Only activations that ended so: success, application_error, timeout, oom, crash,
     /// platform_error
     #[arg(long, short = 's')]
@@ -66,6 +69,7 @@ impl ActivationsCommand {
             ActivationsSubcommand::List(args) => {
                 let filter = ActivationFilter {
                     function: args.function,
+                    trigger: args.trigger,
                     status: args.status,
                     since: args.since,
                     until: args.until,
@@ -260,6 +264,7 @@ mod tests {
             queue_ms: 0,
             init_ms: 30,
             cold: true,
+            trigger: None,
             instance: "hello/1".into(),
             status: Status::ApplicationError,
             result: None,

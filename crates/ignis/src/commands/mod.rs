@@ -6,6 +6,7 @@ mod dlq;
 mod function;
 mod invoke;
 mod serve;
+mod trigger;
 
 use clap::{Args, Subcommand};
 
@@ -39,6 +40,10 @@ pub enum Command {
     Fn(function::FnCommand),
     /// Invoke a function and print its result
     Invoke(invoke::InvokeCommand),
+    /// Create, fire and inspect triggers (event sources, cron schedules)
+    Trigger(trigger::TriggerCommand),
+    /// Link triggers to functions
+    Rule(trigger::RuleCommand),
     /// List and replay asynchronous invocations that failed every attempt
     Dlq(dlq::DlqCommand),
     /// List and inspect activations (records of invocations)
@@ -57,6 +62,8 @@ impl Command {
             Command::Invoke(c) => c.execute(global).await,
             Command::Activations(c) => c.execute(global).await,
             Command::Dlq(c) => c.execute(global).await,
+            Command::Trigger(c) => c.execute(global).await,
+            Command::Rule(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
         }
     }

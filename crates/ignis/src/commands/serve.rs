@@ -281,9 +281,7 @@ impl ServeCommand {
             new_key = Some(k.token);
         }
 
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen_on(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
         let url = format!(
             "http://{}:{}",
@@ -331,6 +329,7 @@ impl ServeCommand {
         );
 
         controller.start_async_worker();
+        controller.start_scheduler();
         if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
@@ -344,6 +343,20 @@ impl ServeCommand {
         say!("stopped");
         Ok(())
     }
+}
+
+/// Listens with a deep accept queue: a burst of connections waits there for the accept loop
+/// instead of overflowing it (which resets connections).
+fn listen_on(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn init_logging() {

@@ -236,7 +236,11 @@ impl Server {
         // The server may answer (e.g. 413) before reading the whole body.
         let _ = s.write_all(body);
         let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
+        if let Err(e) = s.read_to_end(&mut raw)
+            && raw.is_empty()
+        {
+            panic!("{method} {path}: no response: {e}");
+        }
         parse_response(&raw)
     }
 

@@ -12,4 +12,5 @@ mod lifecycle;
 mod sandbox;
 mod scaling;
 mod soak;
+mod triggers;
 mod web;

@@ -1,0 +1,101 @@
+//! Triggers (named event sources: fired by API, or on a cron schedule) and rules (a trigger
+//! linked to a function), in the OpenWhisk model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ActivationId;
+
+/// What fires a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// Fired through the API.
+    #[default]
+    Plain,
+    /// Fired on a cron schedule (and through the API).
+    Cron,
+}
+
+/// What a user says about a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// plain or cron.
+    #[serde(default)]
+    pub kind: TriggerKind,
+    /// For cron: 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// For cron: the IANA time zone the schedule is read in (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// For cron: after downtime, fire once for every missed time instead of skipping them.
+    #[serde(default)]
+    pub catch_up: bool,
+    /// Payload given to the functions when the schedule fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A stored trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Kind, schedule…
+    #[serde(flatten)]
+    pub spec: TriggerSpec,
+    /// When it was made.
+    pub created_ms: u64,
+    /// The scheduled time it last fired for (cron), so that it never fires twice for one time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_ms: Option<u64>,
+}
+
+/// A stored rule: when `trigger` fires, invoke `function`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The trigger.
+    pub trigger: String,
+    /// The function invoked (latest version).
+    pub function: String,
+    /// Disabled rules do not invoke.
+    pub enabled: bool,
+    /// When it was made.
+    pub created_ms: u64,
+}
+
+/// One invocation a firing caused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caused {
+    /// Through this rule.
+    pub rule: String,
+    /// Of this function.
+    pub function: String,
+    /// Its activation id.
+    pub activation_id: ActivationId,
+}
+
+/// The record of one firing of a trigger (a trigger activation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firing {
+    /// Its id.
+    pub id: ActivationId,
+    /// Namespace.
+    pub namespace: String,
+    /// The trigger.
+    pub trigger: String,
+    /// When it fired.
+    pub fired_ms: u64,
+    /// For a schedule: the time it fired for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_ms: Option<u64>,
+    /// The invocations it queued, one per enabled rule.
+    pub activations: Vec<Caused>,
+}

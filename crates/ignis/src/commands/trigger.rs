@@ -1,0 +1,320 @@
+//! `ignis trigger` and `ignis rule`: event sources and the rules linking them to functions.
+
+use clap::{Args, Subcommand};
+use ignis_client::display::{Table, rfc3339_s};
+use ignis_client::{Client, Method};
+use serde_json::{Value, json};
+
+use super::GlobalOpts;
+
+fn client(global: &GlobalOpts) -> anyhow::Result<Client> {
+    Ok(Client::from_opts(
+        global.url.clone(),
+        global.key.clone(),
+        global.namespace.clone(),
+    )?)
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn text(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Create, fire and inspect triggers.
+#[derive(Args)]
+pub struct TriggerCommand {
+    #[command(subcommand)]
+    action: TriggerAction,
+}
+
+#[derive(Subcommand)]
+enum TriggerAction {
+    /// Create (or replace) a trigger: plain (fired by API) or cron (on a schedule)
+    Create {
+        /// Trigger name
+        name: String,
+        /// A cron schedule: 5 fields (minute hour day month weekday) or 6 (seconds first)
+        #[arg(long)]
+        cron: Option<String>,
+        /// Time zone of the schedule (IANA name) [default: UTC]
+        #[arg(long, requires = "cron")]
+        timezone: Option<String>,
+        /// After downtime, fire once for every missed time instead of skipping them
+        #[arg(long, requires = "cron")]
+        catch_up: bool,
+        /// Payload of scheduled firings (JSON)
+        #[arg(long, short = 'd', value_name = "JSON")]
+        payload: Option<String>,
+    },
+    /// List triggers
+    #[command(alias = "ls")]
+    List,
+    /// Show a trigger and its last firings
+    Get {
+        /// Trigger name
+        name: String,
+    },
+    /// Fire a trigger: every enabled rule queues an invocation of its function
+    Fire {
+        /// Trigger name
+        name: String,
+        /// Payload (JSON)
+        #[arg(long, short = 'd', value_name = "JSON")]
+        data: Option<String>,
+    },
+    /// Delete a trigger and its rules
+    #[command(alias = "rm")]
+    Delete {
+        /// Trigger name
+        name: String,
+    },
+}
+
+impl TriggerCommand {
+    /// Runs the subcommand.
+    pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
+        let c = client(global)?;
+        match self.action {
+            TriggerAction::Create {
+                name,
+                cron,
+                timezone,
+                catch_up,
+                payload,
+            } => {
+                let payload: Option<Value> = payload
+                    .map(|p| serde_json::from_str(&p))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--payload is not JSON: {e}"))?;
+                let mut body = json!({ "kind": if cron.is_some() { "cron" } else { "plain" } });
+                if let Some(s) = cron {
+                    body["schedule"] = Value::from(s);
+                }
+                if let Some(tz) = timezone {
+                    body["timezone"] = Value::from(tz);
+                }
+                if catch_up {
+                    body["catch_up"] = Value::from(true);
+                }
+                if let Some(p) = payload {
+                    body["payload"] = p;
+                }
+                let t = c
+                    .namespace_json(Method::PUT, &format!("/triggers/{name}"), Some(body))
+                    .await?;
+                if global.json {
+                    return print_json(&t);
+                }
+                println!("trigger {name} ({})", text(&t, "kind"));
+            }
+            TriggerAction::List => {
+                let v = c.namespace_json(Method::GET, "/triggers", None).await?;
+                if global.json {
+                    return print_json(&v);
+                }
+                let mut t = Table::new(["NAME", "KIND", "SCHEDULE", "TIMEZONE"]);
+                for tr in v["triggers"].as_array().into_iter().flatten() {
+                    t.row([
+                        text(tr, "name"),
+                        text(tr, "kind"),
+                        text(tr, "schedule"),
+                        text(tr, "timezone"),
+                    ]);
+                }
+                if t.is_empty() {
+                    println!("no triggers");
+                } else {
+                    print!("{t}");
+                }
+            }
+            TriggerAction::Get { name } => {
+                let tr = c
+                    .namespace_json(Method::GET, &format!("/triggers/{name}"), None)
+                    .await?;
+                let firings = c
+                    .namespace_json(
+                        Method::GET,
+                        &format!("/triggers/{name}/firings?limit=10"),
+                        None,
+                    )
+                    .await?;
+                if global.json {
+                    return print_json(&json!({ "trigger": tr, "firings": firings["firings"] }));
+                }
+                println!("trigger   {name} ({})", text(&tr, "kind"));
+                if !text(&tr, "schedule").is_empty() {
+                    println!(
+                        "schedule  {} ({})",
+                        text(&tr, "schedule"),
+                        tr["timezone"].as_str().unwrap_or("UTC")
+                    );
+                }
+                let mut t = Table::new(["FIRING", "FIRED", "ACTIVATIONS"]);
+                for f in firings["firings"].as_array().into_iter().flatten() {
+                    let acts: Vec<String> = f["activations"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| format!("{} → {}", text(a, "function"), text(a, "activation_id")))
+                        .collect();
+                    t.row([
+                        text(f, "id"),
+                        rfc3339_s(f["fired_ms"].as_u64().unwrap_or(0)),
+                        acts.join(", "),
+                    ]);
+                }
+                if !t.is_empty() {
+                    print!("{t}");
+                }
+            }
+            TriggerAction::Fire { name, data } => {
+                let body: Value = match data {
+                    Some(d) => serde_json::from_str(&d)
+                        .map_err(|e| anyhow::anyhow!("-d is not JSON: {e}"))?,
+                    None => json!({}),
+                };
+                let f = c
+                    .namespace_json(Method::POST, &format!("/triggers/{name}/fire"), Some(body))
+                    .await?;
+                if global.json {
+                    return print_json(&f);
+                }
+                println!("fired {name}: firing {}", text(&f, "id"));
+                for a in f["activations"].as_array().into_iter().flatten() {
+                    println!(
+                        "  rule {} → {} (activation {})",
+                        text(a, "rule"),
+                        text(a, "function"),
+                        text(a, "activation_id")
+                    );
+                }
+            }
+            TriggerAction::Delete { name } => {
+                c.namespace_json(Method::DELETE, &format!("/triggers/{name}"), None)
+                    .await?;
+                println!("deleted trigger {name}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Link triggers to functions.
+#[derive(Args)]
+pub struct RuleCommand {
+    #[command(subcommand)]
+    action: RuleAction,
+}
+
+#[derive(Subcommand)]
+enum RuleAction {
+    /// Create (or replace) a rule: when TRIGGER fires, invoke FUNCTION
+    Create {
+        /// Rule name
+        name: String,
+        /// The trigger
+        trigger: String,
+        /// The function
+        function: String,
+        /// Create it disabled
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Enable a rule
+    Enable {
+        /// Rule name
+        name: String,
+    },
+    /// Disable a rule
+    Disable {
+        /// Rule name
+        name: String,
+    },
+    /// List rules
+    #[command(alias = "ls")]
+    List,
+    /// Delete a rule
+    #[command(alias = "rm")]
+    Delete {
+        /// Rule name
+        name: String,
+    },
+}
+
+impl RuleCommand {
+    /// Runs the subcommand.
+    pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
+        let c = client(global)?;
+        let r = match self.action {
+            RuleAction::Create {
+                name,
+                trigger,
+                function,
+                disabled,
+            } => {
+                let body =
+                    json!({ "trigger": trigger, "function": function, "enabled": !disabled });
+                c.namespace_json(Method::PUT, &format!("/rules/{name}"), Some(body))
+                    .await?
+            }
+            RuleAction::Enable { name } => {
+                c.namespace_json(Method::POST, &format!("/rules/{name}/enable"), None)
+                    .await?
+            }
+            RuleAction::Disable { name } => {
+                c.namespace_json(Method::POST, &format!("/rules/{name}/disable"), None)
+                    .await?
+            }
+            RuleAction::List => {
+                let v = c.namespace_json(Method::GET, "/rules", None).await?;
+                if global.json {
+                    return print_json(&v);
+                }
+                let mut t = Table::new(["NAME", "TRIGGER", "FUNCTION", "ENABLED"]);
+                for r in v["rules"].as_array().into_iter().flatten() {
+                    t.row([
+                        text(r, "name"),
+                        text(r, "trigger"),
+                        text(r, "function"),
+                        text(r, "enabled"),
+                    ]);
+                }
+                if t.is_empty() {
+                    println!("no rules");
+                } else {
+                    print!("{t}");
+                }
+                return Ok(());
+            }
+            RuleAction::Delete { name } => {
+                c.namespace_json(Method::DELETE, &format!("/rules/{name}"), None)
+                    .await?;
+                println!("deleted rule {name}");
+                return Ok(());
+            }
+        };
+        if global.json {
+            return print_json(&r);
+        }
+        println!(
+            "rule {}: {} → {} ({})",
+            text(&r, "name"),
+            text(&r, "trigger"),
+            text(&r, "function"),
+            if r["enabled"] == Value::Bool(true) {
+                "enabled"
+            } else {
+                "disabled"
+            }
+        );
+        Ok(())
+    }
+}
