@@ -27,6 +27,10 @@ pub struct DeployRequest {
     pub min_instances: Option<u32>,
     /// Further attempts of failed asynchronous invocations.
     pub retries: Option<u32>,
+    /// Destination function of successful asynchronous invocations.
+    pub on_success: Option<String>,
+    /// Destination function of failed asynchronous invocations.
+    pub on_failure: Option<String>,
     /// Network access: `none` or `host`.
     pub network: Option<Network>,
     /// Whether it answers HTTP at `/fn/{ns}/{name}/…`: false, true (with a key) or public.
@@ -55,6 +59,8 @@ impl DeployRequest {
             max_instances: None,
             min_instances: None,
             retries: None,
+            on_success: None,
+            on_failure: None,
             network: None,
             web: None,
             cors_origins: Vec::new(),
@@ -83,6 +89,10 @@ pub(crate) struct DeployJson<'a> {
     pub min_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     #[serde(skip_serializing_if = "Option::is_none")]

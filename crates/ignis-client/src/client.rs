@@ -297,6 +297,8 @@ impl Client {
                     max_instances: req.max_instances,
                     min_instances: req.min_instances,
                     retries: req.retries,
+                    on_success: req.on_success.as_deref(),
+                    on_failure: req.on_failure.as_deref(),
                     network: req.network,
                     web: req.web,
                     cors_origins: &req.cors_origins,
@@ -325,6 +327,12 @@ impl Client {
                 }
                 if let Some(n) = req.retries {
                     path.push("retries", &n.to_string());
+                }
+                if let Some(f) = &req.on_success {
+                    path.push("on_success", f);
+                }
+                if let Some(f) = &req.on_failure {
+                    path.push("on_failure", f);
                 }
                 if let Some(n) = req.network {
                     path.push("network", if n == Network::Host { "host" } else { "none" });

@@ -420,6 +420,8 @@ impl Controller {
     /// Stops taking invocations, waits for those in flight, writes every pending activation
     /// and stops all instances.
     pub async fn shutdown(&self) {
+        // Queued asynchronous invocations stay queued for the next start.
+        self.inner.queue.closing.store(true, Ordering::Release);
         loop {
             let idle = self.inner.in_flight.idle.notified();
             if self.inner.in_flight.count.load(Ordering::Acquire) == 0 {

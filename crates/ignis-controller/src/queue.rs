@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ignis_core::{ActivationId, Status, now_ms};
-use ignis_store::QueuedInvocation;
+use ignis_store::{QueueState, QueuedInvocation};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{Controller, ControllerError, Result, check_event};
@@ -27,16 +27,24 @@ const THROTTLED_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The worker's state.
 pub(crate) struct AsyncQueue {
+    /// Set at shutdown: no new queued invocation starts (the rest waits in the queue).
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     wake: Notify,
     running: Mutex<HashSet<ActivationId>>,
+    /// Queued invocations running per function: at most its max_instances, so that the
+    /// backlog never fills a function's own queue (sync callers keep their place, and a
+    /// shutdown waits only for what is really running).
+    per_function: Mutex<std::collections::HashMap<(String, String), u32>>,
     permits: Arc<Semaphore>,
 }
 
 impl Default for AsyncQueue {
     fn default() -> Self {
         AsyncQueue {
+            closing: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             running: Mutex::new(HashSet::new()),
+            per_function: Mutex::new(std::collections::HashMap::new()),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
         }
     }
@@ -49,6 +57,44 @@ impl AsyncQueue {
     }
 }
 
+/// A callback URL must be plain http (TLS for callbacks is not built) with a host.
+fn check_callback(url: &str) -> Result<()> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| ControllerError::BadRequest(format!("callback {url:?} is not a URL")))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(ControllerError::BadRequest(format!(
+            "callback {url:?} must be an http:// URL (https callbacks are not supported yet)"
+        )));
+    }
+    Ok(())
+}
+
+/// POSTs `body` to `url`, trying three times with a growing pause; failures are logged.
+async fn deliver_callback(url: String, body: Vec<u8>) {
+    use http_body_util::Full;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=3 {
+        let req = hyper::Request::post(&url)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.clone())));
+        let Ok(req) = req else { return };
+        match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => return,
+            Ok(Ok(resp)) => {
+                tracing::warn!(url = %url, status = %resp.status(), attempt, "callback refused")
+            }
+            Ok(Err(e)) => tracing::warn!(url = %url, error = %e, attempt, "callback failed"),
+            Err(_) => tracing::warn!(url = %url, attempt, "callback timed out"),
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
 /// What an accepted asynchronous invocation answers.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -56,6 +102,8 @@ pub struct Accepted {
     pub activation_id: ActivationId,
     /// False when an earlier submission with the same idempotency key was returned.
     pub new: bool,
+    /// Where that invocation is now: queued, done, or dead.
+    pub state: QueueState,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -71,9 +119,13 @@ impl Controller {
         version: Option<u32>,
         event: Bytes,
         idempotency_key: Option<String>,
+        callback: Option<String>,
     ) -> Result<Accepted> {
         let function = self.get_function(namespace, name, version).await?;
         let event = check_event(&function, event)?;
+        if let Some(url) = &callback {
+            check_callback(url)?;
+        }
         if let Some(k) = &idempotency_key
             && (k.is_empty() || k.len() > 256)
         {
@@ -94,12 +146,15 @@ impl Controller {
             idempotency_key,
             last_error: None,
             trigger: None,
+            callback,
+            state: QueueState::Queued,
         };
         let (item, new) = self.blocking(move |i| Ok(i.store.enqueue(&item)?)).await?;
         self.inner.queue.wake.notify_one();
         Ok(Accepted {
             activation_id: item.id,
             new,
+            state: item.state,
         })
     }
 
@@ -132,6 +187,14 @@ impl Controller {
 
     async fn work(self) {
         loop {
+            if self
+                .inner
+                .queue
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return;
+            }
             let now = now_ms();
             let due = match self.blocking(move |i| Ok(i.store.due(now, 512)?)).await {
                 Ok(d) => d,
@@ -143,9 +206,34 @@ impl Controller {
             };
             let mut started = 0;
             for item in due {
-                if !self.inner.queue.running.lock().unwrap().insert(item.id) {
+                if self
+                    .inner
+                    .queue
+                    .closing
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    return;
+                }
+                if self.inner.queue.running.lock().unwrap().contains(&item.id) {
                     continue;
                 }
+                let max = match self
+                    .get_function(&item.namespace, &item.function, item.version)
+                    .await
+                {
+                    Ok(f) => f.spec.max_instances,
+                    Err(_) => 1,
+                };
+                let key = (item.namespace.clone(), item.function.clone());
+                {
+                    let mut per = self.inner.queue.per_function.lock().unwrap();
+                    let n = per.entry(key.clone()).or_insert(0);
+                    if *n >= max {
+                        continue;
+                    }
+                    *n += 1;
+                }
+                self.inner.queue.running.lock().unwrap().insert(item.id);
                 let Ok(permit) = self.inner.queue.permits.clone().acquire_owned().await else {
                     return;
                 };
@@ -155,6 +243,9 @@ impl Controller {
                     let id = item.id;
                     this.run_queued(item).await;
                     this.inner.queue.running.lock().unwrap().remove(&id);
+                    if let Some(n) = this.inner.queue.per_function.lock().unwrap().get_mut(&key) {
+                        *n = n.saturating_sub(1);
+                    }
                     drop(permit);
                     this.inner.queue.wake.notify_one();
                 });
@@ -197,6 +288,11 @@ impl Controller {
             }
         };
         let retries = function.spec.retries;
+        let (on_success, on_failure) = (
+            function.spec.on_success.clone(),
+            function.spec.on_failure.clone(),
+        );
+        let event_copy = item.event.clone();
         self.inner
             .in_flight
             .count
@@ -205,16 +301,27 @@ impl Controller {
         let inv = ignis_invoker::Invocation {
             function,
             id,
-            event: Bytes::from(item.event),
+            event: Bytes::from(item.event.clone()),
             accepted: Instant::now(),
         };
         let outcome = self.run(inv, now_ms(), item.trigger).await;
         let attempts = item.attempts + 1;
+        let callback = item.callback.clone();
         let result = match outcome {
             Ok(o) if o.status == Status::Success => {
                 // The activation must be on disk before the queue forgets the invocation.
                 self.inner.recorder.flush().await;
-                self.blocking(move |i| Ok(i.store.dequeue(id)?)).await
+                let done = self.blocking(move |i| Ok(i.store.dequeue(id)?)).await;
+                self.settled(
+                    &item.namespace,
+                    &item.function,
+                    &o,
+                    &event_copy,
+                    callback,
+                    on_success,
+                )
+                .await;
+                done
             }
             Ok(o) => {
                 self.inner.recorder.flush().await;
@@ -227,8 +334,19 @@ impl Controller {
                     self.blocking(move |i| Ok(i.store.retry_later(id, attempts, next, &why)?))
                         .await
                 } else {
-                    self.blocking(move |i| Ok(i.store.bury(id, attempts, &why)?))
-                        .await
+                    let buried = self
+                        .blocking(move |i| Ok(i.store.bury(id, attempts, &why)?))
+                        .await;
+                    self.settled(
+                        &item.namespace,
+                        &item.function,
+                        &o,
+                        &event_copy,
+                        callback,
+                        on_failure,
+                    )
+                    .await;
+                    buried
                 }
             }
             Err(ControllerError::Throttled(why)) => {
@@ -247,6 +365,52 @@ impl Controller {
         };
         if let Err(e) = result {
             tracing::error!(error = %e, id = %id, "cannot update the async queue");
+        }
+    }
+}
+
+impl Controller {
+    /// A queued invocation reached its final outcome: POST it to the callback and queue the
+    /// destination function, if there are ones.
+    async fn settled(
+        &self,
+        namespace: &str,
+        function: &str,
+        o: &crate::InvokeOutcome,
+        event: &[u8],
+        callback: Option<String>,
+        destination: Option<String>,
+    ) {
+        let request: serde_json::Value =
+            serde_json::from_slice(event).unwrap_or(serde_json::Value::Null);
+        let result: Option<serde_json::Value> = (o.status == Status::Success)
+            .then(|| serde_json::from_slice(&o.body).unwrap_or(serde_json::Value::Null));
+        // Lambda's destination record shape.
+        let record = serde_json::json!({
+            "version": "1.0",
+            "timestamp": now_ms(),
+            "requestContext": {
+                "requestId": o.activation_id,
+                "functionName": function,
+                "namespace": namespace,
+                "condition": if o.status == Status::Success { "Success" } else { "RetriesExhausted" },
+            },
+            "responseContext": { "status": o.status, "functionError": o.error.as_ref().map(|e| &e.kind) },
+            "requestPayload": request,
+            "responsePayload": result,
+            "error": o.error,
+        });
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        if let Some(url) = callback {
+            tokio::spawn(deliver_callback(url, body.clone()));
+        }
+        if let Some(dest) = destination {
+            let queued = self
+                .submit_async(namespace, &dest, None, Bytes::from(body), None, None)
+                .await;
+            if let Err(e) = queued {
+                tracing::warn!(function = %function, destination = %dest, error = %e, "cannot invoke the destination");
+            }
         }
     }
 }

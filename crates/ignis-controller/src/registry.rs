@@ -64,6 +64,22 @@ pub(crate) fn deploy(
         .map_err(|e| ControllerError::InvalidSpec(SpecError::new("name", e.to_string())))?;
     let mut spec = req.spec;
     spec.validate()?;
+    for (field, dest) in [
+        ("on_success", &spec.on_success),
+        ("on_failure", &spec.on_failure),
+    ] {
+        let Some(dest) = dest else { continue };
+        if dest == &req.name {
+            return Err(SpecError::new(field, "a function cannot be its own destination").into());
+        }
+        validate_function_name(dest)
+            .map_err(|e| ControllerError::InvalidSpec(SpecError::new(field, e.to_string())))?;
+        if store.get_version(&req.namespace, dest, None)?.is_none() {
+            return Err(ControllerError::NotFound(format!(
+                "destination function {dest:?}"
+            )));
+        }
+    }
     let (format, filename, bytes) = match req.code {
         Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
         Some(CodeUpload::File { filename, bytes }) => {

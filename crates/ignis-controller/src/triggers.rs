@@ -350,6 +350,8 @@ impl Controller {
                 idempotency_key: None,
                 last_error: None,
                 trigger: Some(trigger.name.clone()),
+                callback: None,
+                state: ignis_store::QueueState::Queued,
             });
         }
         let firing = Firing {

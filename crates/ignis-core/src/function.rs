@@ -184,6 +184,14 @@ pub struct FunctionSpec {
     /// list (Lambda's default: 2).
     #[serde(default = "FunctionSpec::default_retries")]
     pub retries: u32,
+    /// Function invoked (asynchronously) with the result of each successful asynchronous
+    /// invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    /// Function invoked (asynchronously) with the error of each asynchronous invocation that
+    /// failed every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
     /// Instances kept warm at all times (provisioned concurrency), at most `max_instances`.
     #[serde(default)]
     pub min_instances: u32,
@@ -241,6 +249,8 @@ impl FunctionSpec {
             env: BTreeMap::new(),
             max_instances: Self::default_max_instances(),
             retries: Self::default_retries(),
+            on_success: None,
+            on_failure: None,
             min_instances: 0,
             network: Network::None,
             web: Web::Off,

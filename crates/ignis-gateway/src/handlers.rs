@@ -151,6 +151,8 @@ struct DeployBody {
     max_instances: Option<u32>,
     min_instances: Option<u32>,
     retries: Option<u32>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
     network: Option<String>,
     web: Option<ignis_core::Web>,
     #[serde(default)]
@@ -179,6 +181,8 @@ struct SpecParts<'a> {
     max_instances: Option<u32>,
     min_instances: Option<u32>,
     retries: Option<u32>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
     network: Option<&'a str>,
     web: Option<ignis_core::Web>,
     cors_origins: Vec<String>,
@@ -195,6 +199,8 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         max_instances,
         min_instances,
         retries,
+        on_success,
+        on_failure,
         network,
         web,
         cors_origins,
@@ -226,6 +232,8 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
     if let Some(r) = retries {
         spec.retries = r;
     }
+    spec.on_success = on_success;
+    spec.on_failure = on_failure;
     if let Some(w) = web {
         spec.web = w;
     }
@@ -322,6 +330,8 @@ pub async fn put_function(
                 max_instances: b.max_instances,
                 min_instances: b.min_instances,
                 retries: b.retries,
+                on_success: b.on_success,
+                on_failure: b.on_failure,
                 network: b.network.as_deref(),
                 web: b.web,
                 cors_origins: b.cors_origins,
@@ -346,6 +356,8 @@ pub async fn put_function(
                 "max_instances",
                 "min_instances",
                 "retries",
+                "on_success",
+                "on_failure",
                 "network",
                 "web",
                 "cors_origin",
@@ -377,6 +389,8 @@ pub async fn put_function(
                 retries: get("retries")
                     .map(|v| parse_num("retries", v))
                     .transpose()?,
+                on_success: get("on_success").map(str::to_string),
+                on_failure: get("on_failure").map(str::to_string),
                 network: get("network"),
                 web: get("web")
                     .map(|v| {
@@ -489,10 +503,12 @@ pub async fn invoke(
     let body = body?;
     let (name, mut version) = split_version(&name)?;
     let mut blocking = true;
+    let mut callback = None;
     if raw.is_some() {
         for (k, v) in query_pairs(raw.as_deref())? {
             match k.as_str() {
                 "version" => version = Some(query_num("version", &v)?),
+                "callback" => callback = Some(v),
                 "blocking" => {
                     blocking = match v.as_str() {
                         "true" => true,
@@ -512,6 +528,11 @@ pub async fn invoke(
             }
         }
     }
+    if blocking && callback.is_some() {
+        return Err(ApiError::bad_request(
+            "a callback needs an asynchronous invocation (blocking=false)",
+        ));
+    }
     if !blocking {
         let key = headers
             .get("idempotency-key")
@@ -523,12 +544,12 @@ pub async fn invoke(
             .transpose()?;
         let accepted = state
             .controller
-            .submit_async(&ns, name, version, body, key)
+            .submit_async(&ns, name, version, body, key, callback)
             .await?;
         let id = accepted.activation_id.to_string();
         let mut resp = (
             StatusCode::ACCEPTED,
-            Json(json!({ "activation_id": id, "status": "queued", "new": accepted.new })),
+            Json(json!({ "activation_id": id, "status": accepted.state, "new": accepted.new })),
         )
             .into_response();
         if let Ok(v) = HeaderValue::from_str(&id) {

@@ -154,6 +154,23 @@ pub struct QueuedInvocation {
     pub last_error: Option<String>,
     /// The trigger whose firing queued it, if any.
     pub trigger: Option<String>,
+    /// Where to POST the outcome when it is final.
+    pub callback: Option<String>,
+    /// Waiting, done, or dead (read from the store; ignored when queueing).
+    pub state: QueueState,
+}
+
+/// Where a queued invocation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueState {
+    /// Waiting to run (or running).
+    #[default]
+    Queued,
+    /// Failed every attempt: in the dead-letter list.
+    Dead,
+    /// Finished; kept so that its idempotency key still answers.
+    Done,
 }
 
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
@@ -204,7 +221,7 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// Moves an item to the dead-letter list.
     fn bury(&self, id: ActivationId, attempts: u32, error: &str) -> Result<()>;
-    /// Removes a finished item.
+    /// Marks an item finished (its event is dropped; its idempotency key is kept).
     fn dequeue(&self, id: ActivationId) -> Result<()>;
     /// Dead-letter items of a namespace, newest first.
     fn dead_letters(&self, namespace: &str) -> Result<Vec<QueuedInvocation>>;

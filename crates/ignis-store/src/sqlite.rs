@@ -12,8 +12,8 @@ use ignis_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, QueuedInvocation, Result,
-    Store, StoreError,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, QueueState,
+    QueuedInvocation, Result, Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS async_queue (
     idempotency_key TEXT,
     dead INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    trigger TEXT
+    trigger TEXT,
+    callback TEXT
 );
 CREATE TABLE IF NOT EXISTS triggers (
     namespace TEXT NOT NULL,
@@ -153,7 +154,7 @@ impl SqliteStore {
             }
         }
         tx.execute(
-            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"),
             params![
                 item.id.to_string(),
                 item.namespace,
@@ -166,6 +167,7 @@ impl SqliteStore {
                 item.idempotency_key,
                 item.last_error,
                 item.trigger,
+                item.callback,
             ],
         )?;
         tx.commit()?;
@@ -179,7 +181,7 @@ fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
         .collect()
 }
 
-const QUEUE_COLUMNS: &str = "id, namespace, function, version, event, attempts, next_attempt_ms, created_ms, idempotency_key, last_error, trigger";
+const QUEUE_COLUMNS: &str = "id, namespace, function, version, event, attempts, next_attempt_ms, created_ms, idempotency_key, last_error, trigger, callback, dead";
 
 fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
     let id: String = r.get(0)?;
@@ -195,6 +197,12 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
         idempotency_key: r.get(8)?,
         last_error: r.get(9)?,
         trigger: r.get(10)?,
+        callback: r.get(11)?,
+        state: match r.get::<_, i64>(12)? {
+            1 => QueueState::Dead,
+            2 => QueueState::Done,
+            _ => QueueState::Queued,
+        },
     })
 }
 
@@ -438,7 +446,7 @@ impl Store for SqliteStore {
 
     fn dequeue(&self, id: ActivationId) -> Result<()> {
         self.w().execute(
-            "DELETE FROM async_queue WHERE id = ?1",
+            "UPDATE async_queue SET dead = 2, event = x'' WHERE id = ?1",
             params![id.to_string()],
         )?;
         Ok(())
@@ -599,7 +607,7 @@ impl Store for SqliteStore {
             )?;
             for item in queued {
                 tx.execute(
-                    &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                    &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"),
                     params![
                         item.id.to_string(),
                         item.namespace,
@@ -612,6 +620,7 @@ impl Store for SqliteStore {
                         item.idempotency_key,
                         item.last_error,
                         item.trigger,
+                        item.callback,
                     ],
                 )?;
             }
@@ -935,6 +944,8 @@ mod tests {
             idempotency_key: key.map(str::to_string),
             last_error: None,
             trigger: None,
+            callback: None,
+            state: QueueState::Queued,
         }
     }
 
@@ -970,6 +981,10 @@ mod tests {
         s.dequeue(a.id).unwrap();
         s.dequeue(k1.id).unwrap();
         assert_eq!(s.next_due().unwrap(), None);
+        // A finished item's key still answers, with its state.
+        let (done, new) = s.enqueue(&queued(Some("k"))).unwrap();
+        assert!(!new);
+        assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct FnCommand {
 #[derive(Subcommand)]
 enum FnSubcommand {
     /// Deploy a new version of a function from a file or a directory
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List the functions of the namespace (the latest version of each)
     #[command(alias = "ls")]
     List,
@@ -80,6 +80,12 @@ struct DeployArgs {
     /// A browser origin allowed to call the web function (repeatable; * for any)
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Function invoked with the result of each successful asynchronous invocation
+    #[arg(long, value_name = "FUNCTION")]
+    on_success: Option<String>,
+    /// Function invoked with the error of each asynchronous invocation that failed every attempt
+    #[arg(long, value_name = "FUNCTION")]
+    on_failure: Option<String>,
     /// Further attempts of a failed asynchronous invocation [default: 2]
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
@@ -100,7 +106,7 @@ impl FnCommand {
             global.namespace.clone(),
         )?;
         match self.command {
-            FnSubcommand::Deploy(args) => deploy(&client, args, global.json).await,
+            FnSubcommand::Deploy(args) => deploy(&client, *args, global.json).await,
             FnSubcommand::List => list(&client, global.json).await,
             FnSubcommand::Get { name } => {
                 let v = client.get_function(&name).await?;
@@ -154,6 +160,8 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     req.web = args.web;
     req.cors_origins = args.cors_origins;
     req.retries = args.retries;
+    req.on_success = args.on_success;
+    req.on_failure = args.on_failure;
     req.tmp_mb = args.tmp_mb;
     req.env = args.env.into_iter().collect();
     req.overwrite = !args.no_overwrite;

@@ -260,3 +260,193 @@ fn acknowledged_async_invocations_survive_kill_9() {
         );
     }
 }
+
+/// A one-shot HTTP server on a free port: returns its URL and a receiver for the first body.
+fn callback_sink() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        let _ = reader.read_exact(&mut body);
+        let _ = reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+    });
+    (url, rx)
+}
+
+#[test]
+fn destinations_and_callbacks_receive_the_outcome() {
+    let s = Server::start();
+    let sink = "def handler(e, c):\n    return e\n";
+    assert_eq!(
+        s.deploy_file("sink", "runtime=python&handler=app.handler", "app.py", sink)
+            .status,
+        201
+    );
+    let good = "def handler(e, c):\n    return {'doubled': e['n'] * 2}\n";
+    let r = s.deploy_file(
+        "good",
+        "runtime=python&handler=app.handler&on_success=sink",
+        "app.py",
+        good,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bad = "def handler(e, c):\n    raise KeyError('nope')\n";
+    assert_eq!(
+        s.deploy_file(
+            "bad",
+            "runtime=python&handler=app.handler&retries=0&on_failure=sink",
+            "app.py",
+            bad
+        )
+        .status,
+        201
+    );
+    // A function cannot be its own destination; destinations must exist.
+    let r = s.deploy_file(
+        "loop",
+        "runtime=python&handler=app.handler&on_success=loop",
+        "app.py",
+        good,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (400, serde_json::json!("on_success"))
+    );
+    assert_eq!(
+        s.deploy_file(
+            "x",
+            "runtime=python&handler=app.handler&on_failure=ghost",
+            "app.py",
+            good
+        )
+        .status,
+        404
+    );
+
+    submit(&s, "good", r#"{"n": 21}"#, None);
+    submit(&s, "bad", r#"{"n": 1}"#, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut ok_seen, mut fail_seen) = (false, false);
+    while !(ok_seen && fail_seen) {
+        assert!(Instant::now() < deadline, "destinations not invoked");
+        let page = s
+            .get("/v1/namespaces/default/activations?function=sink&status=success")
+            .json();
+        for a in page["activations"].as_array().unwrap() {
+            let full = s
+                .get(&format!(
+                    "/v1/namespaces/default/activations/{}",
+                    a["id"].as_str().unwrap()
+                ))
+                .json();
+            let rec = &full["result"];
+            match rec["requestContext"]["functionName"].as_str() {
+                Some("good") => {
+                    assert_eq!(rec["requestContext"]["condition"], "Success");
+                    assert_eq!(rec["responsePayload"]["doubled"], 42);
+                    assert_eq!(rec["requestPayload"]["n"], 21);
+                    ok_seen = true;
+                }
+                Some("bad") => {
+                    assert_eq!(rec["requestContext"]["condition"], "RetriesExhausted");
+                    assert_eq!(rec["error"]["type"], "KeyError");
+                    fail_seen = true;
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A callback URL gets the outcome POSTed.
+    let (url, rx) = callback_sink();
+    let path =
+        format!("/v1/namespaces/default/functions/good/invoke?blocking=false&callback={url}");
+    let r = s.request("POST", &path, Some("application/json"), br#"{"n": 5}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no callback");
+    assert_eq!(got["responsePayload"]["doubled"], 10);
+    assert_eq!(
+        got["requestContext"]["requestId"],
+        r.json()["activation_id"]
+    );
+    for bad in ["ftp://x/y", "not a url"] {
+        let path = format!(
+            "/v1/namespaces/default/functions/good/invoke?blocking=false&callback={}",
+            bad.replace(' ', "%20")
+        );
+        assert_eq!(
+            s.request("POST", &path, Some("application/json"), b"{}")
+                .status,
+            400,
+            "{bad}"
+        );
+    }
+    let path = format!("/v1/namespaces/default/functions/good/invoke?callback={url}");
+    assert_eq!(
+        s.request("POST", &path, Some("application/json"), b"{}")
+            .status,
+        400
+    );
+
+    // An idempotency key still answers after its invocation finished.
+    let first = submit(&s, "sink", "{}", Some("once")).json();
+    let id = first["activation_id"].as_str().unwrap().to_string();
+    wait_activation(&s, &id, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = submit(&s, "sink", "{}", Some("once")).json();
+    assert_eq!(again["activation_id"], id.as_str());
+    assert_eq!(again["new"], false);
+    assert_eq!(again["status"], "done");
+}
+
+#[test]
+fn shutdown_leaves_queued_invocations_for_the_next_start() {
+    let mut s = Server::start();
+    let tmp = s.take_dir().unwrap();
+    let slow = "import time\ndef handler(e, c):\n    time.sleep(0.1)\n    return e['i']\n";
+    assert_eq!(
+        s.deploy_file(
+            "slowq",
+            "runtime=python&handler=app.handler&max_instances=1",
+            "app.py",
+            slow
+        )
+        .status,
+        201
+    );
+    let ids = submit_many(&s, "slowq", 100, None);
+    let started = Instant::now();
+    assert!(s.stop().success());
+    // 100 × 0.1 s would take 10 s: the stop does not wait for the backlog.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let s = Server::launch(tmp.path(), &[]);
+    for id in &ids {
+        assert_eq!(wait_activation(&s, id, 60)["status"], "success");
+    }
+}

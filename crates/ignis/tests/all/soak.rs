@@ -1,5 +1,5 @@
 //! The mixed soak: many functions, keep-alive churn, failures, for minutes; at the end nothing
-//! has leaked (descriptors, instances, cgroups, zombies, memory). Not part of the default run:
+//! has leaked (server descriptors, live instances, server memory). Not part of the default run:
 //!
 //! `IGNIS_SOAK_SECS=600 cargo test --release -p ignis --test all soak -- --ignored --nocapture`
 
