@@ -57,14 +57,14 @@ impl AsyncQueue {
     }
 }
 
-/// A callback URL must be plain http (TLS for callbacks is not built) with a host.
+/// A callback URL must be http or https, with a host.
 fn check_callback(url: &str) -> Result<()> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|_| ControllerError::BadRequest(format!("callback {url:?} is not a URL")))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(ControllerError::BadRequest(format!(
-            "callback {url:?} must be an http:// URL (https callbacks are not supported yet)"
+            "callback {url:?} must be an http:// or https:// URL"
         )));
     }
     Ok(())
@@ -73,9 +73,17 @@ fn check_callback(url: &str) -> Result<()> {
 /// POSTs `body` to `url`, trying three times with a growing pause; failures are logged.
 async fn deliver_callback(url: String, body: Vec<u8>) {
     use http_body_util::Full;
+    // https with the system's certificate authorities (SSL_CERT_FILE is honoured).
+    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b.https_or_http().enable_http1().build(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no certificate authorities: callback to {url} not sent");
+            return;
+        }
+    };
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+            .build(connector);
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=3 {
         let req = hyper::Request::post(&url)

@@ -391,7 +391,7 @@ fn destinations_and_callbacks_receive_the_outcome() {
         got["requestContext"]["requestId"],
         r.json()["activation_id"]
     );
-    for bad in ["ftp://x/y", "not a url"] {
+    for bad in ["ftp://x/y", "not a url", "http://"] {
         let path = format!(
             "/v1/namespaces/default/functions/good/invoke?blocking=false&callback={}",
             bad.replace(' ', "%20")
@@ -449,4 +449,99 @@ fn shutdown_leaves_queued_invocations_for_the_next_start() {
     for id in &ids {
         assert_eq!(wait_activation(&s, id, 60)["status"], "success");
     }
+}
+
+/// A one-shot HTTPS server with a fresh self-signed certificate: its URL, the certificate (PEM)
+/// for the client to trust, and a receiver for the first body.
+fn tls_callback_sink() -> (String, String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Arc;
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = key.cert.pem();
+    let certs = vec![rustls::pki_types::CertificateDer::from(
+        key.cert.der().to_vec(),
+    )];
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, private)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/secure", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut reader = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+            let mut len = 0;
+            let mut ok = true;
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = reader.get_mut().flush();
+            let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+            return;
+        }
+    });
+    (url, pem, rx)
+}
+
+#[test]
+fn https_callbacks_are_delivered_to_trusted_servers() {
+    let (url, pem, rx) = tls_callback_sink();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), pem).unwrap();
+    let s = Server::start_env(&[], &[("SSL_CERT_FILE", ca.path().to_str().unwrap())]);
+    let code = "def handler(e, c):\n    return {'secure': True}\n";
+    assert_eq!(
+        s.deploy_file("tls", "runtime=python&handler=app.handler", "app.py", code)
+            .status,
+        201
+    );
+    let path = format!("/v1/namespaces/default/functions/tls/invoke?blocking=false&callback={url}");
+    let r = s.request("POST", &path, Some("application/json"), b"{}");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no https callback");
+    assert_eq!(got["responsePayload"]["secure"], true);
+    assert_eq!(got["requestContext"]["condition"], "Success");
+    // A server whose certificate nobody vouches for gets nothing.
+    let (untrusted, _, rx2) = tls_callback_sink();
+    let path =
+        format!("/v1/namespaces/default/functions/tls/invoke?blocking=false&callback={untrusted}");
+    assert_eq!(
+        s.request("POST", &path, Some("application/json"), b"{}")
+            .status,
+        202
+    );
+    assert!(
+        rx2.recv_timeout(Duration::from_secs(4)).is_err(),
+        "delivered to an untrusted server"
+    );
 }

@@ -80,6 +80,19 @@ impl Server {
     }
 
     pub fn launch_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Self::launch_env(dir, listen, extra, &[])
+    }
+
+    /// Starts a server with extra environment variables, in a fresh temporary directory.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::launch_env(&dir, "127.0.0.1:0", extra, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn launch_env(dir: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", listen])
@@ -91,6 +104,7 @@ impl Server {
             .env_remove("IGNIS_URL")
             .env_remove("IGNIS_KEY")
             .env("IGNIS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
