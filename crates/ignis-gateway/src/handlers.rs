@@ -39,7 +39,18 @@ fn split_version(name: &str) -> ApiResult<(&str, Option<u32>)> {
     }
 }
 
-fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+/// `overwrite=false` refuses to replace an existing thing (409); `true` or absent replaces.
+pub(crate) fn create_only(overwrite: Option<&str>) -> ApiResult<bool> {
+    match overwrite {
+        None | Some("true") => Ok(false),
+        Some("false") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "overwrite must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+pub(crate) fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
 }
@@ -267,24 +278,13 @@ pub async fn put_function(
     auth(&state, &headers, Some(&ns))?;
     let body = body?;
     let pairs = query_pairs(raw.as_deref())?;
-    let mut create_only = false;
     let get = |k: &str| {
         pairs
             .iter()
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     };
-    if let Some(o) = get("overwrite") {
-        create_only = match o {
-            "true" => false,
-            "false" => true,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "overwrite must be true or false, not {other:?}"
-                )));
-            }
-        };
-    }
+    let create_only = create_only(get("overwrite"))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

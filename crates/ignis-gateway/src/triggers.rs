@@ -21,28 +21,20 @@ fn auth(state: &AppState, headers: &HeaderMap, ns: &str) -> ApiResult<()> {
     state.keys.authorize(headers, Some(ns)).map(|_| ())
 }
 
-/// `overwrite=false` in the query: refuse to replace.
+/// `overwrite=false` in the query: refuse to replace. No other parameter is known.
 fn create_only(raw: Option<&str>) -> ApiResult<bool> {
-    let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
-    let mut create_only = false;
-    for (k, v) in pairs {
-        match (k.as_str(), v.as_str()) {
-            ("overwrite", "true") => create_only = false,
-            ("overwrite", "false") => create_only = true,
-            ("overwrite", other) => {
-                return Err(ApiError::bad_request(format!(
-                    "overwrite must be true or false, not {other:?}"
-                )));
-            }
-            (other, _) => {
+    let mut overwrite = None;
+    for (k, v) in crate::handlers::query_pairs(raw)? {
+        match k.as_str() {
+            "overwrite" => overwrite = Some(v),
+            other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter {other:?}"
                 )));
             }
         }
     }
-    Ok(create_only)
+    crate::handlers::create_only(overwrite.as_deref())
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {

@@ -206,6 +206,101 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
     })
 }
 
+/// Tables of records named within a namespace, stored as JSON.
+#[derive(Clone, Copy)]
+enum Named {
+    Trigger,
+    Rule,
+}
+
+impl Named {
+    fn table(self) -> &'static str {
+        match self {
+            Named::Trigger => "triggers",
+            Named::Rule => "rules",
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Stores a record; with `create_only` an existing one is a conflict. True if new. Rules
+    /// also store their trigger in a column (to delete them with it).
+    fn put_named(
+        &self,
+        kind: Named,
+        namespace: &str,
+        name: &str,
+        record: &str,
+        trigger: Option<&str>,
+        create_only: bool,
+    ) -> Result<bool> {
+        let table = kind.table();
+        let conn = self.w();
+        let exists = conn
+            .query_row(
+                &format!("SELECT 1 FROM {table} WHERE namespace = ?1 AND name = ?2"),
+                params![namespace, name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if exists && create_only {
+            let what = &table[..table.len() - 1];
+            return Err(StoreError::Conflict(format!("{what} {name:?}")));
+        }
+        match trigger {
+            Some(t) => conn.execute(
+                &format!("INSERT OR REPLACE INTO {table} (namespace, name, trigger, record) VALUES (?1, ?2, ?3, ?4)"),
+                params![namespace, name, t, record],
+            )?,
+            None => conn.execute(
+                &format!("INSERT OR REPLACE INTO {table} (namespace, name, record) VALUES (?1, ?2, ?3)"),
+                params![namespace, name, record],
+            )?,
+        };
+        Ok(!exists)
+    }
+
+    fn get_named<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: Named,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let row: Option<String> = self
+            .r()
+            .query_row(
+                &format!(
+                    "SELECT record FROM {} WHERE namespace = ?1 AND name = ?2",
+                    kind.table()
+                ),
+                params![namespace, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
+            .transpose()
+    }
+
+    fn list_named<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: Named,
+        namespace: &str,
+    ) -> Result<Vec<T>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT record FROM {} WHERE namespace = ?1 ORDER BY name",
+            kind.table()
+        ))?;
+        let rows = stmt
+            .query_map([namespace], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
+            .collect()
+    }
+}
+
 /// Sets a trigger's last scheduled time inside a transaction.
 fn set_last_scheduled(
     tx: &rusqlite::Transaction<'_>,
@@ -474,52 +569,23 @@ impl Store for SqliteStore {
     }
 
     fn put_trigger(&self, trigger: &Trigger, create_only: bool) -> Result<bool> {
-        let conn = self.w();
-        let exists = conn
-            .query_row(
-                "SELECT 1 FROM triggers WHERE namespace = ?1 AND name = ?2",
-                params![trigger.namespace, trigger.name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if exists && create_only {
-            return Err(StoreError::Conflict(format!("trigger {:?}", trigger.name)));
-        }
-        conn.execute(
-            "INSERT OR REPLACE INTO triggers (namespace, name, record) VALUES (?1, ?2, ?3)",
-            params![
-                trigger.namespace,
-                trigger.name,
-                serde_json::to_string(trigger)?
-            ],
-        )?;
-        Ok(!exists)
+        let record = serde_json::to_string(trigger)?;
+        self.put_named(
+            Named::Trigger,
+            &trigger.namespace,
+            &trigger.name,
+            &record,
+            None,
+            create_only,
+        )
     }
 
     fn get_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>> {
-        let row: Option<String> = self
-            .r()
-            .query_row(
-                "SELECT record FROM triggers WHERE namespace = ?1 AND name = ?2",
-                params![namespace, name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
-            .transpose()
+        self.get_named(Named::Trigger, namespace, name)
     }
 
     fn list_triggers(&self, namespace: &str) -> Result<Vec<Trigger>> {
-        let conn = self.r();
-        let mut stmt =
-            conn.prepare("SELECT record FROM triggers WHERE namespace = ?1 ORDER BY name")?;
-        let rows = stmt
-            .query_map([namespace], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.iter()
-            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
-            .collect()
+        self.list_named(Named::Trigger, namespace)
     }
 
     fn delete_trigger(&self, namespace: &str, name: &str) -> Result<bool> {
@@ -538,48 +604,23 @@ impl Store for SqliteStore {
     }
 
     fn put_rule(&self, rule: &Rule, create_only: bool) -> Result<bool> {
-        let conn = self.w();
-        let exists = conn
-            .query_row(
-                "SELECT 1 FROM rules WHERE namespace = ?1 AND name = ?2",
-                params![rule.namespace, rule.name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if exists && create_only {
-            return Err(StoreError::Conflict(format!("rule {:?}", rule.name)));
-        }
-        conn.execute(
-            "INSERT OR REPLACE INTO rules (namespace, name, trigger, record) VALUES (?1, ?2, ?3, ?4)",
-            params![rule.namespace, rule.name, rule.trigger, serde_json::to_string(rule)?],
-        )?;
-        Ok(!exists)
+        let record = serde_json::to_string(rule)?;
+        self.put_named(
+            Named::Rule,
+            &rule.namespace,
+            &rule.name,
+            &record,
+            Some(&rule.trigger),
+            create_only,
+        )
     }
 
     fn get_rule(&self, namespace: &str, name: &str) -> Result<Option<Rule>> {
-        let row: Option<String> = self
-            .r()
-            .query_row(
-                "SELECT record FROM rules WHERE namespace = ?1 AND name = ?2",
-                params![namespace, name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        row.map(|r| serde_json::from_str(&r).map_err(StoreError::from))
-            .transpose()
+        self.get_named(Named::Rule, namespace, name)
     }
 
     fn list_rules(&self, namespace: &str) -> Result<Vec<Rule>> {
-        let conn = self.r();
-        let mut stmt =
-            conn.prepare("SELECT record FROM rules WHERE namespace = ?1 ORDER BY name")?;
-        let rows = stmt
-            .query_map([namespace], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.iter()
-            .map(|r| serde_json::from_str(r).map_err(StoreError::from))
-            .collect()
+        self.list_named(Named::Rule, namespace)
     }
 
     fn delete_rule(&self, namespace: &str, name: &str) -> Result<bool> {
