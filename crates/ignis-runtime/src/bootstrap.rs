@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub const PYTHON: &str = include_str!("../bootstrap/python/ignis_bootstrap.py");
 /// Source of the node bootstrap.
 pub const NODE: &str = include_str!("../bootstrap/node/ignis_bootstrap.js");
+/// A module the node bootstrap loads before READY, to warm node's module loader.
+pub const NODE_WARM: &str = "// Loaded by ignis_bootstrap.js before READY to warm the module loader.\nexports.warm = true;\n";
 
 /// Where the bootstraps were written.
 #[derive(Debug, Clone)]
@@ -29,6 +31,7 @@ pub fn install(dir: &Path) -> std::io::Result<BootstrapPaths> {
     let node = dir.join("ignis_bootstrap.js");
     write_if_changed(&python, PYTHON)?;
     write_if_changed(&node, NODE)?;
+    write_if_changed(&dir.join("ignis_warm.js"), NODE_WARM)?;
     Ok(BootstrapPaths {
         dir: dir.to_path_buf(),
         python,
