@@ -312,6 +312,20 @@ impl Controller {
         version: Option<u32>,
         event: Bytes,
     ) -> Result<InvokeOutcome> {
+        self.invoke_as(namespace, name, version, event, ActivationId::new())
+            .await
+    }
+
+    /// [`Controller::invoke`] under an activation id the caller chose (a web function puts it
+    /// in the event it builds).
+    pub async fn invoke_as(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+        id: ActivationId,
+    ) -> Result<InvokeOutcome> {
         let accepted = Instant::now();
         let start_ms = now_ms();
         let function = self.get_function(namespace, name, version).await?;
@@ -322,7 +336,7 @@ impl Controller {
             let _guard = InFlightGuard(&this.inner.in_flight);
             let inv = Invocation {
                 function,
-                id: ActivationId::new(),
+                id,
                 event,
                 accepted,
             };

@@ -14,6 +14,10 @@ use ignis_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 const BATCH: usize = 512;
+/// How long a small batch waits for more records before it is written.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Batches smaller than this linger.
+const LINGER_BELOW: usize = 32;
 const CHANNEL: usize = 64 * 1024;
 
 /// A finished activation: its record, and its result bytes still to be decoded.
@@ -49,6 +53,7 @@ impl Recorder {
             .spawn(move || {
                 let mut batch: Vec<ActivationRecord> = Vec::with_capacity(BATCH);
                 let mut flushes = Vec::new();
+                let mut lingered = false;
                 while let Some(first) = rx.blocking_recv() {
                     let mut next = Some(first);
                     while let Some(msg) = next.take() {
@@ -62,8 +67,20 @@ impl Recorder {
                         }
                         if batch.len() < BATCH {
                             next = rx.try_recv().ok();
+                            // Under light load every activation would be its own transaction:
+                            // give the batch a moment to grow, unless a reader is waiting.
+                            if next.is_none()
+                                && flushes.is_empty()
+                                && !lingered
+                                && batch.len() < LINGER_BELOW
+                            {
+                                lingered = true;
+                                std::thread::sleep(LINGER);
+                                next = rx.try_recv().ok();
+                            }
                         }
                     }
+                    lingered = false;
                     if !batch.is_empty() {
                         write_batch(store.as_ref(), &batch);
                         counter.fetch_sub(batch.len(), Ordering::AcqRel);

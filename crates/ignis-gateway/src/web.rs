@@ -261,10 +261,13 @@ pub async fn handle(
         state.keys.authorize(&headers, Some(ns))?;
     }
     let body = body?;
-    let request_id = ignis_core::ActivationId::new().to_string();
-    let event = event(&method, &path, &uri, &headers, &body, &request_id);
+    let id = ignis_core::ActivationId::new();
+    let event = event(&method, &path, &uri, &headers, &body, &id.to_string());
     let event = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
-    let outcome = state.controller.invoke(ns, name, None, event).await?;
+    let outcome = state
+        .controller
+        .invoke_as(ns, name, None, event, id)
+        .await?;
     let mut resp = if outcome.status == Status::Success {
         response(&outcome.body)
     } else {

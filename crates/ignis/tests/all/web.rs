@@ -21,6 +21,7 @@ def handler(event, context):
         'header': event['headers'].get('x-custom'),
         'cookies': event.get('cookies'),
         'len': len(raw),
+        'request_id': event['requestContext']['requestId'],
     })}
 "#;
 
@@ -50,7 +51,10 @@ fn web_functions_map_requests_and_responses() {
     assert_eq!(v["header"], "hello");
     assert_eq!(v["cookies"], serde_json::json!(["c1=v1", "c2=v2"]));
     assert_eq!(v["len"], 7);
-    assert!(r.header("x-ignis-activation-id").is_some());
+    assert_eq!(
+        Some(v["request_id"].as_str().unwrap()),
+        r.header("x-ignis-activation-id")
+    );
 
     let r = s.raw_request("GET", "/fn/default/site/teapot", &[], None, b"");
     assert_eq!(r.status, 418);
