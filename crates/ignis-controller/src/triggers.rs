@@ -51,6 +51,10 @@ fn dow_names(field: &str) -> std::result::Result<String, String> {
             })
             .collect::<std::result::Result<_, _>>()?;
         let mut p = mapped.join("-");
+        // "5-7" is Friday to Sunday in standard cron; the crate wants SUN on its own.
+        if step.is_none() && mapped.len() == 2 && mapped[1] == "SUN" && mapped[0] != "SUN" {
+            p = format!("{}-SAT,SUN", mapped[0]);
+        }
         if let Some(s) = step {
             p.push('/');
             p.push_str(s);
@@ -89,8 +93,7 @@ impl Schedule {
                 ));
             }
         };
-        let cron = cron::Schedule::from_str(&full)
-            .map_err(|e| format!("invalid schedule {expr:?}: {e}"))?;
+        let cron = cron::Schedule::from_str(&full).map_err(|e| format!("{expr:?}: {e}"))?;
         let tz = match timezone {
             None => chrono_tz::UTC,
             Some(name) => name

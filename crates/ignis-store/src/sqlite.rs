@@ -599,6 +599,10 @@ impl Store for SqliteStore {
             "DELETE FROM rules WHERE namespace = ?1 AND trigger = ?2",
             params![namespace, name],
         )?;
+        tx.execute(
+            "DELETE FROM firings WHERE namespace = ?1 AND trigger = ?2",
+            params![namespace, name],
+        )?;
         tx.commit()?;
         Ok(n == 1)
     }

@@ -105,6 +105,12 @@ fn firing_a_trigger_invokes_every_enabled_rule() {
         serde_json::json!([])
     );
     assert_eq!(post(&s, "/triggers/order-placed/fire", "{}").status, 404);
+    // A new trigger of the same name starts with no history.
+    assert_eq!(put(&s, "/triggers/order-placed", "{}").status, 201);
+    let firings = s
+        .get("/v1/namespaces/default/triggers/order-placed/firings")
+        .json();
+    assert_eq!(firings["firings"], serde_json::json!([]));
 }
 
 #[test]
