@@ -467,15 +467,16 @@ impl Client {
         })
     }
 
-    /// `POST …/invoke?blocking=false`: queues an asynchronous invocation and returns its
-    /// activation id (202). The same `idempotency_key` returns the same activation.
+    /// `POST …/invoke?blocking=false`: queues an asynchronous invocation and returns the
+    /// server's answer (202): `activation_id`, `status` (queued, done or dead) and `new`. The
+    /// same `idempotency_key` returns the same activation.
     pub async fn invoke_async(
         &self,
         name: &str,
         version: Option<u32>,
         body: Bytes,
         idempotency_key: Option<&str>,
-    ) -> Result<String, ClientError> {
+    ) -> Result<serde_json::Value, ClientError> {
         let mut target = self.function_url(name, "/invoke?blocking=false");
         if let Some(v) = version {
             let _ = write!(target, "&version={v}");
@@ -499,7 +500,7 @@ impl Client {
                 what: "async invocation",
                 source,
             })?;
-        Ok(v["activation_id"].as_str().unwrap_or_default().to_string())
+        Ok(v)
     }
 
     /// A JSON call under the namespace: `{base}/v1/namespaces/{ns}{path}` with an optional JSON

@@ -70,32 +70,60 @@ fn check_callback(url: &str) -> Result<()> {
     Ok(())
 }
 
+type CallbackClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// One client for every callback: https with the system's certificate authorities (or
+/// SSL_CERT_FILE / SSL_CERT_DIR), loaded once.
+fn callback_client() -> Option<CallbackClient> {
+    static CLIENT: std::sync::OnceLock<Option<CallbackClient>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .ok()?
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Some(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(connector),
+            )
+        })
+        .clone()
+}
+
 /// POSTs `body` to `url`, trying three times with a growing pause; failures are logged.
 async fn deliver_callback(url: String, body: Vec<u8>) {
-    use http_body_util::Full;
-    // https with the system's certificate authorities (SSL_CERT_FILE is honoured).
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().build(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no certificate authorities: callback to {url} not sent");
-            return;
-        }
+    let Some(client) = callback_client() else {
+        tracing::warn!(url = %url, "no certificate authorities: callback not sent");
+        return;
     };
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=3 {
         let req = hyper::Request::post(&url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.clone())));
+            .body(http_body_util::Full::new(Bytes::from(body.clone())));
         let Ok(req) = req else { return };
         match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => return,
             Ok(Ok(resp)) => {
                 tracing::warn!(url = %url, status = %resp.status(), attempt, "callback refused")
             }
-            Ok(Err(e)) => tracing::warn!(url = %url, error = %e, attempt, "callback failed"),
+            Ok(Err(e)) => {
+                // The connector's error says only "Connect"; the cause (refused, certificate…)
+                // is in the chain.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(": ");
+                    why.push_str(&s.to_string());
+                    source = s.source();
+                }
+                tracing::warn!(url = %url, error = %why, attempt, "callback failed")
+            }
             Err(_) => tracing::warn!(url = %url, attempt, "callback timed out"),
         }
         tokio::time::sleep(pause).await;

@@ -54,7 +54,7 @@ impl InvokeCommand {
         )?;
         let event = self.event().await?;
         if self.async_ {
-            let id = client
+            let answer = client
                 .invoke_async(
                     &self.name,
                     self.version,
@@ -63,12 +63,11 @@ impl InvokeCommand {
                 )
                 .await?;
             if global.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "activation_id": id, "status": "queued" })
-                );
+                println!("{answer}");
             } else {
-                println!("queued: activation {id}");
+                let id = answer["activation_id"].as_str().unwrap_or_default();
+                let status = answer["status"].as_str().unwrap_or("queued");
+                println!("{status}: activation {id}");
             }
             return Ok(());
         }

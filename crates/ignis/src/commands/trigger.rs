@@ -93,7 +93,9 @@ impl TriggerCommand {
                 let payload: Option<Value> = payload
                     .map(|p| serde_json::from_str(&p))
                     .transpose()
-                    .map_err(|e| anyhow::anyhow!("--payload is not JSON: {e}"))?;
+                    .map_err(|e| {
+                        ignis_client::ClientError::Config(format!("--payload is not JSON: {e}"))
+                    })?;
                 let mut body = json!({ "kind": if cron.is_some() { "cron" } else { "plain" } });
                 if let Some(s) = cron {
                     body["schedule"] = Value::from(s);
