@@ -278,6 +278,37 @@ fn describe(v: &FunctionVersion) -> String {
     t.row(["memory", &format!("{} MB", v.spec.memory_mb)]);
     t.row(["timeout", &format_duration_ms(v.spec.timeout_ms)]);
     t.row(["max instances", &v.spec.max_instances.to_string()]);
+    if v.spec.min_instances > 0 {
+        t.row(["min instances", &v.spec.min_instances.to_string()]);
+    }
+    t.row([
+        "network",
+        if v.spec.network == Network::Host {
+            "host"
+        } else {
+            "none"
+        },
+    ]);
+    t.row(["tmp", &format!("{} MB", v.spec.tmp_mb)]);
+    t.row(["async retries", &v.spec.retries.to_string()]);
+    if let Some(f) = &v.spec.on_success {
+        t.row(["on success", f]);
+    }
+    if let Some(f) = &v.spec.on_failure {
+        t.row(["on failure", f]);
+    }
+    match v.spec.web {
+        Web::Off => {}
+        Web::On => {
+            t.row(["web", "yes (with a key)"]);
+        }
+        Web::Public => {
+            t.row(["web", "public"]);
+        }
+    }
+    if !v.spec.cors_origins.is_empty() {
+        t.row(["cors origins", &v.spec.cors_origins.join(", ")]);
+    }
     let code = match (&v.code.format, &v.code.filename) {
         (CodeFormat::File, Some(name)) => format!("file {name}"),
         (CodeFormat::File, None) => "file".to_owned(),
