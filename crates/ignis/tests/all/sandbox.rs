@@ -575,3 +575,43 @@ fn instance_lifecycles_leave_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn require_isolation_refuses_a_host_that_allows_less() {
+    // As an unprivileged user the host allows no cgroups: --require-isolation must refuse.
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !setpriv.exists() {
+        if std::env::var_os("IGNIS_REQUIRE_SANDBOX").is_some() {
+            panic!("IGNIS_REQUIRE_SANDBOX is set but this test needs root and setpriv");
+        }
+        eprintln!("skipped: needs root and setpriv to run the server as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cli-config",
+            "--require-isolation",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--require-isolation") && err.contains("cgroups"),
+        "{err}"
+    );
+}
