@@ -153,23 +153,7 @@ impl SqliteStore {
                 return Ok((e, false));
             }
         }
-        tx.execute(
-            &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"),
-            params![
-                item.id.to_string(),
-                item.namespace,
-                item.function,
-                item.version,
-                item.event,
-                item.attempts,
-                item.next_attempt_ms as i64,
-                item.created_ms as i64,
-                item.idempotency_key,
-                item.last_error,
-                item.trigger,
-                item.callback,
-            ],
-        )?;
+        insert_queued(&tx, item)?;
         tx.commit()?;
         Ok((item.clone(), true))
     }
@@ -204,6 +188,30 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
             _ => QueueState::Queued,
         },
     })
+}
+
+/// Adds a queued invocation inside a transaction.
+fn insert_queued(tx: &rusqlite::Transaction<'_>, item: &QueuedInvocation) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"
+        ),
+        params![
+            item.id.to_string(),
+            item.namespace,
+            item.function,
+            item.version,
+            item.event,
+            item.attempts,
+            item.next_attempt_ms as i64,
+            item.created_ms as i64,
+            item.idempotency_key,
+            item.last_error,
+            item.trigger,
+            item.callback,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Tables of records named within a namespace, stored as JSON.
@@ -651,23 +659,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             for item in queued {
-                tx.execute(
-                    &format!("INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"),
-                    params![
-                        item.id.to_string(),
-                        item.namespace,
-                        item.function,
-                        item.version,
-                        item.event,
-                        item.attempts,
-                        item.next_attempt_ms as i64,
-                        item.created_ms as i64,
-                        item.idempotency_key,
-                        item.last_error,
-                        item.trigger,
-                        item.callback,
-                    ],
-                )?;
+                insert_queued(&tx, item)?;
             }
             if let Some(at) = firing.scheduled_ms {
                 set_last_scheduled(&tx, &firing.namespace, &firing.trigger, at)?;
