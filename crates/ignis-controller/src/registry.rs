@@ -79,6 +79,13 @@ pub(crate) fn deploy(
                 "destination function {dest:?}"
             )));
         }
+        if let Some(path) = destination_cycle(store, &req.namespace, &req.name, dest)? {
+            return Err(SpecError::new(
+                field,
+                format!("destinations would form a cycle: {}", path.join(" → ")),
+            )
+            .into());
+        }
     }
     let (format, filename, bytes) = match req.code {
         Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
@@ -132,6 +139,38 @@ pub(crate) fn deploy(
         code,
     };
     Ok(store.put_version(new, req.create_only)?)
+}
+
+/// Whether following destinations from `start` leads back to `name`; the path if it does.
+fn destination_cycle(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+    start: &str,
+) -> Result<Option<Vec<String>>> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![vec![name.to_string(), start.to_string()]];
+    while let Some(path) = stack.pop() {
+        let last = path.last().cloned().unwrap_or_default();
+        if !seen.insert(last.clone()) {
+            continue;
+        }
+        let Some(f) = store.get_version(namespace, &last, None)? else {
+            continue;
+        };
+        for next in [&f.spec.on_success, &f.spec.on_failure]
+            .into_iter()
+            .flatten()
+        {
+            let mut p = path.clone();
+            p.push(next.clone());
+            if next == name {
+                return Ok(Some(p));
+            }
+            stack.push(p);
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Default)]

@@ -341,6 +341,15 @@ fn destinations_and_callbacks_receive_the_outcome() {
         .status,
         404
     );
+    // Nor a longer loop: sink → good → sink.
+    let r = s.deploy_file(
+        "sink",
+        "runtime=python&handler=app.handler&on_success=good",
+        "app.py",
+        sink,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("cycle"), "{}", r.text());
 
     submit(&s, "good", r#"{"n": 21}"#, None);
     submit(&s, "bad", r#"{"n": 1}"#, None);
