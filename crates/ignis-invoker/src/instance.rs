@@ -157,10 +157,34 @@ fn drain(
     }
 }
 
+/// Reads what a pipe holds right now with a plain non-blocking read(2). tokio's `try_read`
+/// answers WouldBlock until its reactor has seen the pipe become readable, which can lag behind
+/// data written just before the process answered or exited: the final drains must not trust it.
+fn read_now(p: &pipe::Receiver, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: read(2) into a buffer we own, on a descriptor the receiver keeps open.
+    let n = unsafe { libc::read(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Takes every byte a pipe holds now (see [`read_now`]) into the logs.
+fn drain_now(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scratch: &mut [u8]) {
+    while let Ok(n) = read_now(p, scratch) {
+        if n == 0 {
+            return;
+        }
+        logs.push(stream, &scratch[..n]);
+    }
+}
+
 fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
     let mut scratch = [0u8; 16 * 1024];
-    drain(&proc.stdout, LogStream::Stdout, logs, &mut scratch);
-    drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+    drain_now(&proc.stdout, LogStream::Stdout, logs, &mut scratch);
+    drain_now(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
 }
 
 fn base_env(inner: &Inner) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
@@ -662,19 +686,19 @@ pub(crate) async fn run_exec(
             s = proc.child.wait() => break s,
             _ = tokio::time::sleep_until(deadline) => {
                 proc.kill();
-                drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+                drain_now(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
                 return timeout_end(f, ErrorPhase::Invoke);
             }
         }
     };
     // The process has exited: take what is left in the pipes, then end its whole group.
     loop {
-        match proc.stdout.try_read(&mut scratch) {
+        match read_now(&proc.stdout, &mut scratch) {
             Ok(n) if n > 0 && out.len() <= MAX_RESULT_BYTES => out.extend_from_slice(&scratch[..n]),
             _ => break,
         }
     }
-    drain(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
+    drain_now(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
     proc.kill();
     if out.len() > MAX_RESULT_BYTES {
         return RunEnd::failed(
