@@ -1,8 +1,8 @@
 //! `ignis activations …`: list and inspect the records of invocations.
 
 use clap::{Args, Subcommand};
+use ignis_client::ActivationFilter;
 use ignis_client::display::{Table, rfc3339_ms, rfc3339_s};
-use ignis_client::{ActivationFilter, Client};
 use ignis_core::{ActivationRecord, LogLine, LogStream, Status};
 
 use super::GlobalOpts;
@@ -60,11 +60,7 @@ struct ListArgs {
 impl ActivationsCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let client = Client::from_opts(
-            global.url.clone(),
-            global.key.clone(),
-            global.namespace.clone(),
-        )?;
+        let client = global.client()?;
         match self.command {
             ActivationsSubcommand::List(args) => {
                 let filter = ActivationFilter {

@@ -62,11 +62,7 @@ pub struct BenchCommand {
 impl BenchCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let client = Client::from_opts(
-            global.url.clone(),
-            global.key.clone(),
-            global.namespace.clone(),
-        )?;
+        let client = global.client()?;
         let existing = match &self.function {
             Some(name) => Some(client.get_function(name).await?),
             None => None,

@@ -1,7 +1,6 @@
 //! `ignis dlq`: the dead-letter list of asynchronous invocations.
 
 use clap::{Args, Subcommand};
-use ignis_client::Client;
 use ignis_client::display::{Table, rfc3339_s};
 
 use super::GlobalOpts;
@@ -28,11 +27,7 @@ enum DlqAction {
 impl DlqCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let client = Client::from_opts(
-            global.url.clone(),
-            global.key.clone(),
-            global.namespace.clone(),
-        )?;
+        let client = global.client()?;
         match self.action {
             DlqAction::List => {
                 let v = client.dead_letters().await?;

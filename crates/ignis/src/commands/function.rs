@@ -100,11 +100,7 @@ struct DeployArgs {
 impl FnCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let client = Client::from_opts(
-            global.url.clone(),
-            global.key.clone(),
-            global.namespace.clone(),
-        )?;
+        let client = global.client()?;
         match self.command {
             FnSubcommand::Deploy(args) => deploy(&client, *args, global.json).await,
             FnSubcommand::List => list(&client, global.json).await,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use ignis_client::{Client, ClientError, InvokeResponse};
+use ignis_client::{ClientError, InvokeResponse};
 
 use super::GlobalOpts;
 
@@ -47,11 +47,7 @@ impl InvokeCommand {
             ))
             .into());
         }
-        let client = Client::from_opts(
-            global.url.clone(),
-            global.key.clone(),
-            global.namespace.clone(),
-        )?;
+        let client = global.client()?;
         let event = self.event().await?;
         if self.async_ {
             let answer = client

@@ -30,6 +30,13 @@ pub struct GlobalOpts {
     pub json: bool,
 }
 
+impl GlobalOpts {
+    /// A client for the server these options (or the environment, or the CLI config) name.
+    pub fn client(&self) -> Result<ignis_client::Client, ignis_client::ClientError> {
+        ignis_client::Client::from_opts(self.url.clone(), self.key.clone(), self.namespace.clone())
+    }
+}
+
 /// Every subcommand.
 #[derive(Subcommand)]
 pub enum Command {

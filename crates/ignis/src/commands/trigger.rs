@@ -1,19 +1,11 @@
 //! `ignis trigger` and `ignis rule`: event sources and the rules linking them to functions.
 
 use clap::{Args, Subcommand};
+use ignis_client::Method;
 use ignis_client::display::{Table, rfc3339_s};
-use ignis_client::{Client, Method};
 use serde_json::{Value, json};
 
 use super::GlobalOpts;
-
-fn client(global: &GlobalOpts) -> anyhow::Result<Client> {
-    Ok(Client::from_opts(
-        global.url.clone(),
-        global.key.clone(),
-        global.namespace.clone(),
-    )?)
-}
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -81,7 +73,7 @@ enum TriggerAction {
 impl TriggerCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let c = client(global)?;
+        let c = global.client()?;
         match self.action {
             TriggerAction::Create {
                 name,
@@ -254,7 +246,7 @@ enum RuleAction {
 impl RuleCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let c = client(global)?;
+        let c = global.client()?;
         let r = match self.action {
             RuleAction::Create {
                 name,
