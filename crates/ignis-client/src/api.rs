@@ -25,6 +25,8 @@ pub struct DeployRequest {
     pub max_instances: Option<u32>,
     /// Instances kept warm at all times.
     pub min_instances: Option<u32>,
+    /// Invocations one instance runs at once.
+    pub instance_concurrency: Option<u32>,
     /// Further attempts of failed asynchronous invocations.
     pub retries: Option<u32>,
     /// Destination function of successful asynchronous invocations.
@@ -58,6 +60,7 @@ impl DeployRequest {
             timeout_ms: None,
             max_instances: None,
             min_instances: None,
+            instance_concurrency: None,
             retries: None,
             on_success: None,
             on_failure: None,
@@ -87,6 +90,8 @@ pub(crate) struct DeployJson<'a> {
     pub max_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_instances: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_concurrency: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -296,6 +296,7 @@ impl Client {
                     env: &req.env,
                     max_instances: req.max_instances,
                     min_instances: req.min_instances,
+                    instance_concurrency: req.instance_concurrency,
                     retries: req.retries,
                     on_success: req.on_success.as_deref(),
                     on_failure: req.on_failure.as_deref(),
@@ -324,6 +325,9 @@ impl Client {
                 }
                 if let Some(n) = req.min_instances {
                     path.push("min_instances", &n.to_string());
+                }
+                if let Some(n) = req.instance_concurrency {
+                    path.push("instance_concurrency", &n.to_string());
                 }
                 if let Some(n) = req.retries {
                     path.push("retries", &n.to_string());

@@ -195,6 +195,10 @@ pub struct FunctionSpec {
     /// Instances kept warm at all times (provisioned concurrency), at most `max_instances`.
     #[serde(default)]
     pub min_instances: u32,
+    /// Invocations one instance runs at once (python and node; OpenWhisk's intra-container
+    /// concurrency). More than 1 suits I/O-bound handlers: they share the instance's memory.
+    #[serde(default = "FunctionSpec::default_instance_concurrency")]
+    pub instance_concurrency: u32,
     /// Network access: `none` (loopback only) or `host`.
     #[serde(default)]
     pub network: Network,
@@ -218,6 +222,8 @@ impl FunctionSpec {
     pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
     /// Most instances of one function.
     pub const MAX_INSTANCES: u32 = 1000;
+    /// Most invocations one instance may run at once.
+    pub const MAX_INSTANCE_CONCURRENCY: u32 = 100;
     /// Largest /tmp (Lambda's 10 GiB ephemeral storage).
     pub const MAX_TMP_MB: u32 = 10_240;
     /// Largest total size of the environment, like Lambda's 4 KiB.
@@ -238,6 +244,9 @@ impl FunctionSpec {
     fn default_retries() -> u32 {
         2
     }
+    fn default_instance_concurrency() -> u32 {
+        1
+    }
 
     /// A spec with defaults for everything but runtime and handler.
     pub fn new(runtime: Runtime, handler: impl Into<String>) -> Self {
@@ -252,6 +261,7 @@ impl FunctionSpec {
             on_success: None,
             on_failure: None,
             min_instances: 0,
+            instance_concurrency: 1,
             network: Network::None,
             web: Web::Off,
             cors_origins: Vec::new(),
@@ -317,6 +327,23 @@ impl FunctionSpec {
                     "{} is more than max_instances ({})",
                     self.min_instances, self.max_instances
                 ),
+            ));
+        }
+        if !(1..=Self::MAX_INSTANCE_CONCURRENCY).contains(&self.instance_concurrency) {
+            return Err(SpecError::new(
+                "instance_concurrency",
+                format!(
+                    "{} is outside 1..={}",
+                    self.instance_concurrency,
+                    Self::MAX_INSTANCE_CONCURRENCY
+                ),
+            ));
+        }
+        if self.instance_concurrency > 1 && self.runtime == Runtime::Exec {
+            return Err(SpecError::new(
+                "instance_concurrency",
+                "exec functions start a process per invocation: instance_concurrency must be 1"
+                    .to_string(),
             ));
         }
         if !(1..=Self::MAX_TMP_MB).contains(&self.tmp_mb) {
@@ -508,6 +535,11 @@ mod tests {
         s.env.clear();
         s.min_instances = s.max_instances + 1;
         assert_eq!(s.validate().unwrap_err().field, "min_instances");
+        s.min_instances = 0;
+        s.instance_concurrency = 0;
+        assert_eq!(s.validate().unwrap_err().field, "instance_concurrency");
+        s.instance_concurrency = FunctionSpec::MAX_INSTANCE_CONCURRENCY + 1;
+        assert_eq!(s.validate().unwrap_err().field, "instance_concurrency");
     }
 
     #[test]

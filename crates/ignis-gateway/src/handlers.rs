@@ -161,6 +161,7 @@ struct DeployBody {
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
     min_instances: Option<u32>,
+    instance_concurrency: Option<u32>,
     retries: Option<u32>,
     on_success: Option<String>,
     on_failure: Option<String>,
@@ -191,6 +192,7 @@ struct SpecParts<'a> {
     timeout_ms: Option<u64>,
     max_instances: Option<u32>,
     min_instances: Option<u32>,
+    instance_concurrency: Option<u32>,
     retries: Option<u32>,
     on_success: Option<String>,
     on_failure: Option<String>,
@@ -209,6 +211,7 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         timeout_ms,
         max_instances,
         min_instances,
+        instance_concurrency,
         retries,
         on_success,
         on_failure,
@@ -239,6 +242,9 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
     }
     if let Some(m) = min_instances {
         spec.min_instances = m;
+    }
+    if let Some(c) = instance_concurrency {
+        spec.instance_concurrency = c;
     }
     if let Some(r) = retries {
         spec.retries = r;
@@ -329,6 +335,7 @@ pub async fn put_function(
                 timeout_ms: b.timeout_ms,
                 max_instances: b.max_instances,
                 min_instances: b.min_instances,
+                instance_concurrency: b.instance_concurrency,
                 retries: b.retries,
                 on_success: b.on_success,
                 on_failure: b.on_failure,
@@ -355,6 +362,7 @@ pub async fn put_function(
                 "timeout_ms",
                 "max_instances",
                 "min_instances",
+                "instance_concurrency",
                 "retries",
                 "on_success",
                 "on_failure",
@@ -385,6 +393,9 @@ pub async fn put_function(
                     .transpose()?,
                 min_instances: get("min_instances")
                     .map(|v| parse_num("min_instances", v))
+                    .transpose()?,
+                instance_concurrency: get("instance_concurrency")
+                    .map(|v| parse_num("instance_concurrency", v))
                     .transpose()?,
                 retries: get("retries")
                     .map(|v| parse_num("retries", v))

@@ -1,6 +1,7 @@
 //! One instance: a python/node process speaking the protocol (kept warm and reused), or an exec
 //! slot (a fresh process per invocation, event on stdin, result on stdout).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,7 @@ use crate::Inner;
 use crate::logs::LogCollector;
 
 /// How a run on an instance ended, before it is turned into an activation.
+#[derive(Clone)]
 pub(crate) struct RunEnd {
     pub status: Status,
     pub body: Bytes,
@@ -29,7 +31,7 @@ pub(crate) struct RunEnd {
 }
 
 impl RunEnd {
-    fn failed(status: Status, kind: &str, message: String, phase: ErrorPhase) -> Self {
+    pub(crate) fn failed(status: Status, kind: &str, message: String, phase: ErrorPhase) -> Self {
         RunEnd {
             status,
             body: Bytes::new(),
@@ -74,8 +76,30 @@ pub(crate) struct Instance {
     pub kind: InstanceKind,
     pub last_used: Instant,
     /// What `GET /v1/system/instances` shows; unregistered (and its memory given back to the
-    /// invoker's budget) when the instance is dropped.
-    pub meta: crate::registry::Registered,
+    /// invoker's budget) when the instance is dropped. Shared by the handles of one shared
+    /// instance, so its strong count is the number of handles alive.
+    pub meta: Arc<crate::registry::Registered>,
+}
+
+impl Instance {
+    /// For a shared instance, `n` more handles to it (each one place in its pool).
+    pub fn more_handles(&self, n: usize) -> Vec<Instance> {
+        match &self.kind {
+            InstanceKind::Shared(s) => (0..n)
+                .map(|_| Instance {
+                    kind: InstanceKind::Shared(s.clone()),
+                    last_used: self.last_used,
+                    meta: self.meta.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether it is known to be unable to serve (a shared instance whose process ended).
+    pub fn is_dead(&self) -> bool {
+        matches!(&self.kind, InstanceKind::Shared(s) if s.is_dead())
+    }
 }
 
 pub(crate) enum InstanceKind {
@@ -83,15 +107,17 @@ pub(crate) enum InstanceKind {
     Process(Box<ProcessInstance>),
     /// An exec function's slot: code unpacked, a process is started per invocation.
     Exec { code_dir: std::path::PathBuf },
+    /// A handle to a python or node process running several invocations at once.
+    Shared(Arc<crate::shared::SharedInstance>),
 }
 
 pub(crate) struct ProcessInstance {
-    proc: SandboxedProcess,
-    channel: tokio::net::UnixStream,
-    rbuf: BytesMut,
+    pub(crate) proc: SandboxedProcess,
+    pub(crate) channel: tokio::net::UnixStream,
+    pub(crate) rbuf: BytesMut,
     next_id: u64,
     /// For a specialised stem cell: the directory its /code shows, removed with it.
-    slot: Option<crate::stem::CodeSlot>,
+    pub(crate) slot: Option<crate::stem::CodeSlot>,
 }
 
 /// What came out of the channel while pumping.
@@ -141,7 +167,7 @@ async fn pump(
 }
 
 /// Reads whatever a pipe holds right now, without waiting. Returns false at end of file.
-fn drain(
+pub(crate) fn drain(
     p: &pipe::Receiver,
     stream: LogStream,
     logs: &mut LogCollector,
@@ -160,7 +186,7 @@ fn drain(
 /// Reads what a pipe holds right now with a plain non-blocking read(2). tokio's `try_read`
 /// answers WouldBlock until its reactor has seen the pipe become readable, which can lag behind
 /// data written just before the process answered or exited: the final drains must not trust it.
-fn read_now(p: &pipe::Receiver, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_now(p: &pipe::Receiver, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     // SAFETY: read(2) into a buffer we own, on a descriptor the receiver keeps open.
     let n = unsafe { libc::read(p.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -172,7 +198,12 @@ fn read_now(p: &pipe::Receiver, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Takes every byte a pipe holds now (see [`read_now`]) into the logs.
-fn drain_now(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scratch: &mut [u8]) {
+pub(crate) fn drain_now(
+    p: &pipe::Receiver,
+    stream: LogStream,
+    logs: &mut LogCollector,
+    scratch: &mut [u8],
+) {
     while let Ok(n) = read_now(p, scratch) {
         if n == 0 {
             return;
@@ -181,7 +212,7 @@ fn drain_now(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scr
     }
 }
 
-fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
+pub(crate) fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
     let mut scratch = [0u8; 16 * 1024];
     drain_now(&proc.stdout, LogStream::Stdout, logs, &mut scratch);
     drain_now(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
@@ -252,7 +283,7 @@ fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, Strin
     env
 }
 
-fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
+pub(crate) fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
     RunEnd::failed(
         Status::Timeout,
         "Timeout",
@@ -265,7 +296,11 @@ fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
 }
 
 /// Classifies an instance that died without answering: out of memory or crash.
-fn died(proc: &mut SandboxedProcess, logs: &mut LogCollector, phase: ErrorPhase) -> RunEnd {
+pub(crate) fn died(
+    proc: &mut SandboxedProcess,
+    logs: &mut LogCollector,
+    phase: ErrorPhase,
+) -> RunEnd {
     drain_both(proc, logs);
     // The cgroup says whether the kernel OOM-killed it; node reports reaching its heap limit.
     let oom = proc.oom_killed() || logs.contains("JavaScript heap out of memory");
@@ -386,7 +421,7 @@ impl ProcessInstance {
             }
         };
         if ready.kind != FrameKind::Ready {
-            return Err(inst.protocol_violation(ready.kind, ErrorPhase::Init));
+            return Err(protocol_violation(ready.kind, ErrorPhase::Init));
         }
         Ok(inst)
     }
@@ -409,6 +444,7 @@ impl ProcessInstance {
             memory_mb: f.spec.memory_mb,
             timeout_ms: f.spec.timeout_ms,
             env: function_env(f),
+            concurrency: f.spec.instance_concurrency,
         };
         let payload = serde_json::to_vec(&init).unwrap_or_default();
         let init_frame = protocol::encode(FrameKind::Init, 0, &payload);
@@ -426,7 +462,7 @@ impl ProcessInstance {
                     false,
                 ))
             }
-            Ok(fr) => Err(self.protocol_violation(fr.kind, ErrorPhase::Init)),
+            Ok(fr) => Err(protocol_violation(fr.kind, ErrorPhase::Init)),
             Err(end) => Err(end),
         }
     }
@@ -444,15 +480,6 @@ impl ProcessInstance {
     /// Keeps the code slot of a specialised stem cell for as long as the instance lives.
     pub fn hold_slot(&mut self, slot: crate::stem::CodeSlot) {
         self.slot = Some(slot);
-    }
-
-    fn protocol_violation(&self, kind: FrameKind, phase: ErrorPhase) -> RunEnd {
-        RunEnd::failed(
-            Status::Crash,
-            "ProtocolError",
-            format!("the instance sent an unexpected {kind:?} frame"),
-            phase,
-        )
     }
 
     /// Waits for the next frame with no function to blame: `Err` says why none came.
@@ -563,46 +590,65 @@ impl ProcessInstance {
         };
         // Everything the handler printed before answering is in the pipes now.
         drain_both(&self.proc, logs);
-        match fr.kind {
-            FrameKind::Result if fr.id == seq => {
-                if fr.payload.len() > MAX_RESULT_BYTES {
-                    return RunEnd::failed(
-                        Status::ApplicationError,
-                        "ResultTooLarge",
-                        format!(
-                            "the result is {} bytes, more than the limit of {MAX_RESULT_BYTES}",
-                            fr.payload.len()
-                        ),
-                        ErrorPhase::Invoke,
-                    );
-                }
-                RunEnd {
-                    status: Status::Success,
-                    body: fr.payload,
-                    error: None,
-                    reusable: true,
-                }
+        if fr.id != seq {
+            self.proc.kill();
+            return protocol_violation(fr.kind, ErrorPhase::Invoke);
+        }
+        answer(fr, &self.proc)
+    }
+}
+
+/// How an invocation ended, from the RESULT or ERROR frame that answered it (any other frame
+/// is a protocol violation). Kills the instance when it cannot serve again.
+pub(crate) fn answer(fr: Frame, proc: &SandboxedProcess) -> RunEnd {
+    match fr.kind {
+        FrameKind::Result => {
+            if fr.payload.len() > MAX_RESULT_BYTES {
+                return RunEnd::failed(
+                    Status::ApplicationError,
+                    "ResultTooLarge",
+                    format!(
+                        "the result is {} bytes, more than the limit of {MAX_RESULT_BYTES}",
+                        fr.payload.len()
+                    ),
+                    ErrorPhase::Invoke,
+                );
             }
-            FrameKind::Error if fr.id == seq => {
-                let e = ErrorPayload::parse(&fr.payload);
-                if e.kind == "MemoryError" {
-                    self.proc.kill();
-                    RunEnd::from_payload(Status::Oom, &fr.payload, ErrorPhase::Invoke, false)
-                } else {
-                    RunEnd::from_payload(
-                        Status::ApplicationError,
-                        &fr.payload,
-                        ErrorPhase::Invoke,
-                        true,
-                    )
-                }
-            }
-            other => {
-                self.proc.kill();
-                self.protocol_violation(other, ErrorPhase::Invoke)
+            RunEnd {
+                status: Status::Success,
+                body: fr.payload,
+                error: None,
+                reusable: true,
             }
         }
+        FrameKind::Error => {
+            let e = ErrorPayload::parse(&fr.payload);
+            if e.kind == "MemoryError" {
+                proc.kill();
+                RunEnd::from_payload(Status::Oom, &fr.payload, ErrorPhase::Invoke, false)
+            } else {
+                RunEnd::from_payload(
+                    Status::ApplicationError,
+                    &fr.payload,
+                    ErrorPhase::Invoke,
+                    true,
+                )
+            }
+        }
+        other => {
+            proc.kill();
+            protocol_violation(other, ErrorPhase::Invoke)
+        }
     }
+}
+
+pub(crate) fn protocol_violation(kind: FrameKind, phase: ErrorPhase) -> RunEnd {
+    RunEnd::failed(
+        Status::Crash,
+        "ProtocolError",
+        format!("the instance sent an unexpected {kind:?} frame"),
+        phase,
+    )
 }
 
 /// Runs an exec function: a fresh process, the event on stdin, the result from stdout.

@@ -22,6 +22,7 @@ mod instance;
 mod logs;
 mod pool;
 mod registry;
+mod shared;
 mod stem;
 
 use std::path::{Path, PathBuf};
@@ -274,11 +275,9 @@ impl Invoker {
         };
         let run_start = Instant::now();
         let instance = lease.instance();
-        instance
-            .meta
-            .meta
-            .busy
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let meta = &instance.meta.meta;
+        meta.running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let end = match &mut instance.kind {
             instance::InstanceKind::Process(p) => {
                 p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms)
@@ -296,12 +295,20 @@ impl Invoker {
                 )
                 .await
             }
+            instance::InstanceKind::Shared(s) => {
+                let (end, own_logs) = s
+                    .invoke(inv.id, inv.event.clone(), deadline, deadline_ms)
+                    .await;
+                logs = own_logs;
+                end
+            }
         };
         let run = run_start.elapsed();
         let meta = &instance.meta.meta;
         meta.served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        meta.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        meta.running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let name = meta.name.clone();
         lease.release(end.reusable);
         let (logs, logs_truncated) = logs.finish();
@@ -335,7 +342,7 @@ impl Invoker {
                 .map(|(_, p)| p.clone())?;
             let evicted = victim.evict_oldest();
             tracing::debug!(
-                evicted = evicted.is_some(),
+                handles = evicted.as_ref().map_or(0, Vec::len),
                 "evicted an idle instance for memory"
             );
             drop(evicted);
@@ -440,13 +447,18 @@ impl Invoker {
                             .await?
                     }
                 };
-                instance::InstanceKind::Process(Box::new(p))
+                if f.spec.instance_concurrency > 1 {
+                    let s = shared::SharedInstance::start(p, f.clone());
+                    instance::InstanceKind::Shared(Arc::new(s))
+                } else {
+                    instance::InstanceKind::Process(Box::new(p))
+                }
             }
         };
         Ok(instance::Instance {
             kind,
             last_used: Instant::now(),
-            meta: self.inner.registry.register(f, memory),
+            meta: Arc::new(self.inner.registry.register(f, memory)),
         })
     }
 

@@ -4,8 +4,16 @@
 //! Invariant: `live` counts every instance that exists or is being created (idle, busy or
 //! starting). A [`Slot`] is the right to create one; a [`Lease`] holds a busy one. Both give
 //! their place back when dropped, whatever path drops them, so `live` never leaks.
+//!
+//! An instance that runs several invocations at once (`instance_concurrency` = c > 1) is in
+//! the pool as c handles, one per place: leases and the idle list hold handles, and the
+//! instance counts once in `live`. Handles of one instance share its `Arc<Registered>`, so
+//! its strong count is how many handles exist; handles are only created or dropped under the
+//! pool's lock (except the last one of an instance, which kills it), so counts read there are
+//! exact. An instance is idle when all its handles are; it is retired as a whole.
 
 use std::collections::{HashMap, VecDeque};
+use std::ptr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,8 +132,14 @@ impl Drop for Lease {
 }
 
 impl Slot {
+    /// Puts the new instance in the pool: the caller gets a lease on it, and a shared
+    /// instance's other handles go to waiters or the idle list.
     pub fn fill(mut self, instance: Instance) -> Lease {
         self.used = true;
+        let places = self.pool.function.spec.instance_concurrency as usize;
+        for handle in instance.more_handles(places.saturating_sub(1)) {
+            self.pool.give_back(handle, true);
+        }
         Lease {
             pool: self.pool.clone(),
             instance: Some(instance),
@@ -170,7 +184,7 @@ impl Pool {
 
     fn give_back(&self, mut instance: Instance, reusable: bool) {
         let mut st = self.state.lock().unwrap();
-        if reusable && !st.closed {
+        if reusable && !st.closed && !instance.is_dead() {
             instance.last_used = Instant::now();
             while let Some(w) = st.waiters.pop_front() {
                 match w.send(Grant::Warm(instance)) {
@@ -182,9 +196,62 @@ impl Pool {
             st.idle.push(instance);
             return;
         }
-        Self::free_place(&mut st);
+        let gone = Self::retire(&mut st, instance);
         drop(st);
-        drop(instance); // kills its process group, outside the lock
+        drop(gone); // kills its process group, outside the lock
+    }
+
+    /// Takes an instance (or a handle of a shared one, with its idle siblings) out of the pool.
+    /// Its place is freed with its last handle; what is returned is to be dropped outside
+    /// the lock (dropping the last handle kills the process).
+    fn retire(st: &mut State, instance: Instance) -> Vec<Instance> {
+        let key = Arc::as_ptr(&instance.meta);
+        let mut gone = vec![instance];
+        if Arc::strong_count(&gone[0].meta) > 1 {
+            let (same, others): (Vec<_>, Vec<_>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|i| ptr::eq(Arc::as_ptr(&i.meta), key));
+            st.idle = others;
+            gone.extend(same);
+        }
+        if Arc::strong_count(&gone[0].meta) == gone.len() {
+            Self::free_place(st);
+            gone
+        } else {
+            drop(gone); // handles still leased elsewhere: the last of them frees the place
+            Vec::new()
+        }
+    }
+
+    /// The idle instances: for each, the positions of its handles in `idle` and when it was
+    /// last used. A shared instance with a handle still leased is not idle.
+    fn idle_instances(idle: &[Instance]) -> Vec<(Vec<usize>, Instant)> {
+        let mut groups: Vec<(Vec<usize>, Instant)> = Vec::new();
+        let mut at: HashMap<*const crate::registry::Registered, usize> = HashMap::new();
+        for (pos, i) in idle.iter().enumerate() {
+            let key = Arc::as_ptr(&i.meta);
+            match at.get(&key) {
+                Some(&g) => {
+                    groups[g].0.push(pos);
+                    groups[g].1 = groups[g].1.max(i.last_used);
+                }
+                None => {
+                    at.insert(key, groups.len());
+                    groups.push((vec![pos], i.last_used));
+                }
+            }
+        }
+        groups.retain(|(handles, _)| Arc::strong_count(&idle[handles[0]].meta) == handles.len());
+        groups
+    }
+
+    /// Removes the handles at `positions` (sorted) from `idle`.
+    fn take_handles(idle: &mut Vec<Instance>, positions: &[usize]) -> Vec<Instance> {
+        let mut taken = Vec::with_capacity(positions.len());
+        for &pos in positions.iter().rev() {
+            taken.push(idle.remove(pos));
+        }
+        taken
     }
 
     /// Takes an idle instance, or the right to create one, or waits in the queue until
@@ -192,8 +259,16 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<Acquired, ()> {
         let mut rx = {
             let mut st = self.state.lock().unwrap();
-            if let Some(i) = st.idle.pop() {
-                return Ok(Acquired::Warm(self.lease(i)));
+            while let Some(i) = st.idle.pop() {
+                if !i.is_dead() {
+                    return Ok(Acquired::Warm(self.lease(i)));
+                }
+                let gone = Self::retire(&mut st, i);
+                if !gone.is_empty() {
+                    drop(st);
+                    drop(gone);
+                    st = self.state.lock().unwrap();
+                }
             }
             if st.live < self.max {
                 st.live += 1;
@@ -250,20 +325,19 @@ impl Pool {
         let expired: Vec<Instance> = {
             let mut st = self.state.lock().unwrap();
             let mut spare = st.live.saturating_sub(min);
-            // Oldest first: idle is kept in release order, newest last.
-            let mut expired = Vec::new();
-            let mut kept = Vec::with_capacity(st.idle.len());
-            for i in std::mem::take(&mut st.idle) {
-                if spare > 0 && i.last_used.elapsed() >= keep_alive {
-                    spare -= 1;
-                    expired.push(i);
-                } else {
-                    kept.push(i);
+            let mut groups = Self::idle_instances(&st.idle);
+            groups.sort_by_key(|(_, used)| *used); // oldest first
+            let mut doomed: Vec<usize> = Vec::new();
+            for (handles, used) in groups {
+                if spare == 0 || used.elapsed() < keep_alive {
+                    break;
                 }
+                spare -= 1;
+                st.live -= 1;
+                doomed.extend(handles);
             }
-            st.idle = kept;
-            st.live -= expired.len();
-            expired
+            doomed.sort_unstable();
+            Self::take_handles(&mut st.idle, &doomed)
         };
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "reclaimed idle instances");
@@ -273,21 +347,21 @@ impl Pool {
     /// When this pool's least recently used idle instance was last used.
     pub fn oldest_idle(&self) -> Option<Instant> {
         let st = self.state.lock().unwrap();
-        st.idle.iter().map(|i| i.last_used).min()
+        Self::idle_instances(&st.idle)
+            .into_iter()
+            .map(|(_, used)| used)
+            .min()
     }
 
     /// Removes the least recently used idle instance (to free memory for another function).
-    pub fn evict_oldest(&self) -> Option<Instance> {
+    pub fn evict_oldest(&self) -> Option<Vec<Instance>> {
         let mut st = self.state.lock().unwrap();
-        let pos = st
-            .idle
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, i)| i.last_used)
-            .map(|(pos, _)| pos)?;
-        let inst = st.idle.swap_remove(pos);
+        let (handles, _) = Self::idle_instances(&st.idle)
+            .into_iter()
+            .min_by_key(|(_, used)| *used)?;
+        let gone = Self::take_handles(&mut st.idle, &handles);
         Self::free_place(&mut st);
-        Some(inst)
+        Some(gone)
     }
 
     /// The right to create an instance if the pool has room, without waiting.
@@ -309,8 +383,16 @@ impl Pool {
             let mut st = self.state.lock().unwrap();
             st.closed = true;
             st.waiters.clear();
-            let idle = std::mem::take(&mut st.idle);
-            st.live -= idle.len();
+            let mut whole: Vec<usize> = Vec::new();
+            for (handles, _) in Self::idle_instances(&st.idle) {
+                st.live -= 1;
+                whole.extend(handles);
+            }
+            whole.sort_unstable();
+            let idle = Self::take_handles(&mut st.idle, &whole);
+            // Idle handles of instances still running something go now, under the lock; the
+            // last leased handle frees the place when it comes back.
+            st.idle.clear();
             idle
         };
         drop(idle);
@@ -320,7 +402,7 @@ impl Pool {
         let st = self.state.lock().unwrap();
         InstanceCounts {
             live: st.live,
-            idle: st.idle.len(),
+            idle: Self::idle_instances(&st.idle).len(),
             queued: st.waiters.iter().filter(|w| !w.is_closed()).count(),
         }
     }

@@ -3,7 +3,7 @@
 //! instances are created and destroyed, never on the warm path (state changes are atomics).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -15,7 +15,8 @@ pub(crate) struct InstanceMeta {
     pub name: String,
     pub function: Arc<FunctionVersion>,
     pub created: Instant,
-    pub busy: AtomicBool,
+    /// Invocations it is running now (at most its function's instance_concurrency).
+    pub running: AtomicU32,
     pub served: AtomicU64,
 }
 
@@ -34,6 +35,8 @@ pub struct InstanceInfo {
     pub runtime: String,
     /// `idle` or `busy`.
     pub state: &'static str,
+    /// Invocations it is running now.
+    pub running: u32,
     /// Milliseconds since it was created.
     pub age_ms: u64,
     /// Invocations it has served.
@@ -120,7 +123,7 @@ impl Registry {
             name: format!("{}/{id}", f.name),
             function: f.clone(),
             created: Instant::now(),
-            busy: AtomicBool::new(false),
+            running: AtomicU32::new(0),
             served: AtomicU64::new(0),
         });
         self.live.lock().unwrap().insert(id, meta.clone());
@@ -143,6 +146,7 @@ impl Registry {
         let mut list: Vec<(u64, InstanceInfo)> = live
             .iter()
             .map(|(id, m)| {
+                let running = m.running.load(Ordering::Relaxed);
                 (
                     *id,
                     InstanceInfo {
@@ -151,11 +155,8 @@ impl Registry {
                         function: m.function.name.clone(),
                         version: m.function.version,
                         runtime: m.function.spec.runtime.to_string(),
-                        state: if m.busy.load(Ordering::Relaxed) {
-                            "busy"
-                        } else {
-                            "idle"
-                        },
+                        state: if running > 0 { "busy" } else { "idle" },
+                        running,
                         age_ms: m.created.elapsed().as_millis() as u64,
                         invocations: m.served.load(Ordering::Relaxed),
                         memory_mb: m.function.spec.memory_mb,

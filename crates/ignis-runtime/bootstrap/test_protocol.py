@@ -20,7 +20,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-READY, INIT, INIT_OK, INIT_ERROR, INVOKE, RESULT, ERROR = range(1, 8)
+READY, INIT, INIT_OK, INIT_ERROR, INVOKE, RESULT, ERROR, LOG = range(1, 9)
 HEADER = struct.Struct(">IBQ")
 U32 = struct.Struct(">I")
 TIMEOUT_MS = 60000
@@ -739,6 +739,89 @@ def node_uncaught_exception_crashes(inst, rt):
     check(inst.frame() is None, "no answer: the process crashed")
     check(inst.wait() == 1, "exit code 1", inst.proc.returncode)
     check("async crash" in inst.logs()[1], "crash printed to stderr", inst.logs()[1])
+
+
+CONCURRENT_PY = r'''
+import asyncio, sys, time
+
+def slow(event, context):
+    print("start", event["n"])
+    time.sleep(0.5)
+    print("end", event["n"], file=sys.stderr)
+    return event["n"]
+
+async def aslow(event, context):
+    print("start", event["n"])
+    await asyncio.sleep(0.5)
+    print("end", event["n"], file=sys.stderr)
+    return event["n"]
+
+def outside(event, context):
+    sys.__stdout__.write("raw write\n")
+    return "ok"
+'''
+
+CONCURRENT_NODE = r'''
+exports.slow = async (event) => {
+  console.log('start', event.n);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  console.error('end', event.n);
+  return event.n;
+};
+'''
+
+
+def run_concurrently(inst, rt, handler, n=4):
+    """INIT with concurrency n, n overlapping INVOKEs; checks they overlap and that each one's
+    output comes back as its own LOG frames, none on the pipes."""
+    write(inst, {f"conc.{ext(rt)}": CONCURRENT_PY if rt == "python" else CONCURRENT_NODE})
+    inst.ready()
+    kind, body = inst.init(handler, concurrency=n)
+    check(kind == INIT_OK, "expected INIT_OK", body)
+    started = time.monotonic()
+    for i in range(1, n + 1):
+        inst.sock.sendall(inst.invoke_frame({"n": i}, i))
+    results, logs = {}, {i: {1: "", 2: ""} for i in range(1, n + 1)}
+    while len(results) < n:
+        f = inst.frame()
+        check(f is not None, "EOF before every answer; stderr:", inst.logs()[1])
+        kind, ident, payload = f
+        check(ident in logs, "frame for an unknown invocation", kind, ident)
+        if kind == LOG:
+            check(payload[:1] in (b"\x01", b"\x02"), "LOG frame names a stream", payload[:10])
+            check(ident not in results, "LOG frame after the answer", ident)
+            logs[ident][payload[0]] += payload[1:].decode()
+        else:
+            check(kind == RESULT, "expected RESULT", kind, payload)
+            results[ident] = json.loads(payload)
+    elapsed = time.monotonic() - started
+    check(results == {i: i for i in range(1, n + 1)}, "every invocation answered", results)
+    check(elapsed < 1.5, f"{n} invocations of 0.5 s overlapped", elapsed)
+    for i in range(1, n + 1):
+        check(logs[i][1] == f"start {i}\n", "stdout of invocation", i, logs[i])
+        check(logs[i][2] == f"end {i}\n", "stderr of invocation", i, logs[i])
+    check(inst.logs() == ("", ""), "nothing of the handlers on the pipes", inst.logs())
+
+
+@case()
+def concurrent_invocations_overlap_with_their_own_logs(inst, rt):
+    run_concurrently(inst, rt, "conc.slow")
+
+
+@case("python")
+def concurrent_coroutine_handlers_share_one_loop(inst, rt):
+    run_concurrently(inst, rt, "conc.aslow", n=8)
+
+
+@case("python")
+def concurrent_output_outside_print_goes_to_the_pipe(inst, rt):
+    write(inst, {"conc.py": CONCURRENT_PY})
+    inst.ready()
+    kind, _ = inst.init("conc.outside", concurrency=2)
+    check(kind == INIT_OK, "expected INIT_OK")
+    check(inst.result({}) == "ok", "result")
+    time.sleep(0.05)
+    check("raw write" in inst.logs()[0], "a raw write to fd 1 is on the pipe", inst.logs())
 
 
 def run_case(name, rt, fn):

@@ -9,8 +9,9 @@
 //!
 //! The instance sends READY once it is up; the invoker sends INIT (which code to load) and gets
 //! INIT_OK or INIT_ERROR; then INVOKE frames are answered by RESULT or ERROR frames with the same
-//! id. Logs are not framed: they are the instance's stdout and stderr. The full description is
-//! docs/runtime-protocol.md.
+//! id. Logs are the instance's stdout and stderr, except in an instance that runs several
+//! invocations at once (INIT's `concurrency` > 1): there the handler's output comes as LOG
+//! frames carrying the invocation's id. The full description is docs/runtime-protocol.md.
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub enum FrameKind {
     Result = 6,
     /// instance → invoker: the handler failed.
     Error = 7,
+    /// instance → invoker: output of the invocation with this id (concurrent instances only);
+    /// the payload is one byte, 1 for stdout or 2 for stderr, then the bytes written.
+    Log = 8,
 }
 
 impl FrameKind {
@@ -51,6 +55,7 @@ impl FrameKind {
             5 => FrameKind::Invoke,
             6 => FrameKind::Result,
             7 => FrameKind::Error,
+            8 => FrameKind::Log,
             _ => return None,
         })
     }
@@ -141,6 +146,18 @@ pub struct InitMessage {
     pub timeout_ms: u64,
     /// Environment to set before loading the code.
     pub env: std::collections::BTreeMap<String, String>,
+    /// How many invocations the instance may be given at once; above 1 it answers them as
+    /// they finish and sends the handlers' output as LOG frames.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// An error reported by an instance (INIT_ERROR or ERROR payload).

@@ -3,17 +3,21 @@
 // Run by the invoker as `node ignis_bootstrap.js`. It speaks the Ignis instance protocol (v1)
 // over the Unix stream socket on fd $IGNIS_PROTOCOL_FD (default 3): READY, INIT -> INIT_OK |
 // INIT_ERROR, then INVOKE -> RESULT | ERROR until EOF. console.log and friends go straight to
-// fd 1/2 (the activation's logs). See docs/runtime-protocol.md for the full description.
+// fd 1/2 (the activation's logs), except when INIT asks for concurrency > 1: then invocations
+// overlap, and what each writes goes as LOG frames tagged with its id (AsyncLocalStorage
+// follows an invocation through its awaits). See docs/runtime-protocol.md for the full
+// description.
 //
 // Standard library only. Works whether node treats this file as CommonJS or as an ES module.
 'use strict';
 
-const READY = 1, INIT = 2, INIT_OK = 3, INIT_ERROR = 4, INVOKE = 5, RESULT = 6, ERROR = 7;
+const READY = 1, INIT = 2, INIT_OK = 3, INIT_ERROR = 4, INVOKE = 5, RESULT = 6, ERROR = 7, LOG = 8;
+const LOG_CHUNK = 1 << 20; // largest piece of output in one LOG frame
 const MAX_FRAME = 16 * 1024 * 1024;
 const MAX_RESULT = 6 * 1024 * 1024;
 const MAX_TEXT = 256 * 1024; // longest message / stack sent in an error frame
 
-function start(net, fs, path, url) {
+function start(net, fs, path, url, asyncHooks) {
   const fd = Number(process.env.IGNIS_PROTOCOL_FD || 3);
   const sock = new net.Socket({ fd, readable: true, writable: true });
   let handler = null; // the user's function
@@ -22,6 +26,7 @@ function start(net, fs, path, url) {
   let timeoutMs = 60000;
   let initDone = null; // promise of the INIT in progress
   let loading = null; // the handler's file, once found
+  let invocation = null; // AsyncLocalStorage of the running invocation's id (concurrent only)
 
   function send(kind, id, body) {
     // body: a string (encoded straight into the frame) or a Buffer.
@@ -33,6 +38,27 @@ function start(net, fs, path, url) {
     if (typeof body === 'string') frame.write(body, 13);
     else body.copy(frame, 13);
     return new Promise((resolve) => sock.write(frame, resolve));
+  }
+
+  // In a concurrent instance, what is written while an invocation runs goes as LOG frames.
+  function goConcurrent() {
+    invocation = new asyncHooks.AsyncLocalStorage();
+    for (const [stream, tag] of [[process.stdout, 1], [process.stderr, 2]]) {
+      const write = stream.write.bind(stream);
+      stream.write = (chunk, encoding, cb) => {
+        const id = invocation.getStore();
+        if (id === undefined) return write(chunk, encoding, cb);
+        const data = typeof chunk === 'string'
+          ? Buffer.from(chunk, typeof encoding === 'string' ? encoding : 'utf8')
+          : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        for (let at = 0; at < data.length; at += LOG_CHUNK) {
+          send(LOG, id, Buffer.concat([Buffer.of(tag), data.subarray(at, at + LOG_CHUNK)]));
+        }
+        const done = typeof encoding === 'function' ? encoding : cb;
+        if (typeof done === 'function') process.nextTick(done);
+        return true;
+      };
+    }
   }
 
   // Resolves once everything the function wrote to stdout/stderr is in the pipes.
@@ -101,6 +127,7 @@ function start(net, fs, path, url) {
     if (typeof f !== 'function') throw named('HandlerNotFound', `handler '${spec}': '${exportName}' in ${found} is not a function`);
     handler = f;
     style = f.length >= 3 ? 'callback' : f.length === 2 ? 'lambda' : 'openwhisk';
+    if (Number(msg.concurrency) > 1) goConcurrent();
     return { style: style === 'callback' ? 'lambda' : style };
   }
 
@@ -190,7 +217,10 @@ function start(net, fs, path, url) {
   function onFrame(frame) {
     const kind = frame[4];
     const id = frame.readBigUInt64BE(5);
-    if (kind === INVOKE) invoke(id, frame);
+    if (kind === INVOKE) {
+      if (invocation) invocation.run(id, invoke, id, frame);
+      else invoke(id, frame);
+    }
     else if (kind === INIT && !initDone) initDone = onInit(frame.subarray(13));
     else fatal(`protocol error: unexpected frame kind ${kind}`, 2);
   }
@@ -265,8 +295,8 @@ function start(net, fs, path, url) {
 }
 
 if (typeof require === 'function') {
-  start(require('net'), require('fs'), require('path'), require('url'));
+  start(require('net'), require('fs'), require('path'), require('url'), require('async_hooks'));
 } else {
-  Promise.all(['node:net', 'node:fs', 'node:path', 'node:url'].map((m) => import(m)))
+  Promise.all(['node:net', 'node:fs', 'node:path', 'node:url', 'node:async_hooks'].map((m) => import(m)))
     .then((mods) => start(...mods.map((m) => m.default)));
 }

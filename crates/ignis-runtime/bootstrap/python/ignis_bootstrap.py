@@ -3,7 +3,9 @@
 # Run by the invoker as `python3 -u -B ignis_bootstrap.py`. It speaks the Ignis instance
 # protocol (v1) over the Unix stream socket on fd $IGNIS_PROTOCOL_FD (default 3): READY, INIT ->
 # INIT_OK | INIT_ERROR, then INVOKE -> RESULT | ERROR until EOF. The handler's prints go straight
-# to fd 1/2 (the activation's logs). See docs/runtime-protocol.md for the full description.
+# to fd 1/2 (the activation's logs), except when INIT asks for concurrency > 1: then invocations
+# run on a pool of threads and what they print goes as LOG frames tagged with the invocation.
+# See docs/runtime-protocol.md for the full description.
 #
 # Keep it small, dependency-free and quick to start: only cheap standard modules at the top;
 # traceback and asyncio are imported when first needed.
@@ -13,12 +15,13 @@ import struct
 import sys
 import time
 
-READY, INIT, INIT_OK, INIT_ERROR, INVOKE, RESULT, ERROR = range(1, 8)
+READY, INIT, INIT_OK, INIT_ERROR, INVOKE, RESULT, ERROR, LOG = range(1, 9)
 HEADER = struct.Struct(">IBQ")  # LEN (counts KIND + ID + payload), KIND, ID
 U32 = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 MAX_RESULT = 6 * 1024 * 1024
 MAX_TEXT = 256 * 1024  # longest message / stack sent in an error frame
+LOG_CHUNK = 1 << 20  # largest piece of output in one LOG frame
 CO_VARARGS, CO_COROUTINE = 0x04, 0x80
 INTERNAL = ("importlib", "/asyncio/")  # frames left out of stack traces, with our own
 
@@ -26,11 +29,22 @@ FD = int(os.environ.get("IGNIS_PROTOCOL_FD") or 3)
 os.set_inheritable(FD, False)  # the user's child processes must not hold the channel open
 os.set_blocking(FD, True)  # the invoker may have created the socket pair non-blocking
 reader = open(FD, "rb", buffering=1 << 16, closefd=False)
+send_lock = None  # a threading.Lock once invocations run concurrently
+current = None  # contextvars.ContextVar: the invocation whose output a thread or task writes
+workers = None  # the thread pool of concurrent invocations
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 def send(kind, ident, payload):
     """Writes one frame; header and payload go out in one writev, without concatenating."""
+    if send_lock is None:
+        _send(kind, ident, payload)
+    else:
+        with send_lock:  # concurrent invocations answer from several threads
+            _send(kind, ident, payload)
+
+
+def _send(kind, ident, payload):
     header = HEADER.pack(len(payload) + 9, kind, ident)
     total, view = 13 + len(payload), memoryview(payload)
     sent = os.writev(FD, (header, view))
@@ -202,7 +216,7 @@ def invoke(ident, payload):
         else:
             result = handler()
         if hasattr(result, "__await__"):
-            result = event_loop().run_until_complete(_await(result))
+            result = run_coroutine(result)
     except Exception as exc:  # SystemExit / KeyboardInterrupt end the process on purpose
         answer = ERROR, error_payload(exc)
     else:
@@ -229,6 +243,92 @@ def encode_result(result):
     return RESULT, out
 
 
+class LogRouter:
+    """sys.stdout / sys.stderr of a concurrent instance: text written while an invocation runs
+    goes to the invoker as LOG frames with its id; anything else to the real stream."""
+
+    def __init__(self, stream_byte, real):
+        self.tag, self.real = bytes([stream_byte]), real
+        self.encoding, self.errors = "utf-8", "replace"
+
+    def write(self, text):
+        ident = current.get()
+        if ident is None:
+            return self.real.write(text)
+        data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+        for at in range(0, len(data), LOG_CHUNK):
+            send(LOG, ident, self.tag + data[at : at + LOG_CHUNK])
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        self.real.flush()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self.real.fileno()
+
+
+def go_concurrent(n):
+    """From now on invocations run on n threads; their output goes as LOG frames."""
+    global send_lock, current, workers
+    import contextvars
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    send_lock = threading.Lock()
+    current = contextvars.ContextVar("ignis_invocation", default=None)
+    sys.stdout, sys.stderr = LogRouter(1, sys.stdout), LogRouter(2, sys.stderr)
+    workers = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ignis-invoke")
+
+
+def invoke_threaded(ident, payload):
+    current.set(ident)  # each worker thread has its own context
+    try:
+        invoke(ident, payload)
+    except BaseException as exc:  # SystemExit and friends end the instance, as they would alone
+        sys.__stderr__.write(f"ignis bootstrap: {type(exc).__name__} in a handler: ending\n")
+        flush_logs()
+        os._exit(1)
+    finally:
+        current.set(None)
+
+
+_loop_thread = None
+
+
+def run_coroutine(awaitable):
+    """Runs an awaitable: on this thread's loop, or in a concurrent instance on one shared loop
+    thread, with the invocation's id set in the task so that its prints are attributed."""
+    if workers is None:
+        return event_loop().run_until_complete(_await(awaitable))
+    global _loop_thread
+    import asyncio
+    import threading
+
+    with send_lock:
+        if _loop_thread is None:
+            shared = asyncio.new_event_loop()
+            _loop_thread = threading.Thread(target=shared.run_forever, daemon=True)
+            _loop_thread.loop = shared
+            _loop_thread.start()
+    ident = current.get()
+
+    async def attributed():
+        current.set(ident)
+        return await awaitable
+
+    return asyncio.run_coroutine_threadsafe(attributed(), _loop_thread.loop).result()
+
+
 def main():
     version = sys.version.split()[0]
     send_json(READY, 0, {"runtime": "python", "version": version, "pid": os.getpid()})
@@ -239,15 +339,21 @@ def main():
             os._exit(0)
         kind, ident, payload = frame
         if kind == INVOKE and handler is not None:
-            invoke(ident, payload)
+            if workers is None:
+                invoke(ident, payload)
+            else:
+                workers.submit(invoke_threaded, ident, payload)
         elif kind == INIT and handler is None:
             try:
-                found_style = load_handler(json.loads(payload))
+                init = json.loads(payload)
+                found_style = load_handler(init)
             except Exception as exc:
                 flush_logs()
                 send_json(INIT_ERROR, 0, error_payload(exc))
                 os._exit(1)
             flush_logs()
+            if int(init.get("concurrency") or 1) > 1:
+                go_concurrent(int(init["concurrency"]))
             send_json(INIT_OK, 0, {"style": found_style})
         elif kind == INVOKE:
             err = {"type": "NotInitialized", "message": "INVOKE before INIT", "stack": ""}

@@ -71,6 +71,9 @@ struct DeployArgs {
     /// Instances kept warm at all times (provisioned concurrency)
     #[arg(long, value_name = "N")]
     min_instances: Option<u32>,
+    /// Invocations one instance runs at once, for I/O-bound handlers (python and node)
+    #[arg(long, value_name = "N")]
+    instance_concurrency: Option<u32>,
     /// Network access of its instances: none (loopback only, the default) or host
     #[arg(long, value_name = "none|host")]
     network: Option<Network>,
@@ -152,6 +155,7 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     req.timeout_ms = args.timeout;
     req.max_instances = args.max_instances;
     req.min_instances = args.min_instances;
+    req.instance_concurrency = args.instance_concurrency;
     req.network = args.network;
     req.web = args.web;
     req.cors_origins = args.cors_origins;
@@ -188,6 +192,9 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
     spec.max_instances = req.max_instances.unwrap_or(spec.max_instances);
     spec.tmp_mb = req.tmp_mb.unwrap_or(spec.tmp_mb);
     spec.min_instances = req.min_instances.unwrap_or(spec.min_instances);
+    spec.instance_concurrency = req
+        .instance_concurrency
+        .unwrap_or(spec.instance_concurrency);
     spec.retries = req.retries.unwrap_or(spec.retries);
     spec.cors_origins = req.cors_origins.clone();
     spec.env = req.env.clone();
@@ -198,6 +205,7 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
             "max_instances" => "--max-instances",
             "tmp_mb" => "--tmp",
             "min_instances" => "--min-instances",
+            "instance_concurrency" => "--instance-concurrency",
             "retries" => "--retries",
             "cors_origins" => "--cors-origin",
             "env" => "--env",
@@ -276,6 +284,12 @@ fn describe(v: &FunctionVersion) -> String {
     t.row(["max instances", &v.spec.max_instances.to_string()]);
     if v.spec.min_instances > 0 {
         t.row(["min instances", &v.spec.min_instances.to_string()]);
+    }
+    if v.spec.instance_concurrency > 1 {
+        t.row([
+            "instance concurrency",
+            &v.spec.instance_concurrency.to_string(),
+        ]);
     }
     t.row([
         "network",

@@ -241,3 +241,176 @@ fn a_burst_of_500_on_a_cold_function_all_succeeds() {
     eprintln!("burst of 500: total {:?}, p99 {:?}", start.elapsed(), p99);
     assert!(instances_of(&s, "burst").len() <= 16);
 }
+
+fn log_lines(s: &Server, r: &Resp) -> Vec<String> {
+    let id = r.header("x-ignis-activation-id").unwrap();
+    s.get(&format!("/v1/namespaces/default/activations/{id}/logs"))
+        .json()["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Several invocations at once in one instance (instance_concurrency): they overlap, share the
+/// instance, and each activation keeps its own logs.
+fn concurrent_instance(runtime: &str, file: &str, code: &str) {
+    let s = Server::start();
+    let query = format!(
+        "runtime={runtime}&handler=app.handler&max_instances=1&instance_concurrency=4&timeout_ms=20000"
+    );
+    let r = s.deploy_file("conc", &query, file, code);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["instance_concurrency"], 4);
+    assert_eq!(s.invoke("conc", r#"{"n": 0, "ms": 0}"#).status, 200); // the instance exists
+    let started = Instant::now();
+    let answers: Vec<Resp> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (1..=4)
+            .map(|n| {
+                let s = &s;
+                scope.spawn(move || s.invoke("conc", &format!(r#"{{"n": {n}, "ms": 1000}}"#)))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    // One instance, four invocations of one second each: together, not one after the other.
+    assert!(elapsed < Duration::from_millis(3000), "took {elapsed:?}");
+    let instance = answers[0].header("x-ignis-instance").unwrap().to_string();
+    for (i, r) in answers.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["n"], n);
+        assert_eq!(r.header("x-ignis-cold"), Some("false"));
+        assert_eq!(r.header("x-ignis-instance"), Some(instance.as_str()));
+        assert_eq!(
+            log_lines(&s, r),
+            vec![format!("begin {n}"), format!("done {n}")],
+            "invocation {n} has exactly its own logs"
+        );
+    }
+    let live = instances_of(&s, "conc");
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["invocations"], 5);
+    assert_eq!(live[0]["running"], 0);
+    let f = s.get("/v1/namespaces/default/functions/conc").json();
+    assert_eq!(f["instances"]["live"], 1, "{f}");
+}
+
+#[test]
+fn python_instance_runs_invocations_concurrently() {
+    concurrent_instance(
+        "python",
+        "app.py",
+        "import sys, time\n\
+         def handler(event, context):\n    \
+             print('begin', event['n'])\n    \
+             time.sleep(event['ms'] / 1000)\n    \
+             print('done', event['n'], file=sys.stderr)\n    \
+             return {'n': event['n']}\n",
+    );
+}
+
+#[test]
+fn node_instance_runs_invocations_concurrently() {
+    concurrent_instance(
+        "node",
+        "app.js",
+        "exports.handler = async (event) => {\n\
+           console.log('begin', event.n);\n\
+           await new Promise((r) => setTimeout(r, event.ms));\n\
+           console.error('done', event.n);\n\
+           return { n: event.n };\n\
+         };\n",
+    );
+}
+
+/// A timeout in a concurrent instance ends the instance: the late invocation says timeout,
+/// the others on it say why they were lost, and the next invocation gets a new instance.
+#[test]
+fn timeout_in_a_concurrent_instance_ends_it_for_all() {
+    let s = Server::start();
+    let code = "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n    return event['s']\n";
+    let r = s.deploy_file(
+        "conct",
+        "runtime=python&handler=app.handler&max_instances=1&instance_concurrency=3&timeout_ms=1500",
+        "app.py",
+        code,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let first = s.invoke("conct", r#"{"s": 0}"#);
+    assert_eq!(first.status, 200);
+    let answers: Vec<Resp> = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| s.invoke("conct", r#"{"s": 30}"#));
+        std::thread::sleep(Duration::from_millis(700));
+        let other = scope.spawn(|| s.invoke("conct", r#"{"s": 30}"#));
+        let quick = s.invoke("conct", r#"{"s": 0.1}"#);
+        vec![slow.join().unwrap(), other.join().unwrap(), quick]
+    });
+    assert_eq!(answers[2].status, 200, "{}", answers[2].text());
+    let record = |r: &Resp| {
+        let id = r.header("x-ignis-activation-id").unwrap();
+        s.get(&format!("/v1/namespaces/default/activations/{id}"))
+            .json()
+    };
+    assert_eq!(answers[0].status, 504, "{}", answers[0].text());
+    let slow = record(&answers[0]);
+    assert_eq!(slow["status"], "timeout", "{slow}");
+    let other = record(&answers[1]);
+    assert_eq!(other["status"], "crash", "{other}");
+    assert_eq!(other["error"]["type"], "InstanceLost", "{other}");
+    let next = s.invoke("conct", r#"{"s": 0}"#);
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(next.header("x-ignis-cold"), Some("true"));
+    assert_ne!(
+        next.header("x-ignis-instance"),
+        first.header("x-ignis-instance")
+    );
+    wait_for("one live instance", || instances_of(&s, "conct").len() == 1);
+}
+
+#[test]
+fn instance_concurrency_is_validated() {
+    let s = Server::start();
+    let r = s.deploy_file(
+        "bad",
+        "runtime=python&handler=app.handler&instance_concurrency=0",
+        "app.py",
+        "def handler(e, c):\n    return 1\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("instance_concurrency"), "{}", r.text());
+    let r = s.deploy_file(
+        "bad",
+        "runtime=exec&handler=run.sh&instance_concurrency=2",
+        "run.sh",
+        "#!/bin/sh\ncat\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("exec"), "{}", r.text());
+    // The CLI checks before uploading and names its flag; a good value shows in `fn get`.
+    let dir = code_dir(&[("app.py", "def handler(e, c):\n    return 1\n")]);
+    let deploy = |n: &str| {
+        s.cli(&[
+            "fn",
+            "deploy",
+            "conc",
+            dir.path().to_str().unwrap(),
+            "--runtime",
+            "python",
+            "--handler",
+            "app.handler",
+            "--instance-concurrency",
+            n,
+        ])
+    };
+    let out = deploy("101");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--instance-concurrency"), "{err}");
+    ok(&deploy("8"));
+    let shown = ok(&s.cli(&["fn", "get", "conc"]));
+    assert!(shown.contains("instance concurrency"), "{shown}");
+    assert!(shown.contains('8'), "{shown}");
+}
