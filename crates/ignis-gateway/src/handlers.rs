@@ -90,6 +90,7 @@ pub async fn system_instances(
     Ok(Json(json!({
         "instances": invoker.instances(),
         "stem_cells": stem,
+        "zygote": invoker.zygote_forks().map(|forks| json!({ "runtime": "python", "forks": forks })),
         "memory": { "used_mb": used_mb, "budget_mb": budget_mb },
     })))
 }

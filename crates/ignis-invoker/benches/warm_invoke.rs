@@ -107,6 +107,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             queue_per_function: 100,
             stem_cells: 0,
             memory_budget_mb: 4096,
+            zygote: false,
         },
         Sandbox::unisolated(),
         Arc::new(code),

@@ -304,9 +304,9 @@ pub(crate) fn died(
     drain_both(proc, logs);
     // The cgroup says whether the kernel OOM-killed it; node reports reaching its heap limit.
     let oom = proc.oom_killed() || logs.contains("JavaScript heap out of memory");
-    let exit = match proc.child.try_wait() {
-        Ok(Some(s)) => describe_exit(s),
-        _ => "the instance closed its channel".to_string(),
+    let exit = match proc.try_exit() {
+        Some(s) => describe_exit(s),
+        None => "the instance closed its channel".to_string(),
     };
     let tail = logs.stderr_tail(5);
     let message = if tail.is_empty() {
@@ -341,6 +341,30 @@ impl ProcessInstance {
         deadline: TokioInstant,
     ) -> Result<ProcessInstance, RunEnd> {
         let mut inst = Self::spawn(inner, f.spec.runtime, Placement::of(f), code_dir, true).await?;
+        let code = inner.sandbox.code_path(code_dir);
+        inst.init(f, &code, logs, deadline).await?;
+        Ok(inst)
+    }
+
+    /// Like [`Self::start`] for python, with the process forked from the zygote instead of a
+    /// fresh interpreter; falls back to [`Self::start`] if the zygote cannot fork.
+    pub async fn start_forked(
+        inner: &Inner,
+        zygote: &crate::zygote::Zygote,
+        f: &FunctionVersion,
+        code_dir: &std::path::Path,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+    ) -> Result<ProcessInstance, RunEnd> {
+        let forked = Self::fork_from(inner, zygote, Placement::of(f), code_dir, false).await;
+        zygote.record(forked.is_ok());
+        let mut inst = match forked {
+            Ok(inst) => inst,
+            Err(e) => {
+                tracing::warn!(error = %e, "the python zygote could not fork an instance");
+                return Self::start(inner, f, code_dir, logs, deadline).await;
+            }
+        };
         let code = inner.sandbox.code_path(code_dir);
         inst.init(f, &code, logs, deadline).await?;
         Ok(inst)
@@ -390,7 +414,7 @@ impl ProcessInstance {
         spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
         spec.env
             .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-        let mut proc = inner.sandbox.spawn(&spec).await.map_err(|e| {
+        let proc = inner.sandbox.spawn(&spec).await.map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
                 "InstanceStart",
@@ -398,6 +422,42 @@ impl ProcessInstance {
                 ErrorPhase::Init,
             )
         })?;
+        Self::adopt(proc).await
+    }
+
+    /// Starts a python stem cell by forking the zygote into a fresh sandbox (see
+    /// [`crate::zygote`]) and waits for READY.
+    pub async fn fork_from(
+        inner: &Inner,
+        zygote: &crate::zygote::Zygote,
+        place: Placement,
+        code_dir: &std::path::Path,
+        background: bool,
+    ) -> Result<ProcessInstance, String> {
+        let mut spec = ProcessSpec {
+            background,
+            ..process_spec(inner, place, code_dir, true)
+        };
+        spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
+        spec.env
+            .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        let (mut proc, entry) = inner
+            .sandbox
+            .spawn_holder(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pid = zygote.fork(entry, &spec.env).await?;
+        proc.entered = Some(ignis_sandbox::Entered {
+            pid,
+            board: zygote.board().clone(),
+        });
+        Self::adopt(proc)
+            .await
+            .map_err(|end| end.error.map(|e| e.message).unwrap_or_default())
+    }
+
+    /// Takes a started runtime process and waits for its READY.
+    async fn adopt(mut proc: SandboxedProcess) -> Result<ProcessInstance, RunEnd> {
         let channel = proc.channel.take().expect("channel was asked for");
         let mut inst = ProcessInstance {
             proc,
@@ -469,7 +529,7 @@ impl ProcessInstance {
 
     /// Whether the process is still there (a stem cell may have died while waiting).
     pub fn alive(&mut self) -> bool {
-        matches!(self.proc.child.try_wait(), Ok(None))
+        self.proc.try_exit().is_none() && matches!(self.proc.child.try_wait(), Ok(None))
     }
 
     /// Sets the memory limit of a stem cell given to a function.
@@ -504,8 +564,10 @@ impl ProcessInstance {
                 Err("no READY in time")
             }
             Pumped::Closed => {
-                let wait = std::time::Duration::from_millis(200);
-                let _ = tokio::time::timeout(wait, self.proc.child.wait()).await;
+                let _ = self
+                    .proc
+                    .wait_exit(std::time::Duration::from_millis(200))
+                    .await;
                 Err("it exited")
             }
             Pumped::Broken(_) => {
@@ -541,8 +603,10 @@ impl ProcessInstance {
             }
             Pumped::Closed => {
                 // Let the process be reaped so that its exit status can be reported.
-                let wait = std::time::Duration::from_millis(200);
-                let _ = tokio::time::timeout(wait, self.proc.child.wait()).await;
+                let _ = self
+                    .proc
+                    .wait_exit(std::time::Duration::from_millis(200))
+                    .await;
                 Err(died(&mut self.proc, logs, phase))
             }
             Pumped::Broken(e) => {

@@ -24,6 +24,7 @@ mod pool;
 mod registry;
 mod shared;
 mod stem;
+mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -67,6 +68,9 @@ pub struct InvokerConfig {
     pub stem_cells: usize,
     /// Most memory (MiB) the limits of all live instances may add up to.
     pub memory_budget_mb: u64,
+    /// Start python stem cells by forking a warmed interpreter (the zygote), where the sandbox
+    /// allows a process from outside to enter it (root, namespaces, cgroups).
+    pub zygote: bool,
 }
 
 /// One invocation to run.
@@ -443,8 +447,32 @@ impl Invoker {
                         stem::specialise(cell, f, &code_dir, logs, deadline, &self.inner).await?
                     }
                     None => {
-                        instance::ProcessInstance::start(&self.inner, f, &code_dir, logs, deadline)
-                            .await?
+                        let zygote = (f.spec.runtime == Runtime::Python)
+                            .then(|| self.inner.stem.get().and_then(|s| s.zygote()))
+                            .flatten();
+                        match zygote {
+                            Some(z) => {
+                                instance::ProcessInstance::start_forked(
+                                    &self.inner,
+                                    z,
+                                    f,
+                                    &code_dir,
+                                    logs,
+                                    deadline,
+                                )
+                                .await?
+                            }
+                            None => {
+                                instance::ProcessInstance::start(
+                                    &self.inner,
+                                    f,
+                                    &code_dir,
+                                    logs,
+                                    deadline,
+                                )
+                                .await?
+                            }
+                        }
                     }
                 };
                 if f.spec.instance_concurrency > 1 {
@@ -533,6 +561,11 @@ impl Invoker {
         for p in pools.all() {
             p.close();
         }
+    }
+
+    /// Python instances forked by the zygote so far; `None` when no zygote runs.
+    pub fn zygote_forks(&self) -> Option<u64> {
+        self.inner.stem.get().and_then(|s| s.zygote_forks())
     }
 
     /// Stem cells ready now, per runtime.

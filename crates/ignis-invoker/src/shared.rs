@@ -173,8 +173,7 @@ async fn drive(
             biased;
             r = rd.read_buf(&mut rbuf) => match r {
                 Ok(0) => {
-                    let wait = std::time::Duration::from_millis(200);
-                    let _ = tokio::time::timeout(wait, proc.child.wait()).await;
+                    let _ = proc.wait_exit(std::time::Duration::from_millis(200)).await;
                     break Err(instance::died(&mut proc, target, ErrorPhase::Invoke));
                 }
                 Ok(_) => {}

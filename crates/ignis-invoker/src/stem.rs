@@ -15,13 +15,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use ignis_core::{FunctionSpec, FunctionVersion, Network, Runtime};
 
 use crate::Inner;
 use crate::instance::{Placement, ProcessInstance};
+use crate::zygote::Zygote;
 
 /// Memory limit a stem cell waits under (its function's limit replaces it).
 const STEM_MEMORY_MB: u32 = 1024;
@@ -88,6 +89,8 @@ struct StemPool {
 /// The stem cells of every runtime, refilled in the background.
 pub(crate) struct StemCells {
     pools: Vec<Arc<StemPool>>,
+    /// The python zygote, once started (where the sandbox can be entered from outside).
+    zygote: Arc<OnceLock<Arc<Zygote>>>,
 }
 
 impl StemCells {
@@ -102,8 +105,9 @@ impl StemCells {
     /// the tasks that keep the pools full.
     pub fn start(inner: &Arc<Inner>, per_runtime: usize) -> StemCells {
         let mut pools = Vec::new();
+        let zygote = Arc::new(OnceLock::new());
         if per_runtime == 0 || inner.sandbox.protections().cgroups.is_none() {
-            return StemCells { pools };
+            return StemCells { pools, zygote };
         }
         for runtime in [Runtime::Python, Runtime::Node] {
             let pool = Arc::new(StemPool {
@@ -112,10 +116,23 @@ impl StemCells {
                 idle: Mutex::new(Vec::new()),
                 wake: tokio::sync::Notify::new(),
             });
-            tokio::spawn(refill(Arc::downgrade(inner), pool.clone()));
+            let use_zygote =
+                runtime == Runtime::Python && inner.config.zygote && inner.sandbox.can_enter();
+            let zygote = use_zygote.then(|| zygote.clone());
+            tokio::spawn(refill(Arc::downgrade(inner), pool.clone(), zygote));
             pools.push(pool);
         }
-        StemCells { pools }
+        StemCells { pools, zygote }
+    }
+
+    /// Python instances the zygote has forked, if it runs.
+    pub fn zygote_forks(&self) -> Option<u64> {
+        self.zygote.get().map(|z| z.forks())
+    }
+
+    /// The python zygote, if it runs and works.
+    pub fn zygote(&self) -> Option<&Zygote> {
+        self.zygote.get().map(|z| &**z).filter(|z| z.usable())
     }
 
     /// Takes a live stem cell of `runtime`, if one is ready.
@@ -178,7 +195,39 @@ pub(crate) async fn specialise(
     Ok(inst)
 }
 
-async fn refill(inner: Weak<Inner>, pool: Arc<StemPool>) {
+/// Starts the python zygote (off the async workers: it imports for a while).
+async fn start_zygote(inner: &Weak<Inner>, slot: &OnceLock<Arc<Zygote>>) {
+    let Some(strong) = inner.upgrade() else {
+        return;
+    };
+    let python = strong.config.python.clone();
+    let paths = strong.config.bootstraps.clone();
+    let boot = strong
+        .sandbox
+        .runtime_path(&paths.dir, "ignis_bootstrap.py");
+    drop(strong);
+    let started =
+        tokio::task::spawn_blocking(move || Zygote::start(&python, &paths.python_zygote, &boot))
+            .await;
+    match started {
+        Ok(Ok(z)) => {
+            tracing::debug!("python zygote ready");
+            let _ = slot.set(z);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "no python zygote; stem cells start interpreters"),
+        Err(e) => tracing::warn!(error = %e, "no python zygote"),
+    }
+}
+
+async fn refill(
+    inner: Weak<Inner>,
+    pool: Arc<StemPool>,
+    zygote: Option<Arc<OnceLock<Arc<Zygote>>>>,
+) {
+    if let Some(z) = &zygote {
+        start_zygote(&inner, z).await;
+    }
+    let zygote = zygote.and_then(|z| z.get().cloned());
     let mut backoff = Duration::from_millis(100);
     loop {
         let missing = pool.target.saturating_sub(pool.idle.lock().unwrap().len());
@@ -197,7 +246,7 @@ async fn refill(inner: Weak<Inner>, pool: Arc<StemPool>) {
         if strong.closing.load(Ordering::Relaxed) {
             return;
         }
-        let made = make_cell(&strong, pool.runtime).await;
+        let made = make_cell(&strong, pool.runtime, zygote.as_deref()).await;
         drop(strong);
         match made {
             Ok(cell) => {
@@ -213,7 +262,11 @@ async fn refill(inner: Weak<Inner>, pool: Arc<StemPool>) {
     }
 }
 
-async fn make_cell(inner: &Inner, runtime: Runtime) -> Result<(ProcessInstance, CodeSlot), String> {
+async fn make_cell(
+    inner: &Inner,
+    runtime: Runtime,
+    zygote: Option<&Zygote>,
+) -> Result<(ProcessInstance, CodeSlot), String> {
     let slot =
         CodeSlot::create(&inner.config.code_dir.join(".slots")).map_err(|e| e.to_string())?;
     let place = Placement {
@@ -221,6 +274,14 @@ async fn make_cell(inner: &Inner, runtime: Runtime) -> Result<(ProcessInstance, 
         tmp_mb: FunctionSpec::new(runtime, "").tmp_mb,
         network: Network::None,
     };
+    if let Some(z) = zygote.filter(|z| z.usable()) {
+        let forked = ProcessInstance::fork_from(inner, z, place, &slot.dir, true).await;
+        z.record(forked.is_ok());
+        match forked {
+            Ok(inst) => return Ok((inst, slot)),
+            Err(e) => tracing::warn!(error = %e, "the python zygote could not fork a stem cell"),
+        }
+    }
     let inst = ProcessInstance::spawn(inner, runtime, place, &slot.dir, false)
         .await
         .map_err(|end| end.error.map(|e| e.message).unwrap_or_default())?;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// Source of the python bootstrap.
 pub const PYTHON: &str = include_str!("../bootstrap/python/ignis_bootstrap.py");
+/// Source of the python zygote, which forks warmed python instances into sandboxes.
+pub const PYTHON_ZYGOTE: &str = include_str!("../bootstrap/python/ignis_zygote.py");
 /// Source of the node bootstrap.
 pub const NODE: &str = include_str!("../bootstrap/node/ignis_bootstrap.js");
 /// A module the node bootstrap loads before READY, to warm node's module loader.
@@ -21,6 +23,8 @@ pub struct BootstrapPaths {
     pub python: PathBuf,
     /// Path of the node bootstrap.
     pub node: PathBuf,
+    /// Path of the python zygote.
+    pub python_zygote: PathBuf,
 }
 
 /// Writes the bootstraps into `dir` (created if needed), rewriting a file only when its content
@@ -32,10 +36,13 @@ pub fn install(dir: &Path) -> std::io::Result<BootstrapPaths> {
     write_if_changed(&python, PYTHON)?;
     write_if_changed(&node, NODE)?;
     write_if_changed(&dir.join("ignis_warm.js"), NODE_WARM)?;
+    let python_zygote = dir.join("ignis_zygote.py");
+    write_if_changed(&python_zygote, PYTHON_ZYGOTE)?;
     Ok(BootstrapPaths {
         dir: dir.to_path_buf(),
         python,
         node,
+        python_zygote,
     })
 }
 

@@ -238,6 +238,19 @@ impl InstanceCgroup {
         Ok(())
     }
 
+    /// Opens the `cgroup.procs` files again, for a process that joins later.
+    pub(crate) fn open_join(&self) -> std::io::Result<Vec<OwnedFd>> {
+        self.dirs
+            .iter()
+            .map(|d| {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))?;
+                Ok(OwnedFd::from(f))
+            })
+            .collect()
+    }
+
     /// Descriptors the child writes `0` into to join.
     pub(crate) fn raw_join_fds(&self) -> Vec<RawFd> {
         self.join_fds.iter().map(|f| f.as_raw_fd()).collect()

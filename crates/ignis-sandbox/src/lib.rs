@@ -231,7 +231,77 @@ pub struct SandboxedProcess {
     pub stdout: pipe::Receiver,
     /// Its stderr.
     pub stderr: pipe::Receiver,
+    /// For a holder that a zygote's fork entered: that process, whose exit is learnt from the
+    /// zygote (it is not our child). `child` is then the holder.
+    pub entered: Option<Entered>,
     cgroup: Option<InstanceCgroup>,
+}
+
+/// A process that entered a holder's sandbox (see [`Sandbox::spawn_holder`]).
+#[derive(Debug)]
+pub struct Entered {
+    /// Its pid on the host.
+    pub pid: i32,
+    /// Where its exit status is posted.
+    pub board: Arc<ExitBoard>,
+}
+
+/// Exit statuses of processes that are not the server's children, posted by whoever reaps
+/// them (the zygote), by host pid.
+#[derive(Debug, Default)]
+pub struct ExitBoard {
+    exits: std::sync::Mutex<std::collections::HashMap<i32, i32>>,
+    posted: tokio::sync::Notify,
+}
+
+impl ExitBoard {
+    /// Posts the raw wait status of `pid`.
+    pub fn post(&self, pid: i32, raw_status: i32) {
+        self.exits.lock().unwrap().insert(pid, raw_status);
+        self.posted.notify_waiters();
+    }
+
+    /// The exit status of `pid`, if posted.
+    pub fn get(&self, pid: i32) -> Option<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let raw = *self.exits.lock().unwrap().get(&pid)?;
+        Some(std::process::ExitStatus::from_raw(raw))
+    }
+
+    /// Forgets `pid` (its process handle is gone).
+    pub fn forget(&self, pid: i32) {
+        self.exits.lock().unwrap().remove(&pid);
+    }
+
+    /// Waits until `pid`'s status is posted.
+    async fn wait(&self, pid: i32) -> std::process::ExitStatus {
+        loop {
+            let posted = self.posted.notified();
+            if let Some(s) = self.get(pid) {
+                return s;
+            }
+            posted.await;
+        }
+    }
+}
+
+/// What a process from outside needs to enter a holder's sandbox: the namespaces of `ns_pid`,
+/// the holder's cgroup, the instance's descriptors, and the steps the sandbox applies before
+/// `exec` (rlimits, an unprivileged uid, no_new_privs, the seccomp filters).
+#[derive(Debug)]
+pub struct Entry {
+    /// Host pid of the process whose namespaces to join (the holder inside them).
+    pub ns_pid: i32,
+    /// Namespaces to join, by their /proc/PID/ns names, in order.
+    pub namespaces: Vec<&'static str>,
+    /// The instance's end of its channel, stdout and stderr, to become fds 3, 1 and 2.
+    pub stdio: [OwnedFd; 3],
+    /// `cgroup.procs` files of the holder's cgroup, to write `0` into.
+    pub cgroup_join: Vec<OwnedFd>,
+    /// uid and gid to switch to.
+    pub drop_to: Option<(u32, u32)>,
+    /// The seccomp filters, as raw `sock_filter` arrays, in installation order.
+    pub seccomp: Vec<Vec<u8>>,
 }
 
 impl SandboxedProcess {
@@ -257,13 +327,39 @@ impl SandboxedProcess {
     pub fn oom_killed(&self) -> bool {
         self.cgroup.as_ref().is_some_and(|c| c.oom_killed())
     }
+
+    /// Its exit status if it has ended (for an entered holder: the entered process's).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        match &self.entered {
+            Some(e) => e.board.get(e.pid),
+            None => self.child.try_wait().ok().flatten(),
+        }
+    }
+
+    /// Waits up to `limit` for it to end (to report how); `None` if it did not.
+    pub async fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        match &self.entered {
+            Some(e) => tokio::time::timeout(limit, e.board.wait(e.pid)).await.ok(),
+            None => tokio::time::timeout(limit, self.child.wait())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        }
+    }
 }
 
 impl Drop for SandboxedProcess {
     fn drop(&mut self) {
         // An instance never outlives its handle. tokio reaps the zombie; the cgroup cleaner
-        // removes the cgroup once it is empty.
+        // removes the cgroup once it is empty. Killing a holder ends its PID namespace, and
+        // with it the process that entered it.
         self.kill();
+        if let Some(e) = &self.entered {
+            e.board.forget(e.pid);
+        }
     }
 }
 
@@ -590,9 +686,95 @@ impl Sandbox {
             channel,
             stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
+            entered: None,
             cgroup,
         })
     }
+
+    /// Whether a process from outside can enter an instance's sandbox (a zygote's fork, see
+    /// [`Sandbox::spawn_holder`]): the server is root, with namespaces, a private root and
+    /// cgroups, and no user namespace (joining one would need more than root has).
+    pub fn can_enter(&self) -> bool {
+        let p = &self.inner.protections;
+        p.namespaces
+            && !p.user_namespace
+            && p.filesystem_isolation
+            && p.cgroups.is_some()
+            && self.inner.userns.is_none()
+    }
+
+    /// Builds an instance's sandbox around a placeholder (`sleep`) instead of starting the
+    /// runtime in it: a process from outside — a fork of a warmed interpreter — then enters it
+    /// with the returned [`Entry`] and becomes the instance. The returned process reads that
+    /// instance's stdout, stderr and channel; killing it (the holder is PID 1 of the
+    /// namespace) ends the instance too. `spec`'s program is ignored.
+    pub async fn spawn_holder(
+        &self,
+        spec: &ProcessSpec,
+    ) -> Result<(SandboxedProcess, Entry), SandboxError> {
+        if !self.can_enter() {
+            return Err(SandboxError::Spawn(std::io::Error::other(
+                "this sandbox cannot be entered from outside",
+            )));
+        }
+        let holder = ProcessSpec {
+            program: PathBuf::from("/bin/sleep"),
+            args: vec!["infinity".into()],
+            channel: false,
+            stdin: false,
+            ..spec.clone()
+        };
+        let mut p = self.spawn(&holder).await?;
+        let ns_pid = namespace_init(p.pid)?;
+        let (stdout_r, stdout_w) = pipe_pair()?;
+        let (stderr_r, stderr_w) = pipe_pair()?;
+        let (parent, child) = StdUnixStream::pair()?;
+        parent.set_nonblocking(true)?;
+        p.stdout = pipe::Receiver::from_owned_fd(stdout_r)?;
+        p.stderr = pipe::Receiver::from_owned_fd(stderr_r)?;
+        p.channel = Some(tokio::net::UnixStream::from_std(parent)?);
+        let cgroup_join = match &p.cgroup {
+            Some(c) => c.open_join()?,
+            None => Vec::new(),
+        };
+        let mut namespaces = vec!["ipc", "uts"];
+        if !spec.host_network {
+            namespaces.push("net");
+        }
+        namespaces.extend(["pid", "mnt"]);
+        let p_ = &self.inner.protections;
+        let entry = Entry {
+            ns_pid,
+            namespaces,
+            stdio: [OwnedFd::from(child), stdout_w, stderr_w],
+            cgroup_join,
+            drop_to: (p_.unprivileged_user && !p_.user_namespace)
+                .then_some((self.inner.config.uid, self.inner.config.gid)),
+            seccomp: self
+                .inner
+                .seccomp
+                .as_ref()
+                .map(|f| f.to_bytes())
+                .unwrap_or_default(),
+        };
+        Ok((p, entry))
+    }
+}
+
+/// The process a holder forked inside its namespaces (their PID 1), by host pid: the only
+/// child of the supervisor `pid`.
+fn namespace_init(pid: i32) -> std::io::Result<i32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&path)?;
+        if let Some(child) = text.split_whitespace().next().and_then(|c| c.parse().ok()) {
+            return Ok(child);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(250));
+    }
+    Err(std::io::Error::other(
+        "the holder's namespace has no process",
+    ))
 }
 
 /// A command ready to spawn and what must stay alive with it.

@@ -78,6 +78,26 @@ pub struct Filters {
     pub(crate) programs: Vec<BpfProgram>,
 }
 
+impl Filters {
+    /// The programs as raw `struct sock_filter` arrays (native byte order), for a process that
+    /// installs them itself (a zygote's fork entering a sandbox).
+    pub fn to_bytes(&self) -> Vec<Vec<u8>> {
+        self.programs
+            .iter()
+            .map(|prog| {
+                let mut out = Vec::with_capacity(prog.len() * 8);
+                for ins in prog {
+                    out.extend_from_slice(&ins.code.to_ne_bytes());
+                    out.push(ins.jt);
+                    out.push(ins.jf);
+                    out.extend_from_slice(&ins.k.to_ne_bytes());
+                }
+                out
+            })
+            .collect()
+    }
+}
+
 /// Why the filter could not be built (an architecture seccompiler does not know).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the seccomp filter: {0}")]

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub memory_budget_mb: Option<u64>,
     /// Use the sandbox's isolation layers (default true).
     pub isolation: Option<bool>,
+    /// Fork python stem cells from a warmed interpreter (default true).
+    pub zygote: Option<bool>,
 }
 
 /// Run the Ignis server.
@@ -63,7 +65,7 @@ pub struct ServeCommand {
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
-    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation)
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -80,6 +82,10 @@ pub struct ServeCommand {
     /// evicted (least recently used first) to make room [default: 80% of the machine's memory]
     #[arg(long, env = "IGNIS_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<u64>,
+    /// Fork python stem cells from a warmed interpreter (the zygote) instead of starting one
+    /// each; used where the sandbox allows it (root, namespaces, cgroups) [default: true]
+    #[arg(long, env = "IGNIS_ZYGOTE", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    zygote: Option<bool>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -184,6 +190,9 @@ impl ServeCommand {
         if self.stem_cells.is_some() {
             cfg.stem_cells = self.stem_cells;
         }
+        if self.zygote.is_some() {
+            cfg.zygote = self.zygote;
+        }
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
@@ -265,6 +274,7 @@ impl ServeCommand {
                 memory_budget_mb: cfg
                     .memory_budget_mb
                     .unwrap_or_else(default_memory_budget_mb),
+                zygote: cfg.zygote.unwrap_or(true),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),

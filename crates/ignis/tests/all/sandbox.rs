@@ -88,9 +88,28 @@ def handler(event, context):
 
 #[test]
 fn escape_attempts_fail() {
+    let Some(s) = sandboxed_server(&["--zygote", "false"]) else {
+        return;
+    };
+    escape_suite(&s, "python");
+}
+
+/// The same suite against an instance forked from the python zygote into its sandbox (pid 1 is
+/// then the sandbox's holder, `sleep`): it must be every bit as contained.
+#[test]
+fn escape_attempts_fail_from_a_zygote_fork() {
     let Some(s) = sandboxed_server(&[]) else {
         return;
     };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get("/v1/system/instances").json()["zygote"].is_null() {
+        assert!(Instant::now() < deadline, "the python zygote did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    escape_suite(&s, "/bin/sleep");
+}
+
+fn escape_suite(s: &Server, pid1: &str) {
     assert_eq!(
         s.deploy_file(
             "other",
@@ -169,9 +188,61 @@ fn escape_attempts_fail() {
         .unwrap();
     assert!(max_fd <= 5, "descriptors leaked into the instance: {v}");
     assert!(
-        v["proc1_cmdline"].as_str().unwrap().contains("python"),
-        "{v}"
+        v["proc1_cmdline"].as_str().unwrap().contains(pid1),
+        "pid 1 should be {pid1}: {v}"
     );
+}
+
+/// An instance forked from the zygote reports its exit status and is OOM-killed by its own
+/// cgroup like any other; an instance that ran into its limit takes nothing else down.
+#[test]
+fn zygote_forks_keep_limits_and_exit_statuses() {
+    let Some(s) = sandboxed_server(&[]) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get("/v1/system/instances").json()["zygote"].is_null() {
+        assert!(Instant::now() < deadline, "the python zygote did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = "import os, sys\n\
+                def handler(e, c):\n    \
+                    if e.get('exit'):\n        \
+                        print('leaving', file=sys.stderr, flush=True)\n        \
+                        os._exit(e['exit'])\n    \
+                    if e.get('hog'):\n        \
+                        return len(bytearray(e['hog'] * 1024 * 1024))\n    \
+                    return open('/proc/1/cmdline').read().split(chr(0))[0]\n";
+    // tmp_mb other than the default: no stem cell fits, so the cold start forks the zygote.
+    let r = s.deploy_file(
+        "zf",
+        "runtime=python&handler=app.handler&memory_mb=128&tmp_mb=16",
+        "app.py",
+        code,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.invoke("zf", "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        "/bin/sleep",
+        "forked from the zygote into a holder"
+    );
+    let r = s.invoke("zf", r#"{"exit": 3}"#);
+    let id = r.header("x-ignis-activation-id").unwrap();
+    let a = s
+        .get(&format!("/v1/namespaces/default/activations/{id}"))
+        .json();
+    assert_eq!(a["status"], "crash", "{a}");
+    let msg = a["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("status 3") && msg.contains("leaving"), "{msg}");
+    let r = s.invoke("zf", r#"{"hog": 512}"#);
+    let id = r.header("x-ignis-activation-id").unwrap();
+    let a = s
+        .get(&format!("/v1/namespaces/default/activations/{id}"))
+        .json();
+    assert_eq!(a["status"], "oom", "{a}");
+    assert_eq!(s.invoke("zf", r#"{"hog": 16}"#).status, 200);
 }
 
 #[test]
