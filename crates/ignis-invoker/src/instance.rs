@@ -441,19 +441,24 @@ impl ProcessInstance {
         spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
         spec.env
             .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        let t0 = Instant::now();
         let (mut proc, entry) = inner
             .sandbox
             .spawn_holder(&spec)
             .await
             .map_err(|e| e.to_string())?;
+        let holder = t0.elapsed();
         let pid = zygote.fork(entry, &spec.env).await?;
+        let forked = t0.elapsed();
         proc.entered = Some(ignis_sandbox::Entered {
             pid,
             board: zygote.board().clone(),
         });
-        Self::adopt(proc)
+        let inst = Self::adopt(proc)
             .await
-            .map_err(|end| end.error.map(|e| e.message).unwrap_or_default())
+            .map_err(|end| end.error.map(|e| e.message).unwrap_or_default())?;
+        tracing::debug!(?holder, ?forked, ready = ?t0.elapsed(), "forked an instance from the zygote");
+        Ok(inst)
     }
 
     /// Takes a started runtime process and waits for its READY.
