@@ -94,18 +94,24 @@ fn escape_attempts_fail() {
     escape_suite(&s, "python");
 }
 
-/// The same suite against an instance forked from the python zygote into its sandbox (pid 1 is
-/// then the sandbox's holder, `sleep`): it must be every bit as contained.
-#[test]
-fn escape_attempts_fail_from_a_zygote_fork() {
-    let Some(s) = sandboxed_server(&[]) else {
-        return;
-    };
+/// A fully sandboxed server whose python zygote is up.
+fn zygote_server() -> Option<Server> {
+    let s = sandboxed_server(&[])?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.get("/v1/system/instances").json()["zygote"].is_null() {
         assert!(Instant::now() < deadline, "the python zygote did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    Some(s)
+}
+
+/// The same suite against an instance forked from the python zygote into its sandbox (pid 1 is
+/// then the sandbox's holder, `sleep`): it must be every bit as contained.
+#[test]
+fn escape_attempts_fail_from_a_zygote_fork() {
+    let Some(s) = zygote_server() else {
+        return;
+    };
     escape_suite(&s, "/bin/sleep");
 }
 
@@ -197,14 +203,9 @@ fn escape_suite(s: &Server, pid1: &str) {
 /// cgroup like any other; an instance that ran into its limit takes nothing else down.
 #[test]
 fn zygote_forks_keep_limits_and_exit_statuses() {
-    let Some(s) = sandboxed_server(&[]) else {
+    let Some(s) = zygote_server() else {
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get("/v1/system/instances").json()["zygote"].is_null() {
-        assert!(Instant::now() < deadline, "the python zygote did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let code = "import os, sys\n\
                 def handler(e, c):\n    \
                     if e.get('exit'):\n        \
