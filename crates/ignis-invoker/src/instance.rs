@@ -29,7 +29,7 @@ pub(crate) struct RunEnd {
 }
 
 impl RunEnd {
-    fn failed(status: Status, kind: &str, message: String, phase: ErrorPhase) -> Self {
+    pub(crate) fn failed(status: Status, kind: &str, message: String, phase: ErrorPhase) -> Self {
         RunEnd {
             status,
             body: Bytes::new(),
@@ -83,6 +83,8 @@ pub(crate) enum InstanceKind {
     Process(Box<ProcessInstance>),
     /// An exec function's slot: code unpacked, a process is started per invocation.
     Exec { code_dir: std::path::PathBuf },
+    /// A `bootstrap` speaking the Lambda Runtime API, kept between invocations.
+    Lambda(Box<crate::lambda::LambdaInstance>),
 }
 
 pub(crate) struct ProcessInstance {
@@ -141,7 +143,7 @@ async fn pump(
 }
 
 /// Reads whatever a pipe holds right now, without waiting. Returns false at end of file.
-fn drain(
+pub(crate) fn drain(
     p: &pipe::Receiver,
     stream: LogStream,
     logs: &mut LogCollector,
@@ -181,7 +183,7 @@ fn drain_now(p: &pipe::Receiver, stream: LogStream, logs: &mut LogCollector, scr
     }
 }
 
-fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
+pub(crate) fn drain_both(proc: &SandboxedProcess, logs: &mut LogCollector) {
     let mut scratch = [0u8; 16 * 1024];
     drain_now(&proc.stdout, LogStream::Stdout, logs, &mut scratch);
     drain_now(&proc.stderr, LogStream::Stderr, logs, &mut scratch);
@@ -219,9 +221,9 @@ impl Placement {
     }
 }
 
-/// What both kinds of instance share: code, limits, network, environment. The caller sets
+/// What every kind of instance shares: code, limits, network, environment. The caller sets
 /// the program, its arguments and any data limit.
-fn process_spec(
+pub(crate) fn process_spec(
     inner: &Inner,
     place: Placement,
     code_dir: &std::path::Path,
@@ -240,6 +242,7 @@ fn process_spec(
         channel: protocol,
         stdin: !protocol,
         background: false,
+        loopback_listener: None,
     }
 }
 
@@ -252,7 +255,7 @@ fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, Strin
     env
 }
 
-fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
+pub(crate) fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
     RunEnd::failed(
         Status::Timeout,
         "Timeout",
@@ -265,7 +268,11 @@ fn timeout_end(f: &FunctionVersion, phase: ErrorPhase) -> RunEnd {
 }
 
 /// Classifies an instance that died without answering: out of memory or crash.
-fn died(proc: &mut SandboxedProcess, logs: &mut LogCollector, phase: ErrorPhase) -> RunEnd {
+pub(crate) fn died(
+    proc: &mut SandboxedProcess,
+    logs: &mut LogCollector,
+    phase: ErrorPhase,
+) -> RunEnd {
     drain_both(proc, logs);
     // The cgroup says whether the kernel OOM-killed it; node reports reaching its heap limit.
     let oom = proc.oom_killed() || logs.contains("JavaScript heap out of memory");
@@ -342,7 +349,9 @@ impl ProcessInstance {
                 args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
                 (inner.config.node.clone(), args, None)
             }
-            Runtime::Exec => unreachable!("exec functions have no process instance"),
+            Runtime::Exec | Runtime::Lambda => {
+                unreachable!("exec and lambda functions have no bootstrap of Ignis's")
+            }
         };
         let mut spec = ProcessSpec {
             program,

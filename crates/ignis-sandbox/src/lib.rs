@@ -621,7 +621,9 @@ impl Sandbox {
                 let wait = std::time::Duration::from_secs(10);
                 let fd = tokio::time::timeout(wait, recv_fd(&from_child))
                     .await
-                    .map_err(|_| std::io::Error::other("no listener from the instance in 10 s"))??;
+                    .map_err(|_| {
+                        std::io::Error::other("no listener from the instance in 10 s")
+                    })??;
                 let listener = std::net::TcpListener::from(fd);
                 listener.set_nonblocking(true)?;
                 proc.listener = Some(listener);

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub memory_budget_mb: Option<u64>,
     /// Use the sandbox's isolation layers (default true).
     pub isolation: Option<bool>,
+    /// The AWS region of the Lambda-compatible API and of `lambda` instances.
+    pub aws_region: Option<String>,
 }
 
 /// Run the Ignis server.
@@ -63,7 +65,7 @@ pub struct ServeCommand {
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
-    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation)
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, aws_region)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -80,6 +82,10 @@ pub struct ServeCommand {
     /// evicted (least recently used first) to make room [default: 80% of the machine's memory]
     #[arg(long, env = "IGNIS_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<u64>,
+    /// The AWS region of the Lambda-compatible API: requests must be signed for it, ARNs and
+    /// `AWS_REGION` of `lambda` instances name it [default: us-east-1]
+    #[arg(long, env = "IGNIS_AWS_REGION")]
+    aws_region: Option<String>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -184,6 +190,9 @@ impl ServeCommand {
         if self.stem_cells.is_some() {
             cfg.stem_cells = self.stem_cells;
         }
+        if self.aws_region.is_some() {
+            cfg.aws_region = self.aws_region.clone();
+        }
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
@@ -265,6 +274,10 @@ impl ServeCommand {
                 memory_budget_mb: cfg
                     .memory_budget_mb
                     .unwrap_or_else(default_memory_budget_mb),
+                aws_region: cfg
+                    .aws_region
+                    .clone()
+                    .unwrap_or_else(|| ignis_core::lambda::DEFAULT_REGION.into()),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
@@ -279,6 +292,14 @@ impl ServeCommand {
             write_private(&data_dir.join("admin.key"), &k.token)?;
             keys.push(k.record.clone());
             new_key = Some(k.token);
+        } else if let Ok(token) = std::fs::read_to_string(data_dir.join("admin.key")) {
+            // A data directory from before SigV4 has only the admin secret's hash: keep the
+            // secret (which admin.key holds anyway) so that the AWS API can verify signatures.
+            for k in keys.iter_mut() {
+                if ignis_gateway::auth::restore_secret(k, token.trim()) {
+                    store.put_key(k)?;
+                }
+            }
         }
 
         let listener = listen_on(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -305,6 +326,7 @@ impl ServeCommand {
                 "python": python.as_ref().map(|p| p.display().to_string()),
                 "node": node.as_ref().map(|p| p.display().to_string()),
                 "exec": true,
+                "lambda": true,
             },
             "limits": {
                 "max_payload_bytes": ignis_core::MAX_PAYLOAD_BYTES,

@@ -1,0 +1,721 @@
+//! Instances of the `lambda` runtime: the code's `bootstrap` runs in the sandbox and speaks the
+//! AWS Lambda Runtime API (version 2018-06-01) to an HTTP endpoint of this instance's own.
+//!
+//! ```text
+//!  invoker ──Pending──► runtime API task (hyper, one per instance)
+//!     ▲                   │ accepts on 127.0.0.1:9001 of the instance's network namespace
+//!     │ ApiEvent          ▼ (a listener made by the sandbox inside it), or 127.0.0.1:<any>
+//!     └───────────────── bootstrap: GET  /2018-06-01/runtime/invocation/next   (long poll)
+//!                                   POST /2018-06-01/runtime/invocation/{id}/response
+//!                                   POST /2018-06-01/runtime/invocation/{id}/error
+//!                                   POST /2018-06-01/runtime/init/error
+//! ```
+//!
+//! Init ends at the first `next` (success), an `init/error` or the process ending (failure).
+//! An invocation is handed to the waiting `next` and ends with its `response` or `error`, the
+//! process ending (crash, out of memory) or the deadline (the instance is killed). Everything
+//! the process writes to stdout and stderr is the activation's logs, as on Lambda.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use ignis_core::{
+    ActivationError, ActivationId, ErrorPhase, FunctionVersion, LogStream, MAX_RESULT_BYTES, Status,
+};
+use ignis_sandbox::{ProcessSpec, SandboxedProcess};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore, mpsc};
+use tokio::time::Instant as TokioInstant;
+
+use crate::instance::{self, Placement, RunEnd};
+use crate::logs::LogCollector;
+use crate::{Inner, LambdaContext};
+
+/// The port of the Runtime API inside an instance's own network namespace (Lambda's).
+const RUNTIME_API_PORT: u16 = 9001;
+/// Connections one instance may hold open to its Runtime API at once.
+const MAX_CONNECTIONS: usize = 16;
+/// Largest error document a runtime may post.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+const PREFIX: &str = "/2018-06-01/runtime/";
+
+/// One invocation on its way to the bootstrap's `next`.
+struct Pending {
+    request_id: String,
+    event: Bytes,
+    deadline_ms: u64,
+    arn: String,
+    trace_id: String,
+    client_context: Option<String>,
+    cognito_identity: Option<String>,
+}
+
+/// What a runtime's error document says (`{"errorMessage", "errorType", "stackTrace"}`).
+#[derive(Debug)]
+struct ErrorReport {
+    kind: String,
+    message: String,
+    stack: Option<String>,
+}
+
+impl ErrorReport {
+    /// Reads the posted document; the header `Lambda-Runtime-Function-Error-Type` names the
+    /// type when the document does not.
+    fn parse(body: &[u8], header_type: Option<&str>) -> Self {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let kind = text("errorType")
+            .or_else(|| header_type.map(str::to_string))
+            .unwrap_or_else(|| "Unhandled".into());
+        let message = text("errorMessage").unwrap_or_else(|| {
+            if v.is_null() {
+                String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned()
+            } else {
+                String::new()
+            }
+        });
+        let stack = match v.get("stackTrace") {
+            Some(serde_json::Value::Array(lines)) => Some(
+                lines
+                    .iter()
+                    .map(|l| match l {
+                        serde_json::Value::String(s) => s.trim_end().to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        ErrorReport {
+            kind,
+            message,
+            stack,
+        }
+    }
+
+    fn into_end(self, status: Status, phase: ErrorPhase, reusable: bool) -> RunEnd {
+        RunEnd {
+            status,
+            body: Bytes::new(),
+            error: Some(ActivationError {
+                kind: self.kind,
+                message: self.message,
+                stack: self.stack,
+                phase,
+            }),
+            reusable,
+        }
+    }
+}
+
+/// What the Runtime API tells the invoker.
+enum ApiEvent {
+    /// The first `next`: init is over.
+    Ready,
+    InitError(ErrorReport),
+    Response {
+        id: String,
+        body: Bytes,
+    },
+    Error {
+        id: String,
+        report: ErrorReport,
+    },
+    TooLarge {
+        id: String,
+    },
+}
+
+/// State shared by the Runtime API's connections.
+struct ApiState {
+    /// Invocations for `next`; one `next` at a time takes from it.
+    pending: AsyncMutex<mpsc::Receiver<Pending>>,
+    /// The request id handed out by `next` and not answered yet.
+    current: std::sync::Mutex<Option<String>>,
+    ready: AtomicBool,
+    events: mpsc::UnboundedSender<ApiEvent>,
+}
+
+/// A process speaking the Lambda Runtime API, kept between invocations.
+pub(crate) struct LambdaInstance {
+    proc: SandboxedProcess,
+    invocations: mpsc::Sender<Pending>,
+    events: mpsc::UnboundedReceiver<ApiEvent>,
+    /// The Runtime API server; aborting it ends its connections too.
+    server: tokio::task::JoinHandle<()>,
+    region: String,
+}
+
+impl Drop for LambdaInstance {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The Lambda environment (`_HANDLER`, `LAMBDA_TASK_ROOT`, `AWS_LAMBDA_*`, `AWS_REGION`…) of
+/// an instance of `f` whose code is at `code` and whose Runtime API is at `api`.
+fn lambda_env(f: &FunctionVersion, code: &str, api: &str, region: &str) -> Vec<(String, String)> {
+    let runtime = f
+        .spec
+        .lambda
+        .as_ref()
+        .map_or("provided.al2023", |l| l.runtime.as_str());
+    let stream = ignis_core::new_secret()
+        .map(|s| s[..32].to_string())
+        .unwrap_or_default();
+    let mut env: Vec<(String, String)> = f.spec.env.clone().into_iter().collect();
+    env.extend(
+        [
+            ("_HANDLER", f.spec.handler.clone()),
+            ("LAMBDA_TASK_ROOT", code.to_string()),
+            ("LAMBDA_RUNTIME_DIR", code.to_string()),
+            ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", f.version.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                f.spec.memory_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", f.name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!("[{}]{stream}", f.version),
+            ),
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE",
+                if f.spec.min_instances > 0 {
+                    "provisioned-concurrency"
+                } else {
+                    "on-demand"
+                }
+                .into(),
+            ),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")),
+            ("AWS_REGION", region.to_string()),
+            ("AWS_DEFAULT_REGION", region.to_string()),
+            ("LD_LIBRARY_PATH", format!("{code}/lib")),
+            ("TZ", ":UTC".into()),
+            ("IGNIS_NAMESPACE", f.namespace.clone()),
+            ("IGNIS_FUNCTION_NAME", f.name.clone()),
+            ("IGNIS_FUNCTION_VERSION", f.version.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    env
+}
+
+/// An X-Ray trace header for an invocation, derived from its id.
+fn trace_id(id: ActivationId) -> String {
+    let hex = id.to_string();
+    let secs = ignis_core::now_ms() / 1000;
+    format!(
+        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
+        &hex[..24],
+        &hex[16..]
+    )
+}
+
+impl LambdaInstance {
+    /// Starts the function's `bootstrap` and waits until it asks for its first invocation.
+    pub async fn start(
+        inner: &Inner,
+        f: &FunctionVersion,
+        code_dir: &std::path::Path,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+    ) -> Result<LambdaInstance, RunEnd> {
+        let sandbox = &inner.sandbox;
+        let place = Placement::of(f);
+        let own_network = sandbox.own_network(place.network == ignis_core::Network::Host);
+        // In a network namespace of its own the listener is made inside it by the sandbox;
+        // sharing the host's network, any free port of the host's loopback will do.
+        let host_listener = if own_network {
+            None
+        } else {
+            Some(
+                std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .map_err(|e| RunEnd::platform(format!("runtime API listener: {e}")))?,
+            )
+        };
+        let port = match &host_listener {
+            Some(l) => l
+                .local_addr()
+                .map_err(|e| RunEnd::platform(e.to_string()))?
+                .port(),
+            None => RUNTIME_API_PORT,
+        };
+        let code = sandbox.code_path(code_dir);
+        let code_str = code.to_string_lossy().into_owned();
+        let region = inner.config.aws_region.clone();
+        let mut spec = ProcessSpec {
+            program: code.join(ignis_runtime::code::LAMBDA_BOOTSTRAP),
+            loopback_listener: own_network.then_some(RUNTIME_API_PORT),
+            data_limit_bytes: sandbox
+                .protections()
+                .cgroups
+                .is_none()
+                .then_some(f.spec.memory_mb as u64 * 1024 * 1024),
+            ..instance::process_spec(inner, place, code_dir, false)
+        };
+        spec.stdin = false;
+        spec.env.extend(
+            lambda_env(f, &code_str, &format!("127.0.0.1:{port}"), &region)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into())),
+        );
+        let mut proc = sandbox.spawn(&spec).await.map_err(|e| {
+            RunEnd::failed(
+                Status::ApplicationError,
+                "Runtime.InvalidEntrypoint",
+                format!("cannot run bootstrap: {e}"),
+                ErrorPhase::Init,
+            )
+        })?;
+        let listener = match host_listener.or_else(|| proc.listener.take()) {
+            Some(l) => l,
+            None => return Err(RunEnd::platform("no runtime API listener".into())),
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| RunEnd::platform(e.to_string()))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| RunEnd::platform(e.to_string()))?;
+        let (inv_tx, inv_rx) = mpsc::channel(1);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let state = Arc::new(ApiState {
+            pending: AsyncMutex::new(inv_rx),
+            current: std::sync::Mutex::new(None),
+            ready: AtomicBool::new(false),
+            events: ev_tx,
+        });
+        let server = tokio::spawn(serve(listener, state));
+        let mut inst = LambdaInstance {
+            proc,
+            invocations: inv_tx,
+            events: ev_rx,
+            server,
+            region,
+        };
+        match inst.wait(f, logs, deadline, ErrorPhase::Init, None).await {
+            Waited::Ready => Ok(inst),
+            Waited::End(end) => Err(end),
+        }
+    }
+
+    /// Runs one invocation: hands it to `next`, waits for `response` or `error`.
+    pub async fn invoke(
+        &mut self,
+        f: &FunctionVersion,
+        id: ActivationId,
+        event: &Bytes,
+        context: Option<&LambdaContext>,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+        deadline_ms: u64,
+    ) -> RunEnd {
+        let request_id = id.to_string();
+        let pending = Pending {
+            request_id: request_id.clone(),
+            event: event.clone(),
+            deadline_ms,
+            arn: context
+                .and_then(|c| c.invoked_arn.clone())
+                .unwrap_or_else(|| {
+                    ignis_core::lambda::function_arn(&self.region, &f.namespace, &f.name, None)
+                }),
+            trace_id: trace_id(id),
+            client_context: context.and_then(|c| c.client_context.clone()),
+            cognito_identity: context.and_then(|c| c.cognito_identity.clone()),
+        };
+        if self.invocations.try_send(pending).is_err() {
+            self.proc.kill();
+            return RunEnd::platform("the instance's runtime API is gone".into());
+        }
+        match self
+            .wait(f, logs, deadline, ErrorPhase::Invoke, Some(&request_id))
+            .await
+        {
+            Waited::End(end) => end,
+            Waited::Ready => unreachable!("readiness is only awaited at init"),
+        }
+    }
+
+    /// Pumps the Runtime API's events and the log pipes until the phase ends.
+    async fn wait(
+        &mut self,
+        f: &FunctionVersion,
+        logs: &mut LogCollector,
+        deadline: TokioInstant,
+        phase: ErrorPhase,
+        request_id: Option<&str>,
+    ) -> Waited {
+        let mut scratch = [0u8; 16 * 1024];
+        let ours = |id: &str| request_id == Some(id);
+        loop {
+            tokio::select! {
+                biased;
+                ev = self.events.recv() => {
+                    let Some(ev) = ev else {
+                        self.proc.kill();
+                        return Waited::End(RunEnd::platform("the runtime API stopped".into()));
+                    };
+                    instance::drain_both(&self.proc, logs);
+                    match ev {
+                        ApiEvent::Ready if request_id.is_none() => return Waited::Ready,
+                        ApiEvent::InitError(report) if request_id.is_none() => {
+                            self.proc.kill();
+                            return Waited::End(report.into_end(
+                                Status::ApplicationError,
+                                ErrorPhase::Init,
+                                false,
+                            ));
+                        }
+                        ApiEvent::Response { id, body } if ours(&id) => {
+                            return Waited::End(RunEnd {
+                                status: Status::Success,
+                                body,
+                                error: None,
+                                reusable: true,
+                            });
+                        }
+                        ApiEvent::Error { id, report } if ours(&id) => {
+                            return Waited::End(report.into_end(
+                                Status::ApplicationError,
+                                phase,
+                                true,
+                            ));
+                        }
+                        ApiEvent::TooLarge { id } if ours(&id) => {
+                            return Waited::End(RunEnd {
+                                reusable: true,
+                                ..RunEnd::failed(
+                                    Status::ApplicationError,
+                                    "Function.ResponseSizeTooLarge",
+                                    format!(
+                                        "the response is larger than the limit of {MAX_RESULT_BYTES} bytes"
+                                    ),
+                                    phase,
+                                )
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                r = self.proc.stdout.readable() => {
+                    if r.is_ok() {
+                        instance::drain(&self.proc.stdout, LogStream::Stdout, logs, &mut scratch);
+                    }
+                }
+                r = self.proc.stderr.readable() => {
+                    if r.is_ok() {
+                        instance::drain(&self.proc.stderr, LogStream::Stderr, logs, &mut scratch);
+                    }
+                }
+                _ = self.proc.child.wait() => {
+                    let mut end = instance::died(&mut self.proc, logs, phase);
+                    if let Some(e) = end.error.as_mut().filter(|e| e.kind == "Crash") {
+                        e.kind = "Runtime.ExitError".into();
+                    }
+                    return Waited::End(end);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.proc.kill();
+                    instance::drain_both(&self.proc, logs);
+                    return Waited::End(instance::timeout_end(f, phase));
+                }
+            }
+        }
+    }
+}
+
+enum Waited {
+    Ready,
+    End(RunEnd),
+}
+
+/// Serves the Runtime API on `listener` until aborted; at most [`MAX_CONNECTIONS`] at once.
+async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "runtime API accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: StatusCode, body: serde_json::Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Lambda's error document for the runtime.
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Reply {
+    json_reply(
+        status,
+        serde_json::json!({ "errorMessage": message, "errorType": kind }),
+    )
+}
+
+fn accepted() -> Reply {
+    json_reply(StatusCode::ACCEPTED, serde_json::json!({ "status": "OK" }))
+}
+
+async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let path = req.uri().path().to_string();
+    let Some(route) = path.strip_prefix(PREFIX) else {
+        return Ok(api_error(
+            StatusCode::NOT_FOUND,
+            "InvalidRequest",
+            "unknown path; the Runtime API is under /2018-06-01/runtime/",
+        ));
+    };
+    let method = req.method().clone();
+    let reply = match (route.split('/').collect::<Vec<_>>().as_slice(), &method) {
+        (["invocation", "next"], &Method::GET) => next(&state).await,
+        (["invocation", id, "response"], &Method::POST) => {
+            let id = id.to_string();
+            match read_body(req, MAX_RESULT_BYTES).await {
+                Ok(body) => answer(&state, &id, |id| ApiEvent::Response { id, body }),
+                Err(BodyError::TooLarge) => {
+                    let r = answer(&state, &id, |id| ApiEvent::TooLarge { id });
+                    if r.status() == StatusCode::ACCEPTED {
+                        api_error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "RequestEntityTooLarge",
+                            &format!("the response is larger than {MAX_RESULT_BYTES} bytes"),
+                        )
+                    } else {
+                        r
+                    }
+                }
+                Err(BodyError::Broken) => bad_body(),
+            }
+        }
+        (["invocation", id, "error"], &Method::POST) => {
+            let id = id.to_string();
+            let header = error_type_header(&req);
+            match read_body(req, MAX_ERROR_BYTES).await {
+                Ok(body) => {
+                    let report = ErrorReport::parse(&body, header.as_deref());
+                    answer(&state, &id, |id| ApiEvent::Error { id, report })
+                }
+                Err(BodyError::TooLarge) => api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "the error document is too large",
+                ),
+                Err(BodyError::Broken) => bad_body(),
+            }
+        }
+        (["init", "error"], &Method::POST) => {
+            let header = error_type_header(&req);
+            match read_body(req, MAX_ERROR_BYTES).await {
+                Ok(body) if !state.ready.load(Ordering::Acquire) => {
+                    let report = ErrorReport::parse(&body, header.as_deref());
+                    let _ = state.events.send(ApiEvent::InitError(report));
+                    accepted()
+                }
+                Ok(_) => api_error(
+                    StatusCode::FORBIDDEN,
+                    "InvalidStateTransition",
+                    "init/error after the first invocation/next",
+                ),
+                Err(_) => bad_body(),
+            }
+        }
+        (["invocation", "next"], _)
+        | (["invocation", _, "response" | "error"], _)
+        | (["init", "error"], _) => api_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "InvalidRequest",
+            &format!("{method} is not allowed on {path}"),
+        ),
+        _ => api_error(
+            StatusCode::NOT_FOUND,
+            "InvalidRequest",
+            &format!("unknown path {path}"),
+        ),
+    };
+    Ok(reply)
+}
+
+fn bad_body() -> Reply {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequest",
+        "the request body could not be read",
+    )
+}
+
+fn error_type_header(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+/// Long-polls for the next invocation.
+async fn next(state: &ApiState) -> Reply {
+    if !state.ready.swap(true, Ordering::AcqRel) {
+        let _ = state.events.send(ApiEvent::Ready);
+    }
+    let mut pending = state.pending.lock().await;
+    let Some(p) = pending.recv().await else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.Shutdown",
+            "the instance is being stopped",
+        );
+    };
+    *state.current.lock().unwrap() = Some(p.request_id.clone());
+    let mut r = Response::new(Full::new(p.event));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("lambda-runtime-aws-request-id", &p.request_id);
+    put("lambda-runtime-deadline-ms", &p.deadline_ms.to_string());
+    put("lambda-runtime-invoked-function-arn", &p.arn);
+    put("lambda-runtime-trace-id", &p.trace_id);
+    if let Some(c) = &p.client_context {
+        put("lambda-runtime-client-context", c);
+    }
+    if let Some(c) = &p.cognito_identity {
+        put("lambda-runtime-cognito-identity", c);
+    }
+    r
+}
+
+/// Ends the invocation `id` with `event` if it is the one handed out.
+fn answer(state: &ApiState, id: &str, event: impl FnOnce(String) -> ApiEvent) -> Reply {
+    let mut current = state.current.lock().unwrap();
+    if current.as_deref() != Some(id) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            &format!("{id:?} is not the invocation in progress"),
+        );
+    }
+    *current = None;
+    let _ = state.events.send(event(id.to_string()));
+    accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_are_read_like_lambda() {
+        let r = ErrorReport::parse(
+            br#"{"errorMessage":"boom","errorType":"ValueError","stackTrace":["  File \"a.py\", line 1\n","x"]}"#,
+            Some("Unhandled"),
+        );
+        assert_eq!(r.kind, "ValueError");
+        assert_eq!(r.message, "boom");
+        assert_eq!(r.stack.as_deref(), Some("  File \"a.py\", line 1\nx"));
+        let r = ErrorReport::parse(b"{}", Some("Runtime.Custom"));
+        assert_eq!(r.kind, "Runtime.Custom");
+        let r = ErrorReport::parse(b"not json", None);
+        assert_eq!(
+            (r.kind.as_str(), r.message.as_str()),
+            ("Unhandled", "not json")
+        );
+    }
+
+    #[test]
+    fn trace_ids_have_the_xray_shape() {
+        let t = trace_id(ActivationId::new());
+        let root = t.strip_prefix("Root=1-").unwrap();
+        let (time, rest) = root.split_once('-').unwrap();
+        assert_eq!(time.len(), 8);
+        let (rand, rest) = rest.split_once(";Parent=").unwrap();
+        assert_eq!(rand.len(), 24);
+        assert!(rest.ends_with(";Sampled=0"));
+    }
+
+    #[test]
+    fn environment_names_the_function() {
+        let mut spec = ignis_core::FunctionSpec::new(ignis_core::Runtime::Lambda, "app.handler");
+        spec.env.insert("MINE".into(), "1".into());
+        spec.env.insert("AWS_REGION".into(), "mars-1".into());
+        let f = FunctionVersion {
+            namespace: "default".into(),
+            name: "fn1".into(),
+            version: 3,
+            spec,
+            code: ignis_core::CodeRef {
+                sha256: "00".into(),
+                size: 1,
+                format: ignis_core::CodeFormat::Zip,
+                filename: None,
+            },
+            created_ms: 0,
+        };
+        let env: std::collections::HashMap<_, _> =
+            lambda_env(&f, "/code", "127.0.0.1:9001", "eu-west-1")
+                .into_iter()
+                .collect();
+        assert_eq!(env["_HANDLER"], "app.handler");
+        assert_eq!(env["LAMBDA_TASK_ROOT"], "/code");
+        assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "fn1");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "3");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+        assert_eq!(env["AWS_REGION"], "eu-west-1", "reserved names win");
+        assert_eq!(env["MINE"], "1");
+        assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/fn1");
+    }
+}
