@@ -140,6 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             any(web::handle).layer(DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)),
         )
         .route(lambda_api::PREFIX, any(lambda_api::handle))
+        .route(&format!("{}/", lambda_api::PREFIX), any(lambda_api::handle))
         .route(
             &format!("{}/{{*rest}}", lambda_api::PREFIX),
             any(lambda_api::handle),

@@ -269,6 +269,32 @@ fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
     )
 }
 
+/// The civil date (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
+/// algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYYMMDDTHHMMSSZ` of seconds since the epoch (what `X-Amz-Date` holds).
+pub fn amz_date(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Seconds since the epoch of `YYYYMMDDTHHMMSSZ`.
 pub fn parse_amz_date(s: &str) -> Option<u64> {
     let b = s.as_bytes();
@@ -507,6 +533,10 @@ mod tests {
     fn dates_are_parsed() {
         assert_eq!(parse_amz_date(DATE), Some(1_440_938_160));
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        for secs in [0, 951_782_400, 1_440_938_160, 4_102_444_799] {
+            assert_eq!(parse_amz_date(&amz_date(secs)), Some(secs), "{secs}");
+        }
+        assert_eq!(amz_date(1_440_938_160), DATE);
         for bad in [
             "20150830T123600",
             "2015-08-30T12:36:00Z",

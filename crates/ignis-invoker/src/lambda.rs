@@ -361,6 +361,8 @@ impl LambdaInstance {
     ) -> Waited {
         let mut scratch = [0u8; 16 * 1024];
         let ours = |id: &str| request_id == Some(id);
+        // A pipe at end of file stays readable: stop polling it, or it would starve the rest.
+        let (mut stdout_open, mut stderr_open) = (true, true);
         loop {
             tokio::select! {
                 biased;
@@ -411,15 +413,13 @@ impl LambdaInstance {
                         _ => {}
                     }
                 }
-                r = self.proc.stdout.readable() => {
-                    if r.is_ok() {
-                        instance::drain(&self.proc.stdout, LogStream::Stdout, logs, &mut scratch);
-                    }
+                r = self.proc.stdout.readable(), if stdout_open => {
+                    stdout_open = r.is_ok()
+                        && instance::drain(&self.proc.stdout, LogStream::Stdout, logs, &mut scratch);
                 }
-                r = self.proc.stderr.readable() => {
-                    if r.is_ok() {
-                        instance::drain(&self.proc.stderr, LogStream::Stderr, logs, &mut scratch);
-                    }
+                r = self.proc.stderr.readable(), if stderr_open => {
+                    stderr_open = r.is_ok()
+                        && instance::drain(&self.proc.stderr, LogStream::Stderr, logs, &mut scratch);
                 }
                 _ = self.proc.child.wait() => {
                     let mut end = instance::died(&mut self.proc, logs, phase);

@@ -282,6 +282,7 @@ impl ServeCommand {
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
         );
+        let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
 
         let mut keys = store.list_keys()?;
@@ -327,6 +328,10 @@ impl ServeCommand {
                 "node": node.as_ref().map(|p| p.display().to_string()),
                 "exec": true,
                 "lambda": true,
+            },
+            "aws": {
+                "region": invoker_region,
+                "lambda_api": "/2015-03-31/functions",
             },
             "limits": {
                 "max_payload_bytes": ignis_core::MAX_PAYLOAD_BYTES,
