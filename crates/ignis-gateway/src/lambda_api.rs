@@ -667,6 +667,12 @@ impl Settings {
             spec.env = e.variables;
         }
         if let Some(s) = self.ephemeral_storage {
+            if !(512..=10_240).contains(&s.size) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{}' at 'ephemeralStorage.size' failed to satisfy constraint: Member must have value between 512 and 10240",
+                    s.size
+                )));
+            }
             spec.tmp_mb = s.size;
         }
         spec.lambda = Some(lambda);

@@ -34,7 +34,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::instance::{self, Placement, RunEnd};
 use crate::logs::LogCollector;
-use crate::{Inner, LambdaContext};
+use crate::{Inner, Invocation};
 
 /// The port of the Runtime API inside an instance's own network namespace (Lambda's).
 const RUNTIME_API_PORT: u16 = 9001;
@@ -315,14 +315,13 @@ impl LambdaInstance {
     /// Runs one invocation: hands it to `next`, waits for `response` or `error`.
     pub async fn invoke(
         &mut self,
-        f: &FunctionVersion,
-        id: ActivationId,
-        event: &Bytes,
-        context: Option<&LambdaContext>,
+        inv: &Invocation,
         logs: &mut LogCollector,
         deadline: TokioInstant,
         deadline_ms: u64,
     ) -> RunEnd {
+        let (f, id, event) = (&*inv.function, inv.id, &inv.event);
+        let context = inv.lambda.as_deref();
         let request_id = id.to_string();
         let pending = Pending {
             request_id: request_id.clone(),

@@ -302,16 +302,7 @@ impl Invoker {
                     .await
             }
             instance::InstanceKind::Lambda(l) => {
-                l.invoke(
-                    f,
-                    inv.id,
-                    &inv.event,
-                    inv.lambda.as_deref(),
-                    &mut logs,
-                    deadline,
-                    deadline_ms,
-                )
-                .await
+                l.invoke(&inv, &mut logs, deadline, deadline_ms).await
             }
             instance::InstanceKind::Exec { code_dir } => {
                 let code_dir = code_dir.clone();
