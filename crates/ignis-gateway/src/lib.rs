@@ -8,7 +8,6 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod lambda_api;
-mod lambda_invoke;
 pub mod sigv4;
 mod triggers;
 mod web;

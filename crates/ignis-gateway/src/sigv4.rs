@@ -161,22 +161,23 @@ fn uri_encode(s: &[u8], keep_slash: bool, out: &mut String) {
     }
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
+/// Decodes `%XX` escapes; anything else, a malformed escape included, is kept as it is.
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("g"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
+        match b.get(i + 1..i + 3) {
+            Some(&[h, l]) if b[i] == b'%' && h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(digit(h) << 4 | digit(l));
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
-        out.push(b[i]);
-        i += 1;
     }
     out
 }
@@ -565,6 +566,7 @@ mod tests {
             "/2015-03-31/functions/arn%253Aaws%253Alambda%253Aus-east-1%253A1%253Afunction%253Af"
         );
         assert_eq!(lines[2], "Qualifier=%24LATEST&a=b%20c");
+        assert_eq!(percent_decode("a%3Ab%2fc%+4%4"), b"a:b/c%+4%4");
     }
 
     #[test]

@@ -6,11 +6,12 @@ export LC_ALL=C
 host=${AWS_LAMBDA_RUNTIME_API%:*}
 port=${AWS_LAMBDA_RUNTIME_API##*:}
 
-# request METHOD PATH [BODY]: one HTTP/1.1 exchange; sets status, id and body.
+# request METHOD PATH [BODY [HEADER]]: one HTTP/1.1 exchange; sets status and body and, from
+# `next`, id, deadline, arn and trace.
 request() {
   exec 3<>"/dev/tcp/$host/$port" || exit 1
-  printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
-    "$1" "$2" "$host" "${#3}" "$3" >&3
+  printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s' \
+    "$1" "$2" "$host" "${#3}" "${4:+$4$'\r\n'}" "$3" >&3
   local line len=0
   IFS= read -r line <&3 || exit 1
   status=${line#* }
@@ -20,6 +21,9 @@ request() {
     [ -z "$line" ] && break
     case "${line,,}" in
       lambda-runtime-aws-request-id:*) id=${line#*: } ;;
+      lambda-runtime-deadline-ms:*) deadline=${line#*: } ;;
+      lambda-runtime-invoked-function-arn:*) arn=${line#*: } ;;
+      lambda-runtime-trace-id:*) trace=${line#*: } ;;
       content-length:*) len=${line#*: } ;;
     esac
   done
@@ -27,9 +31,11 @@ request() {
   [ "$len" -gt 0 ] && IFS= read -r -N "$len" body <&3
   exec 3<&-
 }
+inv=/2018-06-01/runtime/invocation
 
+# The loop (the end-to-end tests replace what follows this line with their own).
 while true; do
-  request GET /2018-06-01/runtime/invocation/next
+  request GET $inv/next
   [ "$status" = 200 ] || exit 1
-  request POST "/2018-06-01/runtime/invocation/$id/response" "$body"
+  request POST "$inv/$id/response" "$body"
 done

@@ -11,36 +11,18 @@ use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A bootstrap in bash speaking the Runtime API over /dev/tcp; what it does depends on `$MODE`
-/// (init) and on the event.
-const BASH_RUNTIME: &str = r#"#!/bin/bash
-export LC_ALL=C
-host=${AWS_LAMBDA_RUNTIME_API%:*}
-port=${AWS_LAMBDA_RUNTIME_API##*:}
-# request METHOD PATH BODY [HEADER]: sets status, body and, from `next`, id, deadline, arn, trace.
-request() {
-  exec 3<>"/dev/tcp/$host/$port" || exit 1
-  printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n%s' \
-    "$1" "$2" "$host" "${#3}" "${4:+$4$'\r\n'}" "$3" >&3
-  local line len=0
-  IFS= read -r line <&3 || exit 1
-  status=${line#* }; status=${status%% *}
-  while IFS= read -r line <&3; do
-    line=${line%$'\r'}
-    [ -z "$line" ] && break
-    case "${line,,}" in
-      lambda-runtime-aws-request-id:*) id=${line#*: } ;;
-      lambda-runtime-deadline-ms:*) deadline=${line#*: } ;;
-      lambda-runtime-invoked-function-arn:*) arn=${line#*: } ;;
-      lambda-runtime-trace-id:*) trace=${line#*: } ;;
-      content-length:*) len=${line#*: } ;;
-    esac
-  done
-  body=
-  [ "$len" -gt 0 ] && IFS= read -r -N "$len" body <&3
-  exec 3<&-
+/// A bootstrap in bash speaking the Runtime API over /dev/tcp: the `request` function of the
+/// echo bootstrap Ignis ships, then a loop whose behaviour depends on `$MODE` (init) and on the
+/// event.
+fn bash_runtime() -> String {
+    let echo = std::str::from_utf8(ignis_runtime::bootstrap::LAMBDA_ECHO).unwrap();
+    let (prelude, _) = echo
+        .split_once("# The loop")
+        .expect("echo.sh marks its loop");
+    format!("{prelude}{BASH_LOOP}")
 }
-inv=/2018-06-01/runtime/invocation
+
+const BASH_LOOP: &str = r#"
 case "$MODE" in
   init_error)
     echo "cannot start: no config" >&2
@@ -139,7 +121,8 @@ fn runtime_api_serves_a_bootstrap_without_network() {
     let s = Server::start();
     let info = s.get("/v1/system/info").json();
     let own_netns = info["protections"]["network_isolation"] == true;
-    let files = [("bootstrap", BASH_RUNTIME)];
+    let runtime = bash_runtime();
+    let files = [("bootstrap", runtime.as_str())];
     deploy_lambda(&s, "bash-fn", &files, &[]);
 
     let (r, v) = invoke_json(&s, "bash-fn", r#"{"hello":"world"}"#);
@@ -227,7 +210,8 @@ fn runtime_api_serves_a_bootstrap_without_network() {
 #[test]
 fn runtime_api_init_errors_and_host_network() {
     let s = Server::start();
-    let files = [("bootstrap", BASH_RUNTIME)];
+    let runtime = bash_runtime();
+    let files = [("bootstrap", runtime.as_str())];
     // /init/error.
     deploy_lambda(&s, "init-error", &files, &["--env", "MODE=init_error"]);
     let (r, v) = invoke_json(&s, "init-error", "{}");

@@ -12,8 +12,8 @@ use ignis_controller::{InvokeOutcome, LambdaContext};
 use ignis_core::{ActivationRecord, LogLine, Status};
 use serde_json::json;
 
+use super::{Call, LambdaError, LambdaResult, lookup_error, target};
 use crate::AppState;
-use crate::lambda_api::{Call, LambdaError, LambdaResult, lookup_error, target};
 
 /// How much of the logs `X-Amz-Log-Type: Tail` returns (Lambda's 4 KB).
 const LOG_TAIL_BYTES: usize = 4096;
