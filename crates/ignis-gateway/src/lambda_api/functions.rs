@@ -48,15 +48,7 @@ pub(super) async fn create_function(state: &AppState, call: &Call) -> LambdaResu
     spec.memory_mb = 128;
     spec.timeout_ms = 3000;
     settings.apply(&mut spec)?;
-    let (fv, _) = state
-        .controller
-        .deploy(DeployRequest {
-            namespace: call.namespace.clone(),
-            name: t.name.clone(),
-            spec,
-            code: Some(CodeUpload::Zip(code)),
-            create_only: true,
-        })
+    let fv = deploy(state, call, &t, spec, Some(code), true)
         .await
         .map_err(|e| match e {
             ControllerError::Conflict(_) => LambdaError::new(
@@ -82,6 +74,25 @@ async fn latest_or(
         .get_function(&call.namespace, &t.name, t.version)
         .await
         .map_err(|e| lookup_error(e, call, t))
+}
+
+/// Deploys a version of `t` with `spec` and `code` (`None`: the latest version's).
+async fn deploy(
+    state: &AppState,
+    call: &Call,
+    t: &Target,
+    spec: FunctionSpec,
+    code: Option<Bytes>,
+    create_only: bool,
+) -> Result<FunctionVersion, ControllerError> {
+    let req = DeployRequest {
+        namespace: call.namespace.clone(),
+        name: t.name.clone(),
+        spec,
+        code: code.map(CodeUpload::Zip),
+        create_only,
+    };
+    Ok(state.controller.deploy(req).await?.0)
 }
 
 /// The configuration of the function (at the qualifier) `name` names.
@@ -150,17 +161,7 @@ async fn redeploy(
     let latest = latest_or(state, call, t).await?;
     let mut spec = latest.spec.clone();
     change(&mut spec)?;
-    let (fv, _) = state
-        .controller
-        .deploy(DeployRequest {
-            namespace: call.namespace.clone(),
-            name: t.name.clone(),
-            spec,
-            code: code.map(CodeUpload::Zip),
-            create_only: false,
-        })
-        .await?;
-    Ok(fv)
+    Ok(deploy(state, call, t, spec, code, false).await?)
 }
 
 pub(super) async fn update_configuration(
