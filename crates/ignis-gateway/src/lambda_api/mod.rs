@@ -181,6 +181,37 @@ impl Call {
 /// one for a key of every namespace.
 async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
     let (parts, body) = req.into_parts();
+    let region = state.controller.invoker().aws_region().to_string();
+    let now = ignis_core::now_ms() / 1000;
+    let refused = |e: sigv4::SigV4Error| {
+        let status = match e {
+            sigv4::SigV4Error::Malformed(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        LambdaError::new(status, e.aws_code(), e.to_string())
+    };
+    let check = |body: &[u8], namespace: &mut Option<Option<String>>| {
+        let signed = sigv4::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body,
+        };
+        sigv4::verify(&signed, now, &region, "lambda", |id| {
+            let (secret, ns) = state.keys.signing_secret(id)?;
+            *namespace = Some(ns);
+            Some(secret)
+        })
+        .map(|_| ())
+    };
+    // Everything but the body's hash first, so that a request that cannot be right is refused
+    // before its body (up to 100 MiB) is read.
+    let mut namespace = None;
+    match check(b"", &mut namespace) {
+        Ok(()) | Err(sigv4::SigV4Error::Mismatch) => {}
+        Err(e) => return Err(refused(e)),
+    }
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -190,28 +221,7 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
                 format!("the request is larger than {MAX_BODY_BYTES} bytes"),
             )
         })?;
-    let region = state.controller.invoker().aws_region().to_string();
-    let mut namespace = None;
-    let signed = sigv4::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body: &body,
-    };
-    let now = ignis_core::now_ms() / 1000;
-    sigv4::verify(&signed, now, &region, "lambda", |id| {
-        let (secret, ns) = state.keys.signing_secret(id)?;
-        namespace = Some(ns);
-        Some(secret)
-    })
-    .map_err(|e| {
-        let status = match e {
-            sigv4::SigV4Error::Malformed(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        LambdaError::new(status, e.aws_code(), e.to_string())
-    })?;
+    check(&body, &mut namespace).map_err(refused)?;
     let namespace = namespace
         .flatten()
         .unwrap_or_else(|| ignis_core::DEFAULT_NAMESPACE.to_string());
