@@ -23,6 +23,7 @@ mod lambda;
 mod logs;
 mod pool;
 mod registry;
+mod runtime_api;
 mod stem;
 
 use std::path::{Path, PathBuf};
