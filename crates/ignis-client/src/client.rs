@@ -56,6 +56,8 @@ struct Inner {
     namespace: String,
     /// `Bearer <key>`, marked sensitive; `None` with an empty key.
     auth: Option<HeaderValue>,
+    /// The key's id and secret.
+    key_parts: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -93,6 +95,9 @@ impl Client {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let key_parts = key
+            .split_once(':')
+            .map(|(id, secret)| (id.to_owned(), secret.to_owned()));
         Ok(Client {
             http,
             inner: Arc::new(Inner {
@@ -100,6 +105,7 @@ impl Client {
                 ns_url,
                 namespace: namespace.to_owned(),
                 auth,
+                key_parts,
             }),
         })
     }
@@ -127,6 +133,15 @@ impl Client {
     /// The server's base URL, e.g. `http://127.0.0.1:8080`.
     pub fn url(&self) -> &str {
         &self.inner.base
+    }
+
+    /// The API key's id and secret: also the AWS access key id and secret access key of the
+    /// Lambda-compatible API. `None` without a key.
+    pub fn key_parts(&self) -> Option<(&str, &str)> {
+        self.inner
+            .key_parts
+            .as_ref()
+            .map(|(id, secret)| (id.as_str(), secret.as_str()))
     }
 
     /// The namespace this client works in.

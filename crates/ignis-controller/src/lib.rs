@@ -21,6 +21,7 @@ use ignis_core::{
     ActivationError, ActivationId, ActivationRecord, FunctionVersion, SpecError, Status, billed_ms,
     now_ms,
 };
+pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{ActivationFilter, ActivationPage, BlobStore, Store, StoreError};
 
@@ -326,6 +327,34 @@ impl Controller {
         event: Bytes,
         id: ActivationId,
     ) -> Result<InvokeOutcome> {
+        self.invoke_with(namespace, name, version, event, id, None)
+            .await
+    }
+
+    /// [`Controller::invoke`] from the AWS Lambda API, with what its caller adds for `lambda`
+    /// runtimes (invoked ARN, client context).
+    pub async fn invoke_lambda(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+        context: LambdaContext,
+    ) -> Result<InvokeOutcome> {
+        let id = ActivationId::new();
+        self.invoke_with(namespace, name, version, event, id, Some(Arc::new(context)))
+            .await
+    }
+
+    async fn invoke_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+        id: ActivationId,
+        lambda: Option<Arc<LambdaContext>>,
+    ) -> Result<InvokeOutcome> {
         let accepted = Instant::now();
         let start_ms = now_ms();
         let function = self.get_function(namespace, name, version).await?;
@@ -339,6 +368,7 @@ impl Controller {
                 id,
                 event,
                 accepted,
+                lambda,
             };
             this.run(inv, start_ms, None).await
         });

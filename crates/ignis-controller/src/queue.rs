@@ -339,6 +339,7 @@ impl Controller {
             id,
             event: Bytes::from(item.event.clone()),
             accepted: Instant::now(),
+            lambda: None,
         };
         let outcome = self.run(inv, now_ms(), item.trigger).await;
         let attempts = item.attempts + 1;

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use ignis_core::{
-    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Runtime, SpecError, validate_function_name,
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, SpecError, validate_function_name,
 };
 use ignis_runtime::code::{self, CodeError};
 use ignis_store::{BlobStore, NewVersion, Store};
@@ -124,7 +124,7 @@ pub(crate) fn deploy(
         filename,
     };
     // Unpack now so that the first invocation does not pay for it.
-    let executable = spec.runtime == Runtime::Exec;
+    let executable = spec.runtime.executable_code();
     code::unpack(
         format,
         code.filename.as_deref(),

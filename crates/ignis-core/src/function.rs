@@ -16,11 +16,21 @@ pub enum Runtime {
     Node,
     /// Any executable: event on stdin, result on stdout, a fresh process per invocation.
     Exec,
+    /// The executable `bootstrap` of the code, speaking the AWS Lambda Runtime API at
+    /// `$AWS_LAMBDA_RUNTIME_API`, kept warm between invocations. Lambda's names for custom
+    /// runtimes (`provided`, `provided.al2`, `provided.al2023`) are aliases.
+    #[serde(alias = "provided", alias = "provided.al2", alias = "provided.al2023")]
+    Lambda,
 }
 
 impl Runtime {
     /// Every runtime, for error messages and help.
-    pub const ALL: [Runtime; 3] = [Runtime::Python, Runtime::Node, Runtime::Exec];
+    pub const ALL: [Runtime; 4] = [
+        Runtime::Python,
+        Runtime::Node,
+        Runtime::Exec,
+        Runtime::Lambda,
+    ];
 
     /// The name used in the API.
     pub fn as_str(self) -> &'static str {
@@ -28,12 +38,35 @@ impl Runtime {
             Runtime::Python => "python",
             Runtime::Node => "node",
             Runtime::Exec => "exec",
+            Runtime::Lambda => "lambda",
         }
     }
 
-    /// Whether the event must be JSON (python, node) rather than any bytes (exec).
+    /// Whether the event must be JSON (python, node, lambda) rather than any bytes (exec).
     pub fn json_events(self) -> bool {
         !matches!(self, Runtime::Exec)
+    }
+
+    /// Whether the code's files are made executable when unpacked (exec, lambda's `bootstrap`).
+    pub fn executable_code(self) -> bool {
+        matches!(self, Runtime::Exec | Runtime::Lambda)
+    }
+
+    /// The Ignis runtime that runs code written for an AWS Lambda runtime: `python3.x` →
+    /// python, `nodejs18.x`… → node, `provided*` → lambda. `None` for the others (java, dotnet,
+    /// ruby, go1.x, container images).
+    pub fn from_lambda_name(name: &str) -> Option<Runtime> {
+        let minor = |rest: &str| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit());
+        if let Some(rest) = name.strip_prefix("python3.") {
+            return minor(rest).then_some(Runtime::Python);
+        }
+        if let Some(major) = name
+            .strip_prefix("nodejs")
+            .and_then(|r| r.strip_suffix(".x"))
+        {
+            return minor(major).then_some(Runtime::Node);
+        }
+        matches!(name, "provided" | "provided.al2" | "provided.al2023").then_some(Runtime::Lambda)
     }
 }
 
@@ -51,10 +84,16 @@ impl FromStr for Runtime {
             "python" | "python3" => Ok(Runtime::Python),
             "node" | "nodejs" => Ok(Runtime::Node),
             "exec" => Ok(Runtime::Exec),
-            other => Err(SpecError::new(
-                "runtime",
-                format!("unknown runtime {other:?}; expected one of python, node, exec"),
-            )),
+            "lambda" => Ok(Runtime::Lambda),
+            other => Runtime::from_lambda_name(other).ok_or_else(|| {
+                SpecError::new(
+                    "runtime",
+                    format!(
+                        "unknown runtime {other:?}; expected one of python, node, exec, lambda \
+                         (or a Lambda name: python3.x, nodejs20.x, provided.al2023)"
+                    ),
+                )
+            }),
         }
     }
 }
@@ -211,6 +250,54 @@ pub struct FunctionSpec {
     /// Size of the instance's private /tmp in MiB.
     #[serde(default = "FunctionSpec::default_tmp_mb")]
     pub tmp_mb: u32,
+    /// What the AWS Lambda API was told about the function beyond the spec (set by
+    /// CreateFunction and UpdateFunctionConfiguration), kept to answer as Lambda would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<LambdaConfig>,
+}
+
+/// Settings of a function made through the AWS Lambda API that Ignis keeps but does not use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaConfig {
+    /// The Lambda runtime name given (`python3.12`, `provided.al2023`…); empty if none was.
+    #[serde(default)]
+    pub runtime: String,
+    /// The execution role's ARN given (Ignis has no IAM: it is only echoed back).
+    #[serde(default)]
+    pub role: String,
+    /// The description given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl LambdaConfig {
+    /// Longest description (Lambda's limit).
+    pub const MAX_DESCRIPTION: usize = 256;
+    /// Longest role ARN kept.
+    pub const MAX_ROLE: usize = 2048;
+
+    fn validate(&self) -> Result<(), SpecError> {
+        if !self.runtime.is_empty() && Runtime::from_lambda_name(&self.runtime).is_none() {
+            return Err(SpecError::new(
+                "lambda.runtime",
+                format!("{:?} is not a supported Lambda runtime", self.runtime),
+            ));
+        }
+        if self.role.len() > Self::MAX_ROLE {
+            return Err(SpecError::new(
+                "lambda.role",
+                format!("longer than {} characters", Self::MAX_ROLE),
+            ));
+        }
+        if self.description.len() > Self::MAX_DESCRIPTION {
+            return Err(SpecError::new(
+                "lambda.description",
+                format!("longer than {} characters", Self::MAX_DESCRIPTION),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl FunctionSpec {
@@ -266,6 +353,7 @@ impl FunctionSpec {
             web: Web::Off,
             cors_origins: Vec::new(),
             tmp_mb: Self::default_tmp_mb(),
+            lambda: None,
         }
     }
 
@@ -385,6 +473,9 @@ impl FunctionSpec {
                 ),
             ));
         }
+        if let Some(l) = &self.lambda {
+            l.validate()?;
+        }
         self.validate_handler()
     }
 
@@ -419,6 +510,15 @@ impl FunctionSpec {
                     return Err(SpecError::new(
                         "handler",
                         format!("{h:?} is not of the form module.function"),
+                    ));
+                }
+            }
+            Runtime::Lambda => {
+                // Lambda's rule: any handler without white space; the bootstrap reads `_HANDLER`.
+                if h.contains(char::is_whitespace) || h.contains('\0') {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("{h:?} contains white space"),
                     ));
                 }
             }
@@ -497,6 +597,42 @@ mod tests {
         let err = "cobol".parse::<Runtime>().unwrap_err();
         assert_eq!(err.field, "runtime");
         assert!(err.message.contains("cobol"));
+    }
+
+    #[test]
+    fn maps_lambda_runtime_names() {
+        for (name, rt) in [
+            ("python3.12", Runtime::Python),
+            ("python3.9", Runtime::Python),
+            ("nodejs20.x", Runtime::Node),
+            ("nodejs18.x", Runtime::Node),
+            ("provided", Runtime::Lambda),
+            ("provided.al2", Runtime::Lambda),
+            ("provided.al2023", Runtime::Lambda),
+        ] {
+            assert_eq!(Runtime::from_lambda_name(name), Some(rt), "{name}");
+            assert_eq!(name.parse::<Runtime>().unwrap(), rt, "{name}");
+        }
+        for bad in [
+            "java21",
+            "python3.",
+            "python3.x",
+            "nodejs.x",
+            "go1.x",
+            "provided.al3",
+        ] {
+            assert_eq!(Runtime::from_lambda_name(bad), None, "{bad}");
+        }
+        let spec: FunctionSpec =
+            serde_json::from_str(r#"{"runtime":"provided.al2023","handler":"any.thing"}"#).unwrap();
+        assert_eq!(spec.runtime, Runtime::Lambda);
+        spec.validate().unwrap();
+        assert_eq!(
+            serde_json::to_value(Runtime::Lambda).unwrap(),
+            serde_json::json!("lambda")
+        );
+        let bad = FunctionSpec::new(Runtime::Lambda, "a b");
+        assert_eq!(bad.validate().unwrap_err().field, "handler");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod activation;
 mod function;
 mod ids;
+pub mod lambda;
 mod names;
 mod trigger;
 
@@ -14,7 +15,8 @@ pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
 };
 pub use function::{
-    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Network, Runtime, SpecError, Web,
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, LambdaConfig, Network, Runtime, SpecError,
+    Web,
 };
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use names::{NameError, validate_function_name, validate_namespace_name};

@@ -26,6 +26,7 @@ pub fn generate_key(namespace: Option<String>, role: Role) -> std::io::Result<Ne
     let secret = ignis_core::new_secret()?;
     let record = ApiKeyRecord {
         secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        secret: Some(secret.clone()),
         id: id.clone(),
         namespace,
         role,
@@ -35,6 +36,24 @@ pub fn generate_key(namespace: Option<String>, role: Role) -> std::io::Result<Ne
         record,
         token: format!("{id}:{secret}"),
     })
+}
+
+/// Keeps the secret of `token` (`id:secret`) in `record` if it is that key's and the record has
+/// only its hash (keys made before SigV4). Returns whether the record changed.
+pub fn restore_secret(record: &mut ApiKeyRecord, token: &str) -> bool {
+    let Some((id, secret)) = token.split_once(':') else {
+        return false;
+    };
+    if record.secret.is_some() || record.id != id {
+        return false;
+    }
+    let digest = Sha256::digest(secret.as_bytes());
+    let stored = hex::decode(&record.secret_sha256).unwrap_or_default();
+    if !constant_time_eq(&digest, &stored) {
+        return false;
+    }
+    record.secret = Some(secret.to_string());
+    true
 }
 
 /// The keys the gateway accepts, held in memory.
@@ -71,6 +90,14 @@ impl KeyRing {
     /// Adds or replaces a key.
     pub fn insert(&self, key: ApiKeyRecord) {
         self.keys.write().unwrap().insert(key.id.clone(), key);
+    }
+
+    /// For AWS Signature Version 4: the secret of the key with this id (the access key id), and
+    /// the namespace it is limited to. `None` if there is no such key or its secret is not kept.
+    pub fn signing_secret(&self, id: &str) -> Option<(String, Option<String>)> {
+        let keys = self.keys.read().unwrap();
+        let k = keys.get(id)?;
+        Some((k.secret.clone()?, k.namespace.clone()))
     }
 
     /// Checks the request's credentials and that they may act in `namespace`.
@@ -164,6 +191,25 @@ mod tests {
                 .secret_sha256
                 .contains(k.token.split_once(':').unwrap().1)
         );
+    }
+
+    #[test]
+    fn secrets_are_kept_for_signing_and_restored_for_old_keys() {
+        let k = generate_key(None, Role::Admin).unwrap();
+        let (id, secret) = k.token.split_once(':').unwrap();
+        let ring = KeyRing::new(vec![k.record.clone()]);
+        assert_eq!(ring.signing_secret(id), Some((secret.to_string(), None)));
+        assert_eq!(ring.signing_secret("ik_nosuchkey"), None);
+        let mut old = ApiKeyRecord {
+            secret: None,
+            ..k.record.clone()
+        };
+        assert!(!restore_secret(&mut old, &format!("{id}:wrong")));
+        assert!(!restore_secret(&mut old, "ik_other:x"));
+        assert_eq!(old.secret, None);
+        assert!(restore_secret(&mut old, &k.token));
+        assert_eq!(old.secret.as_deref(), Some(secret));
+        assert!(!restore_secret(&mut old, &k.token), "already there");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+mod lambda_api;
+pub mod sigv4;
 mod triggers;
 mod web;
 
@@ -135,6 +137,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/fn/{ns}/{name}/{*path}",
             any(web::handle).layer(DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)),
+        )
+        .route(lambda_api::PREFIX, any(lambda_api::handle))
+        .route(&format!("{}/", lambda_api::PREFIX), any(lambda_api::handle))
+        .route(
+            &format!("{}/{{*rest}}", lambda_api::PREFIX),
+            any(lambda_api::handle),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -59,6 +59,7 @@ fn noop(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             b"exports.handler = async (e) => e;\n",
         ),
         Runtime::Exec => ("noop.sh", "noop.sh", b"#!/bin/sh\nexec /bin/cat\n"),
+        Runtime::Lambda => ("bootstrap", "noop", ignis_runtime::bootstrap::LAMBDA_ECHO),
     }
 }
 
@@ -87,6 +88,7 @@ fn invocation(f: &Arc<FunctionVersion>, event: &Bytes) -> Invocation {
         id: ActivationId::new(),
         event: event.clone(),
         accepted: Instant::now(),
+        lambda: None,
     }
 }
 
@@ -108,6 +110,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             stem_cells: 0,
             memory_budget_mb: 4096,
             zygote: false,
+            aws_region: ignis_core::lambda::DEFAULT_REGION.into(),
         },
         Sandbox::unisolated(),
         Arc::new(code),
@@ -127,7 +130,7 @@ fn warm_invoke(c: &mut Criterion) {
         .filter(|r| match r {
             Runtime::Python => python.is_some(),
             Runtime::Node => node.is_some(),
-            Runtime::Exec => true,
+            Runtime::Exec | Runtime::Lambda => true,
         })
         .collect();
     let mut code = MemoryCode::default();

@@ -109,6 +109,8 @@ pub(crate) enum InstanceKind {
     Exec { code_dir: std::path::PathBuf },
     /// A handle to a python or node process running several invocations at once.
     Shared(Arc<crate::shared::SharedInstance>),
+    /// A `bootstrap` speaking the Lambda Runtime API, kept between invocations.
+    Lambda(Box<crate::lambda::LambdaInstance>),
 }
 
 pub(crate) struct ProcessInstance {
@@ -250,9 +252,9 @@ impl Placement {
     }
 }
 
-/// What both kinds of instance share: code, limits, network, environment. The caller sets
+/// What every kind of instance shares: code, limits, network, environment. The caller sets
 /// the program, its arguments and any data limit.
-fn process_spec(
+pub(crate) fn process_spec(
     inner: &Inner,
     place: Placement,
     code_dir: &std::path::Path,
@@ -271,6 +273,7 @@ fn process_spec(
         channel: protocol,
         stdin: !protocol,
         background: false,
+        loopback_listener: None,
     }
 }
 
@@ -401,7 +404,9 @@ impl ProcessInstance {
                 args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
                 (inner.config.node.clone(), args, None)
             }
-            Runtime::Exec => unreachable!("exec functions have no process instance"),
+            Runtime::Exec | Runtime::Lambda => {
+                unreachable!("exec and lambda functions have no bootstrap of Ignis's")
+            }
         };
         let mut spec = ProcessSpec {
             program,

@@ -19,9 +19,11 @@
 #![warn(missing_docs)]
 
 mod instance;
+mod lambda;
 mod logs;
 mod pool;
 mod registry;
+mod runtime_api;
 mod shared;
 mod stem;
 mod zygote;
@@ -71,6 +73,8 @@ pub struct InvokerConfig {
     /// Start python stem cells by forking a warmed interpreter (the zygote), where the sandbox
     /// allows a process from outside to enter it (root, namespaces, cgroups).
     pub zygote: bool,
+    /// The AWS region `lambda` instances are told they run in (`AWS_REGION`, ARNs).
+    pub aws_region: String,
 }
 
 /// One invocation to run.
@@ -84,6 +88,20 @@ pub struct Invocation {
     pub event: Bytes,
     /// When the gateway accepted it; the deadline counts from here.
     pub accepted: Instant,
+    /// What a caller of the AWS Lambda API added, for `lambda` runtimes.
+    pub lambda: Option<Arc<LambdaContext>>,
+}
+
+/// What an AWS Lambda API caller adds to an invocation, passed to a `lambda` runtime in the
+/// Runtime API's headers.
+#[derive(Debug, Clone, Default)]
+pub struct LambdaContext {
+    /// The ARN the caller invoked (with its qualifier); the unqualified ARN when `None`.
+    pub invoked_arn: Option<String>,
+    /// `X-Amz-Client-Context`, decoded (JSON), for `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<String>,
+    /// For `Lambda-Runtime-Cognito-Identity`.
+    pub cognito_identity: Option<String>,
 }
 
 /// The end of an invocation, from which the activation record is made.
@@ -287,6 +305,9 @@ impl Invoker {
                 p.invoke(f, inv.id, &inv.event, &mut logs, deadline, deadline_ms)
                     .await
             }
+            instance::InstanceKind::Lambda(l) => {
+                l.invoke(&inv, &mut logs, deadline, deadline_ms).await
+            }
             instance::InstanceKind::Exec { code_dir } => {
                 let code_dir = code_dir.clone();
                 instance::run_exec(
@@ -438,6 +459,9 @@ impl Invoker {
         })?;
         let kind = match f.spec.runtime {
             Runtime::Exec => instance::InstanceKind::Exec { code_dir },
+            Runtime::Lambda => instance::InstanceKind::Lambda(Box::new(
+                lambda::LambdaInstance::start(&self.inner, f, &code_dir, logs, deadline).await?,
+            )),
             Runtime::Python | Runtime::Node => {
                 let cell = stem::StemCells::fits(f)
                     .then(|| self.inner.stem.get().and_then(|s| s.take(f.spec.runtime)))
@@ -492,7 +516,7 @@ impl Invoker {
 
     /// The unpacked code directory of a version, unpacking it on first use.
     async fn ensure_code(&self, f: &FunctionVersion) -> Result<PathBuf, String> {
-        let exec = f.spec.runtime == Runtime::Exec;
+        let exec = f.spec.runtime.executable_code();
         let dir = self
             .inner
             .config
@@ -571,6 +595,11 @@ impl Invoker {
     /// Stem cells ready now, per runtime.
     pub fn stem_cells_ready(&self) -> Vec<(Runtime, usize)> {
         self.inner.stem.get().map(|s| s.ready()).unwrap_or_default()
+    }
+
+    /// The AWS region `lambda` instances run in.
+    pub fn aws_region(&self) -> &str {
+        &self.inner.config.aws_region
     }
 
     /// The directory code is unpacked into.

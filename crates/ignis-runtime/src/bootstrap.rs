@@ -14,6 +14,10 @@ pub const NODE: &str = include_str!("../bootstrap/node/ignis_bootstrap.js");
 /// A module the node bootstrap loads before READY, to warm node's module loader.
 pub const NODE_WARM: &str = "// Loaded by ignis_bootstrap.js before READY to warm the module loader.\nexports.warm = true;\n";
 
+/// A complete `bootstrap` for the `lambda` runtime in bash (the Runtime API over `/dev/tcp`)
+/// that answers every event with itself: the no-op of benchmarks and a reference client.
+pub const LAMBDA_ECHO: &[u8] = include_bytes!("../bootstrap/lambda/echo.sh");
+
 /// Where the bootstraps were written.
 #[derive(Debug, Clone)]
 pub struct BootstrapPaths {

@@ -141,6 +141,9 @@ fn inspect_zip(bytes: &[u8]) -> Result<CodeListing, CodeError> {
     Ok(listing)
 }
 
+/// The executable a `lambda` function's code must have at its top, as on AWS Lambda.
+pub const LAMBDA_BOOTSTRAP: &str = "bootstrap";
+
 /// The file a single-file upload is stored as when the client names none: derived from the
 /// handler (`app.handler` → `app.py` for python, `app.js` for node; the handler itself for exec).
 pub fn default_filename(spec: &FunctionSpec) -> Option<String> {
@@ -153,6 +156,7 @@ pub fn default_filename(spec: &FunctionSpec) -> Option<String> {
         Runtime::Exec if !spec.handler.is_empty() && !spec.handler.contains('/') => {
             Some(spec.handler.clone())
         }
+        Runtime::Lambda => Some(LAMBDA_BOOTSTRAP.to_string()),
         _ => None,
     }
     .filter(|f| !f.contains('/'))
@@ -191,12 +195,14 @@ pub fn check_handler(
             }
             vec![spec.handler.trim_start_matches("./").to_string()]
         }
+        Runtime::Lambda => vec![LAMBDA_BOOTSTRAP.to_string()],
     };
     if candidates.iter().any(|c| has(c)) {
         return Ok(None);
     }
     let what = match spec.runtime {
         Runtime::Exec => format!("executable {:?}", spec.handler),
+        Runtime::Lambda => "the executable of a lambda function".to_string(),
         _ => format!("module of handler {:?} (function {func:?})", spec.handler),
     };
     Err(SpecError::new(

@@ -7,6 +7,7 @@
 //!                    [user ns] · unshare(mount, ipc, uts, pid, [net])
 //!                    ──fork──► C2 = pid 1 of the new PID namespace
 //!                    │          parent-death signal · build root · hostname · loopback up
+//!                    │          [listener on 127.0.0.1:port sent to the server]
 //!                    │          fd 3 · rlimits · drop caps and uid · no_new_privs · seccomp
 //!                    │          exec the runtime
 //!                    └ closes every fd, waits for C2, exits as C2 did
@@ -32,6 +33,9 @@ pub(crate) struct NsPlan {
     pub root: Option<RootPlan>,
     /// Bring loopback up (in a new network namespace).
     pub lo_up: bool,
+    /// Bind a TCP listener at 127.0.0.1:port in the new network namespace and send it to the
+    /// server over the channel, which then closes at exec instead of becoming fd 3.
+    pub listen_port: Option<u16>,
 }
 
 /// Contents of the id maps of a new user namespace.
@@ -112,6 +116,64 @@ unsafe fn loopback_up() -> std::io::Result<()> {
         }
         libc::close(fd);
         check(r)
+    }
+}
+
+/// Binds a listening TCP socket at 127.0.0.1:`port` (in the instance's network namespace) and
+/// sends it to the server over `channel` (`SCM_RIGHTS`), keeping no copy: only the server
+/// accepts on it, the instance's programs connect to it.
+unsafe fn send_loopback_listener(port: u16, channel: RawFd) -> std::io::Result<()> {
+    // SAFETY: socket calls on descriptors we own with correctly sized, live structures.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        check(fd)?;
+        let sent = (|| {
+            let one: libc::c_int = 1;
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            check(libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ))?;
+            check(libc::listen(fd, 64))?;
+            let mut byte = [0u8; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            // u64 elements: aligned for cmsghdr, and 32 bytes ≥ CMSG_SPACE(4).
+            let mut control = [0u64; 4];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+            if libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })();
+        libc::close(fd);
+        sent
     }
 }
 
@@ -237,8 +299,15 @@ pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
             if ns.lo_up {
                 loopback_up()?;
             }
+            if let (Some(port), Some(channel)) = (ns.listen_port, plan.channel_fd) {
+                send_loopback_listener(port, channel)?;
+            }
         }
-        if let Some(fd) = plan.channel_fd {
+        let listener_only = plan
+            .namespaces
+            .as_ref()
+            .is_some_and(|ns| ns.listen_port.is_some());
+        if let Some(fd) = plan.channel_fd.filter(|_| !listener_only) {
             if fd == crate::CHANNEL_FD {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;

@@ -214,6 +214,11 @@ pub struct ProcessSpec {
     /// Start with the smallest CPU share (stem cells warming up); see
     /// [`SandboxedProcess::set_memory_limit`].
     pub background: bool,
+    /// A TCP port on which the instance finds a listener at 127.0.0.1 inside its own network
+    /// namespace, accepted on by the server ([`SandboxedProcess::listener`]): how a server
+    /// serves an instance with no network. Requires [`Sandbox::own_network`]; takes the place
+    /// of the channel (no fd 3).
+    pub loopback_listener: Option<u16>,
 }
 
 /// A started instance process.
@@ -234,6 +239,9 @@ pub struct SandboxedProcess {
     /// For a holder that a zygote's fork entered: that process, whose exit is learnt from the
     /// zygote (it is not our child). `child` is then the holder.
     pub entered: Option<Entered>,
+    /// The listener of [`ProcessSpec::loopback_listener`], bound inside the instance's network
+    /// namespace.
+    pub listener: Option<std::net::TcpListener>,
     cgroup: Option<InstanceCgroup>,
 }
 
@@ -528,6 +536,7 @@ impl Sandbox {
             channel: false,
             stdin: false,
             background: false,
+            loopback_listener: None,
         };
         let mut prepared = self.command(&spec)?;
         let status = prepared
@@ -550,6 +559,12 @@ impl Sandbox {
     /// Number of instance cgroups that exist now (0 without cgroups).
     pub fn live_cgroups(&self) -> usize {
         self.inner.cgroups.as_ref().map_or(0, |c| c.live_count())
+    }
+
+    /// Whether an instance with (`host_network: false`) gets a network namespace of its own,
+    /// where [`ProcessSpec::loopback_listener`] can be used. Otherwise it shares the host's.
+    pub fn own_network(&self, host_network: bool) -> bool {
+        !host_network && self.inner.protections.network_isolation
     }
 
     /// The path at which an instance sees the code directory `host`.
@@ -589,7 +604,12 @@ impl Sandbox {
             }
             None => None,
         };
-        let (parent_end, child_end) = if spec.channel {
+        if spec.loopback_listener.is_some() && !self.own_network(spec.host_network) {
+            return Err(std::io::Error::other(
+                "a loopback listener needs a network namespace of the instance's own",
+            ));
+        }
+        let (parent_end, child_end) = if spec.channel || spec.loopback_listener.is_some() {
             let (a, b) = StdUnixStream::pair()?;
             (Some(a), Some(OwnedFd::from(b)))
         } else {
@@ -612,6 +632,7 @@ impl Sandbox {
                     )
                 }),
                 lo_up: !spec.host_network,
+                listen_port: spec.loopback_listener,
             }
         });
         let plan = ChildPlan {
@@ -672,23 +693,41 @@ impl Sandbox {
             c.join_fds.clear();
         }
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
-        let channel = match parent_end {
+        let mut channel = match parent_end {
             Some(s) => {
                 s.set_nonblocking(true)?;
                 Some(tokio::net::UnixStream::from_std(s)?)
             }
             None => None,
         };
-        Ok(SandboxedProcess {
+        let mut proc = SandboxedProcess {
             stdin: child.stdin.take(),
             child,
             pid,
-            channel,
+            channel: None,
             stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
             entered: None,
+            listener: None,
             cgroup,
-        })
+        };
+        match (spec.loopback_listener, channel.take()) {
+            (Some(_), Some(from_child)) => {
+                // The instance sends it before its exec; it ends (closing the channel) if it
+                // cannot. Dropping `proc` on failure kills it.
+                let wait = std::time::Duration::from_secs(10);
+                let fd = tokio::time::timeout(wait, recv_fd(&from_child))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::other("no listener from the instance in 10 s")
+                    })??;
+                let listener = std::net::TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                proc.listener = Some(listener);
+            }
+            (_, ch) => proc.channel = ch,
+        }
+        Ok(proc)
     }
 
     /// Whether a process from outside can enter an instance's sandbox (a zygote's fork, see
@@ -785,6 +824,49 @@ struct Prepared {
     /// The invoker's end of the channel.
     parent_end: Option<StdUnixStream>,
     cgroup: Option<InstanceCgroup>,
+}
+
+/// Receives one descriptor sent with `SCM_RIGHTS`.
+async fn recv_fd(stream: &tokio::net::UnixStream) -> std::io::Result<OwnedFd> {
+    loop {
+        stream.readable().await?;
+        let got = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut control = [0u64; 4];
+            // SAFETY: recvmsg into buffers we own, sized as the header says; the control data
+            // is read only where the kernel says it put a descriptor.
+            unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control.as_mut_ptr().cast();
+                msg.msg_controllen = std::mem::size_of_val(&control) as _;
+                let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                if cmsg.is_null()
+                    || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                    || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+                {
+                    return Err(std::io::Error::other(
+                        "the instance ended without sending its listener",
+                    ));
+                }
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                Ok(OwnedFd::from_raw_fd(fd))
+            }
+        });
+        match got {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }
 
 fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {

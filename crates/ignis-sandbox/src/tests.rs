@@ -1,6 +1,7 @@
 //! Unit tests of the launcher: plain process containment always; full isolation as root.
 
 use super::*;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 fn spec(script: &str) -> ProcessSpec {
@@ -17,6 +18,7 @@ fn spec(script: &str) -> ProcessSpec {
         channel: true,
         stdin: false,
         background: false,
+        loopback_listener: None,
     }
 }
 
@@ -148,4 +150,42 @@ async fn isolated_cgroup_is_removed_after_exit() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("cgroups leaked: {} > {before}", sb.live_cgroups());
+}
+
+#[tokio::test]
+async fn loopback_listener_serves_an_instance_without_network() {
+    let Some(sb) = isolated() else { return };
+    assert!(sb.own_network(false));
+    // The instance connects to 127.0.0.1:9001 of its own network namespace and talks to
+    // whoever accepts on the listener it was given: the server, outside that namespace.
+    let mut s = spec(
+        "exec 5<>/dev/tcp/127.0.0.1/9001 && echo ping >&5 && read reply <&5 && echo \"got $reply\"; \
+         [ -e /proc/$$/fd/3 ] && echo 1 || echo 0",
+    );
+    s.program = "/bin/bash".into();
+    s.loopback_listener = Some(9001);
+    let mut p = sb.spawn(&s).await.unwrap();
+    assert!(p.channel.is_none(), "the listener replaces the channel");
+    let listener = tokio::net::TcpListener::from_std(p.listener.take().unwrap()).unwrap();
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the instance connects")
+        .unwrap();
+    let mut buf = [0u8; 5];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping\n");
+    tokio::io::AsyncWriteExt::write_all(&mut conn, b"pong\n")
+        .await
+        .unwrap();
+    let status = p.child.wait().await.unwrap();
+    let out = read_all(&mut p.stdout).await;
+    assert!(status.success(), "{out}{}", read_all(&mut p.stderr).await);
+    assert_eq!(out, "got pong\n0\n", "no fd 3 and the reply came through");
+
+    // Where the instance shares the host's network there is nothing to bind it in.
+    let mut host = spec("true");
+    host.host_network = true;
+    host.loopback_listener = Some(9001);
+    assert!(!sb.own_network(true));
+    assert!(sb.spawn(&host).await.is_err());
 }

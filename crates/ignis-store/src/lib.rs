@@ -48,13 +48,18 @@ pub enum Role {
     Admin,
 }
 
-/// A stored API key: its id and the SHA-256 of its secret (never the secret).
+/// A stored API key: its id, the SHA-256 of its secret, and the secret itself for AWS
+/// Signature Version 4 (see docs/security.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
-    /// Public id, the part before `:` in the key.
+    /// Public id, the part before `:` in the key; also the AWS access key id.
     pub id: String,
-    /// SHA-256 of the secret, hex.
+    /// SHA-256 of the secret, hex: what bearer and basic authentication check.
     pub secret_sha256: String,
+    /// The secret in clear: SigV4 requests carry only an HMAC made with it, so verifying one
+    /// needs the secret itself. `None` for keys made before SigV4 support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Namespace the key is limited to; `None` for all.
     pub namespace: Option<String>,
     /// What it may do.

@@ -1036,6 +1036,7 @@ mod tests {
             s.put_key(&ApiKeyRecord {
                 id: "ik_1".into(),
                 secret_sha256: "x".into(),
+                secret: None,
                 namespace: None,
                 role: crate::Role::Admin,
                 created_ms: 1,

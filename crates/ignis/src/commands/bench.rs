@@ -200,6 +200,7 @@ fn noop_code(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             "bench_noop.sh",
             b"#!/bin/sh\nexec /bin/cat\n",
         ),
+        Runtime::Lambda => ("bootstrap", "echo", ignis_runtime::bootstrap::LAMBDA_ECHO),
     }
 }
 

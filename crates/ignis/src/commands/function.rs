@@ -49,7 +49,8 @@ struct DeployArgs {
     /// The code: a file (uploaded as is) or a directory (uploaded as a zip, `.git` left out).
     /// Without it the latest version's code is kept and only the configuration changes
     path: Option<PathBuf>,
-    /// Runtime: python, node or exec
+    /// Runtime: python, node, exec or lambda (Lambda names too: python3.12, nodejs20.x,
+    /// provided.al2023)
     #[arg(long, short = 'r')]
     runtime: Runtime,
     /// `module.function` for python and node (e.g. app.handler); for exec, the executable's

@@ -5,6 +5,7 @@ mod bench;
 mod dlq;
 mod function;
 mod invoke;
+mod key;
 mod serve;
 mod trigger;
 
@@ -58,6 +59,8 @@ pub enum Command {
     Activations(activations::ActivationsCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
+    /// Show the API key in use, or its AWS credentials for the Lambda-compatible API
+    Key(key::KeyCommand),
 }
 
 impl Command {
@@ -72,6 +75,7 @@ impl Command {
             Command::Trigger(c) => c.execute(global).await,
             Command::Rule(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
+            Command::Key(c) => c.execute(global).await,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub isolation: Option<bool>,
     /// Fork python stem cells from a warmed interpreter (default true).
     pub zygote: Option<bool>,
+    /// The AWS region of the Lambda-compatible API and of `lambda` instances.
+    pub aws_region: Option<String>,
 }
 
 /// Run the Ignis server.
@@ -65,7 +67,7 @@ pub struct ServeCommand {
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
-    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote)
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -86,6 +88,10 @@ pub struct ServeCommand {
     /// each; used where the sandbox allows it (root, namespaces, cgroups) [default: true]
     #[arg(long, env = "IGNIS_ZYGOTE", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
     zygote: Option<bool>,
+    /// The AWS region of the Lambda-compatible API: requests must be signed for it, ARNs and
+    /// `AWS_REGION` of `lambda` instances name it [default: us-east-1]
+    #[arg(long, env = "IGNIS_AWS_REGION")]
+    aws_region: Option<String>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -193,6 +199,9 @@ impl ServeCommand {
         if self.zygote.is_some() {
             cfg.zygote = self.zygote;
         }
+        if self.aws_region.is_some() {
+            cfg.aws_region = self.aws_region.clone();
+        }
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
@@ -275,10 +284,15 @@ impl ServeCommand {
                     .memory_budget_mb
                     .unwrap_or_else(default_memory_budget_mb),
                 zygote: cfg.zygote.unwrap_or(true),
+                aws_region: cfg
+                    .aws_region
+                    .clone()
+                    .unwrap_or_else(|| ignis_core::lambda::DEFAULT_REGION.into()),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
         );
+        let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
 
         let mut keys = store.list_keys()?;
@@ -289,6 +303,14 @@ impl ServeCommand {
             write_private(&data_dir.join("admin.key"), &k.token)?;
             keys.push(k.record.clone());
             new_key = Some(k.token);
+        } else if let Ok(token) = std::fs::read_to_string(data_dir.join("admin.key")) {
+            // A data directory from before SigV4 has only the admin secret's hash: keep the
+            // secret (which admin.key holds anyway) so that the AWS API can verify signatures.
+            for k in keys.iter_mut() {
+                if ignis_gateway::auth::restore_secret(k, token.trim()) {
+                    store.put_key(k)?;
+                }
+            }
         }
 
         let listener = listen_on(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -315,6 +337,11 @@ impl ServeCommand {
                 "python": python.as_ref().map(|p| p.display().to_string()),
                 "node": node.as_ref().map(|p| p.display().to_string()),
                 "exec": true,
+                "lambda": true,
+            },
+            "aws": {
+                "region": invoker_region,
+                "lambda_api": "/2015-03-31/functions",
             },
             "limits": {
                 "max_payload_bytes": ignis_core::MAX_PAYLOAD_BYTES,

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod events;
 mod invoke;
+mod lambda;
 mod lifecycle;
 mod sandbox;
 mod scaling;
