@@ -427,11 +427,16 @@ impl FunctionSpec {
                 ),
             ));
         }
-        if self.instance_concurrency > 1 && self.runtime == Runtime::Exec {
+        if self.instance_concurrency > 1
+            && !matches!(self.runtime, Runtime::Python | Runtime::Node)
+        {
+            let why = match self.runtime {
+                Runtime::Exec => "exec functions start a process per invocation",
+                _ => "a lambda bootstrap takes one invocation at a time (the Runtime API)",
+            };
             return Err(SpecError::new(
                 "instance_concurrency",
-                "exec functions start a process per invocation: instance_concurrency must be 1"
-                    .to_string(),
+                format!("{why}: instance_concurrency must be 1"),
             ));
         }
         if !(1..=Self::MAX_TMP_MB).contains(&self.tmp_mb) {
