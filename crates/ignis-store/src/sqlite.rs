@@ -12,7 +12,7 @@ use ignis_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, QueueState,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceRecord, NewVersion, QueueState,
     QueuedInvocation, Result, Store, StoreError,
 };
 
@@ -157,6 +157,13 @@ impl SqliteStore {
         tx.commit()?;
         Ok((item.clone(), true))
     }
+}
+
+fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NamespaceRecord> {
+    Ok(NamespaceRecord {
+        name: r.get(0)?,
+        created_ms: r.get::<_, i64>(1)? as u64,
+    })
 }
 
 fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
@@ -347,13 +354,24 @@ impl Store for SqliteStore {
             .is_some())
     }
 
-    fn list_namespaces(&self) -> Result<Vec<String>> {
+    fn namespaces(&self) -> Result<Vec<NamespaceRecord>> {
         let conn = self.r();
-        let mut stmt = conn.prepare("SELECT name FROM namespaces ORDER BY name")?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
+        let mut stmt = conn.prepare("SELECT name, created_ms FROM namespaces ORDER BY name")?;
+        let rows = stmt
+            .query_map([], namespace_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(names)
+        Ok(rows)
+    }
+
+    fn get_namespace(&self, namespace: &str) -> Result<Option<NamespaceRecord>> {
+        Ok(self
+            .r()
+            .query_row(
+                "SELECT name, created_ms FROM namespaces WHERE name = ?1",
+                [namespace],
+                namespace_row,
+            )
+            .optional()?)
     }
 
     fn create_namespace(&self, namespace: &str) -> Result<bool> {
@@ -362,6 +380,40 @@ impl Store for SqliteStore {
             params![namespace, now_ms() as i64],
         )?;
         Ok(n == 1)
+    }
+
+    fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM namespaces WHERE name = ?1", [namespace])? == 0 {
+            return Ok(None);
+        }
+        let functions = {
+            let mut stmt = tx.prepare("SELECT name FROM functions WHERE namespace = ?1")?;
+            stmt.query_map([namespace], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for table in [
+            "functions",
+            "function_versions",
+            "triggers",
+            "rules",
+            "firings",
+            "activations",
+            "async_queue",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE namespace = ?1"),
+                [namespace],
+            )?;
+        }
+        // Keys hold their namespace inside the JSON record.
+        tx.execute(
+            "DELETE FROM api_keys WHERE json_extract(record, '$.namespace') = ?1",
+            [namespace],
+        )?;
+        tx.commit()?;
+        Ok(Some(functions))
     }
 
     fn put_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -383,9 +435,25 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn delete_key(&self, id: &str) -> Result<bool> {
+        Ok(self.w().execute("DELETE FROM api_keys WHERE id = ?1", [id])? == 1)
+    }
+
     fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
+        // A namespace being deleted cannot get a function back.
+        if tx
+            .query_row(
+                "SELECT 1 FROM namespaces WHERE name = ?1",
+                [&new.namespace],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!("namespace {:?}", new.namespace)));
+        }
         let latest: Option<u32> = tx
             .query_row(
                 "SELECT latest_version FROM functions WHERE namespace = ?1 AND name = ?2",
@@ -1024,6 +1092,88 @@ mod tests {
         assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
     }
 
+    fn key(id: &str, namespace: Option<&str>) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.into(),
+            secret_hash: "$argon2id$x".into(),
+            sealed_secret: None,
+            secret_sha256: None,
+            secret: None,
+            namespace: namespace.map(str::to_string),
+            role: crate::Role::Owner,
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_everything_in_it() {
+        let (_d, s) = store();
+        assert!(s.create_namespace("team").unwrap());
+        assert!(!s.create_namespace("team").unwrap());
+        let in_team = |mut v: NewVersion| {
+            v.namespace = "team".into();
+            v
+        };
+        s.put_version(in_team(new_version("f")), false).unwrap();
+        s.put_version(in_team(new_version("g")), false).unwrap();
+        s.put_version(new_version("f"), false).unwrap();
+        let mut a = activation("f", 5, Status::Success);
+        a.namespace = "team".into();
+        let b = activation("f", 6, Status::Success);
+        s.insert_activations(&[a.clone(), b.clone()]).unwrap();
+        let mut q = queued(Some("k"));
+        q.namespace = "team".into();
+        s.enqueue(&q).unwrap();
+        s.enqueue(&queued(Some("k"))).unwrap();
+        let trigger = |ns: &str| Trigger {
+            namespace: ns.into(),
+            name: "t".into(),
+            spec: ignis_core::TriggerSpec::default(),
+            created_ms: 1,
+            last_scheduled_ms: None,
+        };
+        s.put_trigger(&trigger("team"), false).unwrap();
+        s.put_trigger(&trigger("default"), false).unwrap();
+        let firing = Firing {
+            id: ActivationId::new(),
+            namespace: "team".into(),
+            trigger: "t".into(),
+            fired_ms: 1,
+            scheduled_ms: None,
+            activations: vec![],
+        };
+        s.record_firing(&firing, &[]).unwrap();
+        s.put_key(&key("ik_team", Some("team"))).unwrap();
+        s.put_key(&key("ik_default", Some("default"))).unwrap();
+        s.put_key(&key("ik_admin", None)).unwrap();
+
+        let mut gone = s.delete_namespace("team").unwrap().unwrap();
+        gone.sort();
+        assert_eq!(gone, ["f", "g"]);
+        assert_eq!(s.delete_namespace("team").unwrap(), None);
+        assert!(s.get_namespace("team").unwrap().is_none());
+        assert!(s.list_functions("team").unwrap().is_empty());
+        assert!(s.list_versions("team", "f").unwrap().is_empty());
+        assert!(s.get_activation("team", a.id).unwrap().is_none());
+        assert!(s.list_triggers("team").unwrap().is_empty());
+        assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
+        assert!(s.due(1 << 40, 10).unwrap().iter().all(|q| q.namespace == "default"));
+        let ids: Vec<_> = s.list_keys().unwrap().into_iter().map(|k| k.id).collect();
+        assert_eq!(ids, ["ik_admin", "ik_default"]);
+        // The other namespace is untouched.
+        assert_eq!(s.list_functions("default").unwrap().len(), 1);
+        assert!(s.get_activation("default", b.id).unwrap().is_some());
+        assert_eq!(s.list_triggers("default").unwrap().len(), 1);
+        assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
+        // Nothing can be deployed into a namespace that is gone.
+        assert!(matches!(
+            s.put_version(in_team(new_version("f")), false),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(s.delete_key("ik_default").unwrap());
+        assert!(!s.delete_key("ik_default").unwrap());
+    }
+
     #[test]
     fn data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1033,15 +1183,7 @@ mod tests {
             let s = SqliteStore::open(&path).unwrap();
             s.put_version(new_version("f"), false).unwrap();
             s.insert_activations(std::slice::from_ref(&a)).unwrap();
-            s.put_key(&ApiKeyRecord {
-                id: "ik_1".into(),
-                secret_sha256: "x".into(),
-                secret: None,
-                namespace: None,
-                role: crate::Role::Admin,
-                created_ms: 1,
-            })
-            .unwrap();
+            s.put_key(&key("ik_1", None)).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert!(s.get_version("default", "f", None).unwrap().is_some());
