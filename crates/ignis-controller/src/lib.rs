@@ -23,7 +23,9 @@ use ignis_core::{
 };
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
-use ignis_store::{ActivationFilter, ActivationPage, BlobStore, Store, StoreError};
+use ignis_store::{
+    ActivationFilter, ActivationPage, BlobStore, NamespaceRecord, Store, StoreError,
+};
 
 pub use queue::Accepted;
 use recorder::{Finished, Recorder};
@@ -205,6 +207,59 @@ impl Controller {
         }
         self.inner.registry.remember_namespace(namespace);
         Ok(())
+    }
+
+    /// Every namespace, by name.
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceRecord>> {
+        self.blocking(|i| Ok(i.store.namespaces()?)).await
+    }
+
+    /// One namespace.
+    pub async fn get_namespace(&self, namespace: &str) -> Result<NamespaceRecord> {
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.get_namespace(&ns)?))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))
+    }
+
+    /// Creates a namespace; returns it and whether it is new.
+    pub async fn create_namespace(&self, namespace: &str) -> Result<(NamespaceRecord, bool)> {
+        ignis_core::validate_namespace_name(namespace)
+            .map_err(|e| ControllerError::BadRequest(e.to_string()))?;
+        let ns = namespace.to_string();
+        let (record, created) = self
+            .blocking(move |i| {
+                let created = i.store.create_namespace(&ns)?;
+                let record = i
+                    .store
+                    .get_namespace(&ns)?
+                    .ok_or_else(|| StoreError::NotFound(format!("namespace {ns:?}")))?;
+                Ok((record, created))
+            })
+            .await?;
+        self.inner.registry.remember_namespace(namespace);
+        Ok((record, created))
+    }
+
+    /// Deletes a namespace and everything in it (see [`Store::delete_namespace`]); the
+    /// instances of its functions are stopped. Returns the names of the functions it had.
+    /// The default namespace cannot be deleted.
+    pub async fn delete_namespace(&self, namespace: &str) -> Result<Vec<String>> {
+        if namespace == ignis_core::DEFAULT_NAMESPACE {
+            return Err(ControllerError::BadRequest(
+                "the default namespace cannot be deleted".into(),
+            ));
+        }
+        let ns = namespace.to_string();
+        let functions = self
+            .blocking(move |i| Ok(i.store.delete_namespace(&ns)?))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
+        self.inner.registry.forget_namespace(namespace);
+        for name in &functions {
+            self.inner.invoker.evict_function(namespace, name);
+        }
+        Ok(functions)
     }
 
     /// Deploys a new version. Returns it and whether the function is new.

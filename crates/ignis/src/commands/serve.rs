@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use ignis_client::CliConfig;
 use ignis_controller::Controller;
-use ignis_gateway::{AppState, KeyRing};
+use ignis_gateway::{AppState, KeyRing, MasterKey};
 use ignis_invoker::{CodeSource, Invoker, InvokerConfig};
 use ignis_sandbox::{Sandbox, SandboxConfig};
 use ignis_store::{BlobStore, Role, SqliteStore, Store};
@@ -295,19 +295,22 @@ impl ServeCommand {
         let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
 
+        let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;
         let mut new_key = None;
         if keys.is_empty() {
-            let k = ignis_gateway::generate_key(None, Role::Admin)?;
+            let k = ignis_gateway::generate_key(&master, None, Role::Admin)?;
             store.put_key(&k.record)?;
             write_private(&data_dir.join("admin.key"), &k.token)?;
             keys.push(k.record.clone());
             new_key = Some(k.token);
-        } else if let Ok(token) = std::fs::read_to_string(data_dir.join("admin.key")) {
-            // A data directory from before SigV4 has only the admin secret's hash: keep the
-            // secret (which admin.key holds anyway) so that the AWS API can verify signatures.
+        } else {
+            // Records of older data directories keep the secret in clear, or only its SHA-256
+            // (then admin.key, which holds the first admin key in clear, gives the secret back):
+            // hash them with argon2id and seal their secrets.
+            let admin_token = std::fs::read_to_string(data_dir.join("admin.key")).ok();
             for k in keys.iter_mut() {
-                if ignis_gateway::auth::restore_secret(k, token.trim()) {
+                if ignis_gateway::upgrade_record(k, &master, admin_token.as_deref())? {
                     store.put_key(k)?;
                 }
             }
@@ -351,7 +354,7 @@ impl ServeCommand {
         });
         let state = Arc::new(AppState {
             controller: controller.clone(),
-            keys: KeyRing::new(keys),
+            keys: KeyRing::new(keys, master),
             info,
         });
 
@@ -434,6 +437,22 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
         dir.display()
     )
+}
+
+/// The master key that seals key secrets: `<data dir>/master.key`, made on first start.
+fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let path = data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_hex(&text).with_context(|| {
+            format!("{} is corrupt: expected 64 hex digits", path.display())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, hex_form) = MasterKey::generate()?;
+            write_private(&path, &hex_form)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
