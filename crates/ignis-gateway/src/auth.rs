@@ -357,7 +357,10 @@ mod tests {
             let e = ring.authenticate(&headers(&bad)).unwrap_err();
             assert_eq!(e.status, 401, "{bad}");
         }
-        assert_eq!(ring.authenticate(&HeaderMap::new()).unwrap_err().status, 401);
+        assert_eq!(
+            ring.authenticate(&HeaderMap::new()).unwrap_err().status,
+            401
+        );
         let stored = serde_json::to_string(&k.record).unwrap();
         assert!(!stored.contains(secret), "{stored}");
     }
@@ -397,8 +400,17 @@ mod tests {
         ];
         for (role, [read, invoke, write, admin_ok]) in cases {
             let key = p(role, Some("team"));
-            for (access, ok) in [(Read, read), (Invoke, invoke), (Write, write), (Admin, admin_ok)] {
-                assert_eq!(key.allows(access, Some("team")).is_ok(), ok, "{role:?} {access:?}");
+            for (access, ok) in [
+                (Read, read),
+                (Invoke, invoke),
+                (Write, write),
+                (Admin, admin_ok),
+            ] {
+                assert_eq!(
+                    key.allows(access, Some("team")).is_ok(),
+                    ok,
+                    "{role:?} {access:?}"
+                );
                 let e = key.allows(access, Some("other")).unwrap_err();
                 assert_eq!(e.status, 403, "{role:?} {access:?} elsewhere");
             }

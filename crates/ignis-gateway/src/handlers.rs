@@ -63,15 +63,11 @@ fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> ApiResult<T>
     })
 }
 
-pub async fn system_info(
-    State(state): State<Arc<AppState>>,
-) -> ApiResult<Json<Value>> {
+pub async fn system_info(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     Ok(Json(state.info.clone()))
 }
 
-pub async fn system_instances(
-    State(state): State<Arc<AppState>>,
-) -> ApiResult<Json<Value>> {
+pub async fn system_instances(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let invoker = state.controller.invoker();
     let (used_mb, budget_mb) = invoker.memory();
     let stem: serde_json::Map<String, Value> = invoker

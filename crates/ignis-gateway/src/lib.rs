@@ -22,9 +22,9 @@ use axum::http::{StatusCode, Uri};
 use ignis_controller::Controller;
 
 pub use auth::{Access, KeyRing, NewKey, Principal, generate_key, upgrade_record};
+pub use error::ApiError;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;
-pub use error::ApiError;
 
 /// Largest deploy request body: a 50 MiB zip, base64-encoded in JSON, with room to spare.
 pub const MAX_DEPLOY_BYTES: usize = 100 * 1024 * 1024;

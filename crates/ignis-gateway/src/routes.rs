@@ -31,7 +31,12 @@ pub struct Route {
     handler: Handler,
 }
 
-const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler) -> Route {
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    handler: Handler,
+) -> Route {
     Route {
         method,
         path,
@@ -52,21 +57,37 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/readyz", Public, || {
         get(|| async { axum::Json(serde_json::json!({"ready": true})) })
     }),
-    route("GET", "/v1/system/info", AnyKey, || get(handlers::system_info)),
+    route("GET", "/v1/system/info", AnyKey, || {
+        get(handlers::system_info)
+    }),
     route("GET", "/v1/system/instances", Admin, || {
         get(handlers::system_instances)
     }),
-    route("GET", "/v1/namespaces", Admin, || get(tenancy::list_namespaces)),
-    route("PUT", "/v1/namespaces/{ns}", Admin, || put(tenancy::put_namespace)),
-    route("GET", "/v1/namespaces/{ns}", Admin, || get(tenancy::get_namespace)),
+    route("GET", "/v1/namespaces", Admin, || {
+        get(tenancy::list_namespaces)
+    }),
+    route("PUT", "/v1/namespaces/{ns}", Admin, || {
+        put(tenancy::put_namespace)
+    }),
+    route("GET", "/v1/namespaces/{ns}", Admin, || {
+        get(tenancy::get_namespace)
+    }),
     route("DELETE", "/v1/namespaces/{ns}", Admin, || {
         delete(tenancy::delete_namespace)
     }),
     route("GET", "/v1/keys", Admin, || get(tenancy::list_all_keys)),
-    route("POST", "/v1/keys", Admin, || post(tenancy::create_admin_key)),
-    route("DELETE", "/v1/keys/{id}", Admin, || delete(tenancy::revoke_any_key)),
-    route("GET", "/v1/namespaces/{ns}/keys", Write, || get(tenancy::list_keys)),
-    route("POST", "/v1/namespaces/{ns}/keys", Write, || post(tenancy::create_key)),
+    route("POST", "/v1/keys", Admin, || {
+        post(tenancy::create_admin_key)
+    }),
+    route("DELETE", "/v1/keys/{id}", Admin, || {
+        delete(tenancy::revoke_any_key)
+    }),
+    route("GET", "/v1/namespaces/{ns}/keys", Write, || {
+        get(tenancy::list_keys)
+    }),
+    route("POST", "/v1/namespaces/{ns}/keys", Write, || {
+        post(tenancy::create_key)
+    }),
     route("DELETE", "/v1/namespaces/{ns}/keys/{id}", Write, || {
         delete(tenancy::revoke_key)
     }),
@@ -79,30 +100,42 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/namespaces/{ns}/functions/{name}", Read, || {
         get(handlers::get_function)
     }),
-    route("DELETE", "/v1/namespaces/{ns}/functions/{name}", Write, || {
-        delete(handlers::delete_function)
-    }),
-    route("GET", "/v1/namespaces/{ns}/functions/{name}/versions", Read, || {
-        get(handlers::list_versions)
-    }),
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/functions/{name}",
+        Write,
+        || delete(handlers::delete_function),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/functions/{name}/versions",
+        Read,
+        || get(handlers::list_versions),
+    ),
     route(
         "GET",
         "/v1/namespaces/{ns}/functions/{name}/versions/{version}",
         Read,
         || get(handlers::get_version),
     ),
-    route("POST", "/v1/namespaces/{ns}/functions/{name}/invoke", Invoke, || {
-        post(handlers::invoke).layer(payload_limit())
-    }),
+    route(
+        "POST",
+        "/v1/namespaces/{ns}/functions/{name}/invoke",
+        Invoke,
+        || post(handlers::invoke).layer(payload_limit()),
+    ),
     route("GET", "/v1/namespaces/{ns}/activations", Read, || {
         get(handlers::list_activations)
     }),
     route("GET", "/v1/namespaces/{ns}/activations/{id}", Read, || {
         get(handlers::get_activation)
     }),
-    route("GET", "/v1/namespaces/{ns}/activations/{id}/logs", Read, || {
-        get(handlers::activation_logs)
-    }),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/activations/{id}/logs",
+        Read,
+        || get(handlers::activation_logs),
+    ),
     route("GET", "/v1/namespaces/{ns}/dlq", Read, || {
         get(handlers::list_dead_letters)
     }),
@@ -118,16 +151,27 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/namespaces/{ns}/triggers/{name}", Read, || {
         get(triggers::get_trigger)
     }),
-    route("DELETE", "/v1/namespaces/{ns}/triggers/{name}", Write, || {
-        delete(triggers::delete_trigger)
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/triggers/{name}",
+        Write,
+        || delete(triggers::delete_trigger),
+    ),
+    route(
+        "POST",
+        "/v1/namespaces/{ns}/triggers/{name}/fire",
+        Invoke,
+        || post(triggers::fire_trigger),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/triggers/{name}/firings",
+        Read,
+        || get(triggers::list_firings),
+    ),
+    route("GET", "/v1/namespaces/{ns}/rules", Read, || {
+        get(triggers::list_rules)
     }),
-    route("POST", "/v1/namespaces/{ns}/triggers/{name}/fire", Invoke, || {
-        post(triggers::fire_trigger)
-    }),
-    route("GET", "/v1/namespaces/{ns}/triggers/{name}/firings", Read, || {
-        get(triggers::list_firings)
-    }),
-    route("GET", "/v1/namespaces/{ns}/rules", Read, || get(triggers::list_rules)),
     route("PUT", "/v1/namespaces/{ns}/rules/{name}", Write, || {
         put(triggers::put_rule)
     }),
@@ -137,12 +181,18 @@ pub static ROUTES: &[Route] = &[
     route("DELETE", "/v1/namespaces/{ns}/rules/{name}", Write, || {
         delete(triggers::delete_rule)
     }),
-    route("POST", "/v1/namespaces/{ns}/rules/{name}/enable", Write, || {
-        post(triggers::enable_rule)
-    }),
-    route("POST", "/v1/namespaces/{ns}/rules/{name}/disable", Write, || {
-        post(triggers::disable_rule)
-    }),
+    route(
+        "POST",
+        "/v1/namespaces/{ns}/rules/{name}/enable",
+        Write,
+        || post(triggers::enable_rule),
+    ),
+    route(
+        "POST",
+        "/v1/namespaces/{ns}/rules/{name}/disable",
+        Write,
+        || post(triggers::disable_rule),
+    ),
     route("*", "/fn/{ns}/{name}", Own, || {
         any(web::handle).layer(payload_limit())
     }),
@@ -152,8 +202,12 @@ pub static ROUTES: &[Route] = &[
     route("*", "/fn/{ns}/{name}/{*path}", Own, || {
         any(web::handle).layer(payload_limit())
     }),
-    route("*", "/2015-03-31/functions", Own, || any(lambda_api::handle)),
-    route("*", "/2015-03-31/functions/", Own, || any(lambda_api::handle)),
+    route("*", "/2015-03-31/functions", Own, || {
+        any(lambda_api::handle)
+    }),
+    route("*", "/2015-03-31/functions/", Own, || {
+        any(lambda_api::handle)
+    }),
     route("*", "/2015-03-31/functions/{*rest}", Own, || {
         any(lambda_api::handle)
     }),
@@ -257,7 +311,12 @@ mod tests {
     fn the_table_has_one_entry_per_method_and_path() {
         let mut seen = std::collections::HashSet::new();
         for r in ROUTES {
-            assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
+            assert!(
+                seen.insert((r.method, r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
             assert!(
                 ["GET", "PUT", "POST", "DELETE", "*"].contains(&r.method),
                 "{}",

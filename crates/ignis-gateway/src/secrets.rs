@@ -25,7 +25,8 @@ fn random<const N: usize>() -> std::io::Result<[u8; N]> {
 
 /// The argon2id hash of a secret, as a PHC string (`$argon2id$v=19$m=…`), with a fresh salt.
 pub fn hash_secret(secret: &str) -> std::io::Result<String> {
-    let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let salt = SaltString::encode_b64(&random::<16>()?)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     Argon2::default()
         .hash_password(secret.as_bytes(), &salt)
         .map(|h| h.to_string())

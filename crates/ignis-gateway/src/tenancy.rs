@@ -158,10 +158,7 @@ pub async fn create_key(
     make_key(&state, Some(ns), role).await
 }
 
-pub async fn list_keys(
-    State(state): State<Arc<AppState>>,
-    Path(ns): Path<String>,
-) -> Json<Value> {
+pub async fn list_keys(State(state): State<Arc<AppState>>, Path(ns): Path<String>) -> Json<Value> {
     let keys: Vec<Value> = state
         .keys
         .list()

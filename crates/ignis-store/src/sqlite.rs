@@ -12,8 +12,8 @@ use ignis_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceRecord, NewVersion, QueueState,
-    QueuedInvocation, Result, Store, StoreError,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceRecord, NewVersion,
+    QueueState, QueuedInvocation, Result, Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -436,7 +436,10 @@ impl Store for SqliteStore {
     }
 
     fn delete_key(&self, id: &str) -> Result<bool> {
-        Ok(self.w().execute("DELETE FROM api_keys WHERE id = ?1", [id])? == 1)
+        Ok(self
+            .w()
+            .execute("DELETE FROM api_keys WHERE id = ?1", [id])?
+            == 1)
     }
 
     fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)> {
@@ -452,7 +455,10 @@ impl Store for SqliteStore {
             .optional()?
             .is_none()
         {
-            return Err(StoreError::NotFound(format!("namespace {:?}", new.namespace)));
+            return Err(StoreError::NotFound(format!(
+                "namespace {:?}",
+                new.namespace
+            )));
         }
         let latest: Option<u32> = tx
             .query_row(
@@ -1157,7 +1163,12 @@ mod tests {
         assert!(s.get_activation("team", a.id).unwrap().is_none());
         assert!(s.list_triggers("team").unwrap().is_empty());
         assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
-        assert!(s.due(1 << 40, 10).unwrap().iter().all(|q| q.namespace == "default"));
+        assert!(
+            s.due(1 << 40, 10)
+                .unwrap()
+                .iter()
+                .all(|q| q.namespace == "default")
+        );
         let ids: Vec<_> = s.list_keys().unwrap().into_iter().map(|k| k.id).collect();
         assert_eq!(ids, ["ik_admin", "ik_default"]);
         // The other namespace is untouched.

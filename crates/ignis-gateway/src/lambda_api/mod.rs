@@ -24,8 +24,8 @@ use bytes::Bytes;
 use ignis_controller::ControllerError;
 use serde_json::{Value, json};
 
-use crate::auth::{Access, Principal};
 use crate::AppState;
+use crate::auth::{Access, Principal};
 use crate::sigv4;
 
 /// Largest CreateFunction/UpdateFunctionCode body (a 50 MB zip in base64, in JSON).

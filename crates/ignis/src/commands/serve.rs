@@ -443,9 +443,8 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
     let path = data_dir.join("master.key");
     match std::fs::read_to_string(&path) {
-        Ok(text) => MasterKey::from_hex(&text).with_context(|| {
-            format!("{} is corrupt: expected 64 hex digits", path.display())
-        }),
+        Ok(text) => MasterKey::from_hex(&text)
+            .with_context(|| format!("{} is corrupt: expected 64 hex digits", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (key, hex_form) = MasterKey::generate()?;
             write_private(&path, &hex_form)?;
