@@ -20,6 +20,9 @@ use crate::secrets::{MasterKey, hash_secret, verify_secret};
 /// Verified tokens kept in memory at most; past it the cache starts again empty.
 const MAX_VERIFIED: usize = 4096;
 
+/// argon2id checks run at once at most (each takes 19 MiB and tens of milliseconds of CPU).
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 4;
+
 /// A key just made: the only time its secret exists in clear.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -178,6 +181,7 @@ pub struct KeyRing {
     keys: RwLock<HashMap<String, ApiKeyRecord>>,
     /// SHA-256 of a presented `id:secret` → the key it was verified to be.
     verified: RwLock<HashMap<[u8; 32], Principal>>,
+    verifying: tokio::sync::Semaphore,
     master: Arc<MasterKey>,
 }
 
@@ -187,6 +191,7 @@ impl KeyRing {
         let ring = KeyRing {
             keys: RwLock::default(),
             verified: RwLock::default(),
+            verifying: tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
             master,
         };
         for k in keys {
@@ -248,41 +253,57 @@ impl KeyRing {
 
     /// Checks the request's credentials and that they allow `access` in `namespace`: 401
     /// without valid credentials, 403 when the key may not.
-    pub fn authorize(
-        &self,
+    pub async fn authorize(
+        self: &Arc<Self>,
         headers: &HeaderMap,
         access: Access,
         namespace: Option<&str>,
     ) -> Result<Principal, ApiError> {
-        let p = self.authenticate(headers)?;
+        let p = self.authenticate_async(headers).await?;
         p.allows(access, namespace)?;
         Ok(p)
     }
 
-    /// Who the request's credentials are; 401 if there are none or they are wrong.
+    /// Who the request's credentials are; 401 if there are none or they are wrong. May check an
+    /// argon2id hash (tens of milliseconds): async code calls [`KeyRing::authenticate_async`].
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-            return Err(unauthorized(
-                "missing API key: send `Authorization: Bearer <key>`",
-            ));
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
-        let token = if let Some(t) = value.strip_prefix("Bearer ") {
-            t.trim().to_string()
-        } else if let Some(b) = value.strip_prefix("Basic ") {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map_err(|_| unauthorized("malformed basic credentials"))?;
-            String::from_utf8(raw).map_err(|_| unauthorized("malformed basic credentials"))?
-        } else {
-            return Err(unauthorized("unsupported Authorization scheme; use Bearer"));
-        };
-        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(p) = self.verified.read().unwrap().get(&fingerprint) {
-            return Ok(p.clone());
+        let token = presented_token(headers)?;
+        match self.cached(&token) {
+            Some(p) => Ok(p),
+            None => self.verify(&token),
         }
+    }
+
+    /// [`KeyRing::authenticate`] for async code: a token verified before costs a SHA-256 and a
+    /// map lookup; a new one is checked on the blocking pool, at most
+    /// [`MAX_CONCURRENT_VERIFICATIONS`] at once (each argon2id check takes 19 MiB).
+    pub async fn authenticate_async(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+    ) -> Result<Principal, ApiError> {
+        let token = presented_token(headers)?;
+        if let Some(p) = self.cached(&token) {
+            return Ok(p);
+        }
+        let _permit = self
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| unauthorized("the server is shutting down"))?;
+        let ring = self.clone();
+        tokio::task::spawn_blocking(move || ring.verify(&token))
+            .await
+            .map_err(|_| unauthorized("invalid API key"))?
+    }
+
+    /// A token verified before.
+    fn cached(&self, token: &str) -> Option<Principal> {
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.verified.read().unwrap().get(&fingerprint).cloned()
+    }
+
+    /// Checks a token against its key's hash, and remembers it if right.
+    fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let (id, secret) = token
             .split_once(':')
             .ok_or_else(|| unauthorized("malformed API key: expected id:secret"))?;
@@ -304,6 +325,7 @@ impl KeyRing {
             return Err(unauthorized("invalid API key"));
         }
         let p = Principal::of(&key);
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut verified = self.verified.write().unwrap();
         // A key revoked while its secret was being checked must not be remembered.
         if self.keys.read().unwrap().contains_key(id) {
@@ -313,6 +335,28 @@ impl KeyRing {
             verified.insert(fingerprint, p.clone());
         }
         Ok(p)
+    }
+}
+
+/// The `id:secret` of a bearer or basic `Authorization` header.
+fn presented_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing API key: send `Authorization: Bearer <key>`",
+        ));
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        Ok(t.trim().to_string())
+    } else if let Some(b) = value.strip_prefix("Basic ") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|_| unauthorized("malformed basic credentials"))?;
+        String::from_utf8(raw).map_err(|_| unauthorized("malformed basic credentials"))
+    } else {
+        Err(unauthorized("unsupported Authorization scheme; use Bearer"))
     }
 }
 

@@ -34,7 +34,7 @@ pub struct AppState {
     /// The control plane.
     pub controller: Controller,
     /// Accepted API keys.
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
     /// What `GET /v1/system/info` answers.
     pub info: serde_json::Value,
 }

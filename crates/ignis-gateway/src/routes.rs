@@ -277,6 +277,7 @@ pub(crate) async fn guard(
     let principal = match state
         .keys
         .authorize(req.headers(), route.access, ns.as_deref())
+        .await
     {
         Ok(p) => p,
         Err(e) => return e.into_response(),

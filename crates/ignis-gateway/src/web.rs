@@ -260,7 +260,8 @@ pub async fn handle(
     if function.spec.web == Web::On {
         state
             .keys
-            .authorize(&headers, crate::Access::Invoke, Some(ns))?;
+            .authorize(&headers, crate::Access::Invoke, Some(ns))
+            .await?;
     }
     let body = body?;
     let id = ignis_core::ActivationId::new();

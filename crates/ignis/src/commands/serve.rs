@@ -354,7 +354,7 @@ impl ServeCommand {
         });
         let state = Arc::new(AppState {
             controller: controller.clone(),
-            keys: KeyRing::new(keys, master),
+            keys: Arc::new(KeyRing::new(keys, master)),
             info,
         });
 
