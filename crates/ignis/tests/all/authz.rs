@@ -297,13 +297,7 @@ fn a_web_function_without_a_key_and_the_lambda_api_unsigned_are_refused() {
         let h = signed_with(&w.s, w.key(who), "GET", path, b"", 0);
         let r = lambda_call(&w.s, "GET", path, &h, b"");
         assert_eq!(r.status, 200, "{}", r.text());
-        let names: Vec<String> = r.json()["Functions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["FunctionName"].as_str().unwrap().to_string())
-            .collect();
-        names
+        names_in(&r.json()["Functions"], "FunctionName")
     };
     assert_eq!(list(Who::OwnerA), ["f", "web"]);
     assert!(list(Who::OwnerB).is_empty());

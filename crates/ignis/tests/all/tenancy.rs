@@ -14,6 +14,14 @@ fn as_key(s: &Server, key: &str, method: &str, path: &str, body: &[u8]) -> Resp 
     )
 }
 
+/// Checks the status of each (key, method, path) request.
+fn expect(s: &Server, cases: &[(&String, &str, &str, u16)]) {
+    for (key, method, path, status) in cases {
+        let r = as_key(s, key, method, path, b"{}");
+        assert_eq!(r.status, *status, "{method} {path}: {}", r.text());
+    }
+}
+
 fn new_key(s: &Server, with: &str, ns: &str, role: &str) -> String {
     let r = as_key(
         s,
@@ -66,13 +74,10 @@ fn a_namespace_lives_and_dies_with_everything_in_it() {
     let r = s.request("PUT", "/v1/namespaces/bad%20name", None, b"");
     assert_eq!((r.status, r.error_code()), (400, "invalid_spec".into()));
     let r = s.get("/v1/namespaces");
-    let names: Vec<_> = r.json()["namespaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, ["default", "team"]);
+    assert_eq!(
+        names_in(&r.json()["namespaces"], "name"),
+        ["default", "team"]
+    );
 
     // The namespace gets a function (warm instance), a trigger, a rule, a firing, activations,
     // a queued invocation and a key; default gets a function of the same name.
@@ -192,16 +197,16 @@ fn keys_have_roles_rotate_without_downtime_and_survive_restarts() {
     let invoke_path = "/v1/namespaces/team/functions/hello/invoke";
 
     // Roles.
-    assert_eq!(as_key(&s, &invoker, "POST", invoke_path, b"{}").status, 200);
-    assert_eq!(
-        as_key(&s, &invoker, "GET", "/v1/namespaces/team/functions", b"").status,
-        403
+    let functions = "/v1/namespaces/team/functions";
+    expect(
+        &s,
+        &[
+            (&invoker, "POST", invoke_path, 200),
+            (&invoker, "GET", functions, 403),
+            (&reader, "GET", functions, 200),
+            (&reader, "POST", invoke_path, 403),
+        ],
     );
-    assert_eq!(
-        as_key(&s, &reader, "GET", "/v1/namespaces/team/functions", b"").status,
-        200
-    );
-    assert_eq!(as_key(&s, &reader, "POST", invoke_path, b"{}").status, 403);
     assert_eq!(deploy(&s, &reader, "team", "hello").status, 403);
     let r = as_key(
         &s,
@@ -312,16 +317,15 @@ fn keys_have_roles_rotate_without_downtime_and_survive_restarts() {
     let dir = s.take_dir().unwrap();
     s.stop();
     let s = Server::launch(dir.path(), &[]);
-    assert_eq!(as_key(&s, &rotated, "POST", invoke_path, b"{}").status, 200);
-    assert_eq!(
-        as_key(&s, &owner, "GET", "/v1/namespaces/team/keys", b"").status,
-        200
+    expect(
+        &s,
+        &[
+            (&rotated, "POST", invoke_path, 200),
+            (&owner, "GET", "/v1/namespaces/team/keys", 200),
+            (&admin2, "GET", "/v1/namespaces", 200),
+            (&invoker, "POST", invoke_path, 401),
+        ],
     );
-    assert_eq!(
-        as_key(&s, &admin2, "GET", "/v1/namespaces", b"").status,
-        200
-    );
-    assert_eq!(as_key(&s, &invoker, "POST", invoke_path, b"{}").status, 401);
     drop(dir);
 }
 
