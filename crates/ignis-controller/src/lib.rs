@@ -250,6 +250,9 @@ impl Controller {
                 "the default namespace cannot be deleted".into(),
             ));
         }
+        // Records already made go to disk first, to be deleted with the rest; the store drops
+        // any made later for a namespace that no longer exists.
+        self.inner.recorder.flush().await;
         let ns = namespace.to_string();
         let functions = self
             .blocking(move |i| Ok(i.store.delete_namespace(&ns)?))

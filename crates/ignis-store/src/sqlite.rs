@@ -772,9 +772,11 @@ impl Store for SqliteStore {
         let mut conn = self.w();
         let tx = conn.transaction()?;
         {
+            // An activation of a namespace deleted meanwhile (a run that was in flight) is
+            // dropped, so that a namespace made again under its name starts empty.
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO activations (id, namespace, function, status, start_ms, record, logs, trigger)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM namespaces WHERE name = ?2)",
             )?;
             for a in records {
                 // Logs are stored apart so that listing never reads them.
@@ -1176,7 +1178,11 @@ mod tests {
         assert!(s.get_activation("default", b.id).unwrap().is_some());
         assert_eq!(s.list_triggers("default").unwrap().len(), 1);
         assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
-        // Nothing can be deployed into a namespace that is gone.
+        // Nothing can be deployed into, nor recorded for, a namespace that is gone.
+        let mut late = activation("f", 7, Status::Success);
+        late.namespace = "team".into();
+        s.insert_activations(std::slice::from_ref(&late)).unwrap();
+        assert!(s.get_activation("team", late.id).unwrap().is_none());
         assert!(matches!(
             s.put_version(in_team(new_version("f")), false),
             Err(StoreError::NotFound(_))
