@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod queue;
+mod quotas;
 mod recorder;
 mod registry;
 mod triggers;
@@ -24,10 +25,12 @@ use ignis_core::{
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{
-    ActivationFilter, ActivationPage, BlobStore, NamespaceRecord, Store, StoreError,
+    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, Store,
+    StoreError,
 };
 
 pub use queue::Accepted;
+pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
 pub use registry::{CodeUpload, DeployRequest};
 
@@ -49,6 +52,14 @@ pub enum ControllerError {
     /// The function is at its concurrency limit and its queue is full.
     #[error("{0}")]
     Throttled(String),
+    /// The namespace is at one of its quotas; retry after that many seconds.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which quota.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// Shutting down.
     #[error("the server is shutting down")]
     Unavailable,
@@ -151,12 +162,17 @@ struct Inner {
     recorder: Recorder,
     in_flight: InFlight,
     queue: queue::AsyncQueue,
+    quotas: quotas::Quotas,
 }
 
 impl Controller {
     /// A controller over a store, a blob directory and an invoker.
     pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
         let recorder = Recorder::start(store.clone())?;
+        let quotas = quotas::Quotas::default();
+        for ns in store.namespaces().map_err(std::io::Error::other)? {
+            quotas.set_own(&ns.name, ns.quotas);
+        }
         Ok(Controller {
             inner: Arc::new(Inner {
                 registry: registry::Registry::default(),
@@ -166,6 +182,7 @@ impl Controller {
                 recorder,
                 in_flight: InFlight::default(),
                 queue: queue::AsyncQueue::default(),
+                quotas,
             }),
         })
     }
@@ -209,6 +226,16 @@ impl Controller {
         Ok(())
     }
 
+    /// Sets the quotas of namespaces that set none of their own.
+    pub fn set_quota_defaults(&self, defaults: QuotaDefaults) {
+        self.inner.quotas.set_defaults(defaults);
+    }
+
+    /// The quotas in force for a namespace.
+    pub fn quotas_of(&self, namespace: &str) -> QuotaDefaults {
+        self.inner.quotas.effective(namespace)
+    }
+
     /// Every namespace, by name.
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceRecord>> {
         self.blocking(|i| Ok(i.store.namespaces()?)).await
@@ -222,14 +249,22 @@ impl Controller {
             .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))
     }
 
-    /// Creates a namespace; returns it and whether it is new.
-    pub async fn create_namespace(&self, namespace: &str) -> Result<(NamespaceRecord, bool)> {
+    /// Creates a namespace, or keeps it if it exists; with `quotas`, sets its own quotas.
+    /// Returns it and whether it is new.
+    pub async fn create_namespace(
+        &self,
+        namespace: &str,
+        quotas: Option<NamespaceQuotas>,
+    ) -> Result<(NamespaceRecord, bool)> {
         ignis_core::validate_namespace_name(namespace)
             .map_err(|e| ControllerError::BadRequest(e.to_string()))?;
         let ns = namespace.to_string();
         let (record, created) = self
             .blocking(move |i| {
                 let created = i.store.create_namespace(&ns)?;
+                if let Some(q) = &quotas {
+                    i.store.set_namespace_quotas(&ns, q)?;
+                }
                 let record = i
                     .store
                     .get_namespace(&ns)?
@@ -237,6 +272,7 @@ impl Controller {
                 Ok((record, created))
             })
             .await?;
+        self.inner.quotas.set_own(namespace, record.quotas);
         self.inner.registry.remember_namespace(namespace);
         Ok((record, created))
     }
@@ -259,6 +295,7 @@ impl Controller {
             .await?
             .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
         self.inner.registry.forget_namespace(namespace);
+        self.inner.quotas.forget(namespace);
         for name in &functions {
             self.inner.invoker.evict_function(namespace, name);
         }
@@ -444,6 +481,12 @@ impl Controller {
         let function = inv.function.clone();
         let (id, accepted) = (inv.id, inv.accepted);
         let json = function.spec.runtime.json_events();
+        let _admitted = self.inner.quotas.admit(&function.namespace).map_err(|r| {
+            ControllerError::QuotaExceeded {
+                message: r.message,
+                retry_after_secs: r.retry_after_secs,
+            }
+        })?;
         let r = match self.inner.invoker.invoke(inv).await {
             Ok(r) => r,
             Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use ignis_store::{ApiKeyRecord, Role};
+use ignis_store::{ApiKeyRecord, NamespaceQuotas, NamespaceRecord, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,18 +24,53 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(ignis_controller::ControllerError::Internal(e.to_string()))
 }
 
+/// A namespace with its own quotas and those in force.
+fn namespace_json(state: &AppState, record: &NamespaceRecord) -> Value {
+    let q = state.controller.quotas_of(&record.name);
+    json!({
+        "name": record.name,
+        "created_ms": record.created_ms,
+        "quotas": record.quotas,
+        "effective_quotas": {
+            "concurrency": q.concurrency,
+            "invocations_per_minute": q.invocations_per_minute,
+        },
+    })
+}
+
 pub async fn list_namespaces(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let namespaces = state.controller.list_namespaces().await?;
+    let namespaces: Vec<Value> = state
+        .controller
+        .list_namespaces()
+        .await?
+        .iter()
+        .map(|n| namespace_json(&state, n))
+        .collect();
     Ok(Json(json!({ "namespaces": namespaces })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceBody {
+    quotas: Option<NamespaceQuotas>,
 }
 
 pub async fn put_namespace(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let body = body?;
+    let quotas = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<NamespaceBody>(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid namespace: {e}")))?
+            .quotas
+    };
     let (record, created) = state
         .controller
-        .create_namespace(&ns)
+        .create_namespace(&ns, quotas)
         .await
         .map_err(|e| match e {
             ignis_controller::ControllerError::BadRequest(m) => {
@@ -48,7 +83,7 @@ pub async fn put_namespace(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(record)).into_response())
+    Ok((status, Json(namespace_json(&state, &record))).into_response())
 }
 
 pub async fn get_namespace(
@@ -60,7 +95,7 @@ pub async fn get_namespace(
         .get_namespace(&ns)
         .await
         .map_err(namespace_error)?;
-    Ok(Json(serde_json::to_value(record).unwrap_or_default()))
+    Ok(Json(namespace_json(&state, &record)))
 }
 
 pub async fn delete_namespace(

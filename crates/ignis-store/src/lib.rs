@@ -111,6 +111,22 @@ pub struct NamespaceRecord {
     pub name: String,
     /// When it was made.
     pub created_ms: u64,
+    /// Its own quotas, where they differ from the server's defaults.
+    #[serde(default)]
+    pub quotas: NamespaceQuotas,
+}
+
+/// Per-namespace limits set on the namespace; `None` takes the server's default, `0` means no
+/// limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuotas {
+    /// Invocations of the namespace's functions running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Invocations started per minute (a token bucket holding a minute's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocations_per_minute: Option<u32>,
 }
 
 /// A version to add.
@@ -237,6 +253,8 @@ pub trait Store: Send + Sync {
     fn get_namespace(&self, namespace: &str) -> Result<Option<NamespaceRecord>>;
     /// Creates a namespace; false if it existed.
     fn create_namespace(&self, namespace: &str) -> Result<bool>;
+    /// Sets a namespace's quotas; false if there is no such namespace.
+    fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool>;
     /// Deletes a namespace and everything in it, in one transaction: functions and their
     /// versions, triggers, rules, firings, activations, queued and dead asynchronous
     /// invocations, and its keys. Returns the names of the functions it had, or `None` if the

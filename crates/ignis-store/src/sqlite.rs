@@ -12,8 +12,8 @@ use ignis_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceRecord, NewVersion,
-    QueueState, QueuedInvocation, Result, Store, StoreError,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceQuotas, NamespaceRecord,
+    NewVersion, QueueState, QueuedInvocation, Result, Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -114,6 +114,13 @@ impl SqliteStore {
         }
         let write = open_conn(path)?;
         write.execute_batch(SCHEMA)?;
+        // Added after the first release: namespaces' own quotas, JSON.
+        if write
+            .prepare("SELECT quotas FROM namespaces LIMIT 0")
+            .is_err()
+        {
+            write.execute_batch("ALTER TABLE namespaces ADD COLUMN quotas TEXT")?;
+        }
         write.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
             params![ignis_core::DEFAULT_NAMESPACE, now_ms() as i64],
@@ -160,9 +167,13 @@ impl SqliteStore {
 }
 
 fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NamespaceRecord> {
+    let quotas: Option<String> = r.get(2)?;
     Ok(NamespaceRecord {
         name: r.get(0)?,
         created_ms: r.get::<_, i64>(1)? as u64,
+        quotas: quotas
+            .and_then(|q| serde_json::from_str(&q).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -356,7 +367,8 @@ impl Store for SqliteStore {
 
     fn namespaces(&self) -> Result<Vec<NamespaceRecord>> {
         let conn = self.r();
-        let mut stmt = conn.prepare("SELECT name, created_ms FROM namespaces ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT name, created_ms, quotas FROM namespaces ORDER BY name")?;
         let rows = stmt
             .query_map([], namespace_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -367,7 +379,7 @@ impl Store for SqliteStore {
         Ok(self
             .r()
             .query_row(
-                "SELECT name, created_ms FROM namespaces WHERE name = ?1",
+                "SELECT name, created_ms, quotas FROM namespaces WHERE name = ?1",
                 [namespace],
                 namespace_row,
             )
@@ -378,6 +390,14 @@ impl Store for SqliteStore {
         let n = self.w().execute(
             "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
             params![namespace, now_ms() as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool> {
+        let n = self.w().execute(
+            "UPDATE namespaces SET quotas = ?2 WHERE name = ?1",
+            params![namespace, serde_json::to_string(quotas)?],
         )?;
         Ok(n == 1)
     }
@@ -1118,6 +1138,17 @@ mod tests {
         let (_d, s) = store();
         assert!(s.create_namespace("team").unwrap());
         assert!(!s.create_namespace("team").unwrap());
+        let quotas = NamespaceQuotas {
+            concurrency: Some(3),
+            invocations_per_minute: None,
+        };
+        assert!(s.set_namespace_quotas("team", &quotas).unwrap());
+        assert!(!s.set_namespace_quotas("nope", &quotas).unwrap());
+        assert_eq!(s.get_namespace("team").unwrap().unwrap().quotas, quotas);
+        assert_eq!(
+            s.get_namespace("default").unwrap().unwrap().quotas,
+            NamespaceQuotas::default()
+        );
         let in_team = |mut v: NewVersion| {
             v.namespace = "team".into();
             v

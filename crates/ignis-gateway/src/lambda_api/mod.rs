@@ -42,6 +42,8 @@ pub(crate) struct LambdaError {
     pub message: String,
     /// `TooManyRequestsException`'s reason.
     pub reason: Option<&'static str>,
+    /// `Retry-After` of a 429, in seconds (1 if not set).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl LambdaError {
@@ -51,6 +53,7 @@ impl LambdaError {
             code,
             message: message.into(),
             reason: None,
+            retry_after_secs: None,
         }
     }
 
@@ -91,7 +94,10 @@ impl IntoResponse for LambdaError {
             h.insert("x-amzn-requestid", v);
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            h.insert("retry-after", HeaderValue::from_static("1"));
+            h.insert(
+                "retry-after",
+                HeaderValue::from(self.retry_after_secs.unwrap_or(1)),
+            );
         }
         resp
     }
@@ -116,6 +122,18 @@ impl From<ControllerError> for LambdaError {
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequestsException",
                     format!("Rate Exceeded: {m}"),
+                )
+            },
+            ControllerError::QuotaExceeded {
+                message,
+                retry_after_secs,
+            } => LambdaError {
+                reason: Some("ConcurrentInvocationLimitExceeded"),
+                retry_after_secs: Some(retry_after_secs),
+                ..LambdaError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    format!("Rate Exceeded: {message}"),
                 )
             },
             ControllerError::Unavailable => LambdaError::new(

@@ -55,6 +55,12 @@ pub struct ServerConfig {
     pub zygote: Option<bool>,
     /// The AWS region of the Lambda-compatible API and of `lambda` instances.
     pub aws_region: Option<String>,
+    /// Invocations of one namespace running at once, for namespaces without their own quota
+    /// (0: no limit).
+    pub namespace_concurrency: Option<u32>,
+    /// Invocations one namespace may start per minute, for namespaces without their own quota
+    /// (0: no limit).
+    pub namespace_invocations_per_minute: Option<u32>,
 }
 
 /// Run the Ignis server.
@@ -67,7 +73,8 @@ pub struct ServeCommand {
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
-    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region)
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
+    /// namespace_concurrency, namespace_invocations_per_minute)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -76,6 +83,14 @@ pub struct ServeCommand {
     /// How many invocations of one function may wait for a free instance [default: 100]
     #[arg(long, env = "IGNIS_QUEUE_PER_FUNCTION")]
     queue_per_function: Option<usize>,
+    /// Default quota: invocations of one namespace running at once; 0 for no limit (a
+    /// namespace's own quota wins) [default: 1000]
+    #[arg(long, env = "IGNIS_NAMESPACE_CONCURRENCY")]
+    namespace_concurrency: Option<u32>,
+    /// Default quota: invocations one namespace may start per minute; 0 for no limit (a
+    /// namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_NAMESPACE_INVOCATIONS_PER_MINUTE")]
+    namespace_invocations_per_minute: Option<u32>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -190,6 +205,12 @@ impl ServeCommand {
         if self.queue_per_function.is_some() {
             cfg.queue_per_function = self.queue_per_function;
         }
+        if self.namespace_concurrency.is_some() {
+            cfg.namespace_concurrency = self.namespace_concurrency;
+        }
+        if self.namespace_invocations_per_minute.is_some() {
+            cfg.namespace_invocations_per_minute = self.namespace_invocations_per_minute;
+        }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
         }
@@ -294,6 +315,15 @@ impl ServeCommand {
         );
         let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
+        let quota_defaults = ignis_controller::QuotaDefaults::default();
+        controller.set_quota_defaults(ignis_controller::QuotaDefaults {
+            concurrency: cfg
+                .namespace_concurrency
+                .unwrap_or(quota_defaults.concurrency),
+            invocations_per_minute: cfg
+                .namespace_invocations_per_minute
+                .unwrap_or(quota_defaults.invocations_per_minute),
+        });
 
         let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;

@@ -358,3 +358,101 @@ fn the_cli_manages_namespaces_and_keys() {
     let out = s.cli(&["ns", "get", "team"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
+
+#[test]
+fn quotas_refuse_with_retry_after_and_only_in_their_namespace() {
+    // The server's default: 2 invocations per minute per namespace.
+    let s = Server::start_with(&["--namespace-invocations-per-minute", "2"]);
+    let put_ns = |ns: &str, body: &str| {
+        let r = s.request(
+            "PUT",
+            &format!("/v1/namespaces/{ns}"),
+            Some("application/json"),
+            body.as_bytes(),
+        );
+        assert!(r.status == 201 || r.status == 200, "{}", r.text());
+        r.json()
+    };
+    let free = put_ns("free", r#"{"quotas":{"invocations_per_minute":0}}"#);
+    assert_eq!(free["effective_quotas"]["invocations_per_minute"], 0);
+    let narrow = put_ns(
+        "narrow",
+        r#"{"quotas":{"concurrency":1,"invocations_per_minute":0}}"#,
+    );
+    assert_eq!(narrow["effective_quotas"]["concurrency"], 1, "{narrow}");
+    assert_eq!(narrow["quotas"]["concurrency"], 1, "{narrow}");
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/narrow",
+        Some("application/json"),
+        br#"{"quotas":{"concurency":1}}"#,
+    );
+    assert_eq!(
+        r.status,
+        400,
+        "unknown quota fields are refused: {}",
+        r.text()
+    );
+    let sleepy = "import time\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n    return {'ok': True}\n";
+    for ns in ["default", "free", "narrow"] {
+        let r = s.raw_request(
+            "PUT",
+            &format!(
+                "/v1/namespaces/{ns}/functions/f?runtime=python&handler=app.handler&filename=app.py"
+            ),
+            &[("authorization", &format!("Bearer {}", s.key))],
+            Some("application/octet-stream"),
+            sleepy.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let invoke = |ns: &str, body: &str| {
+        as_key(
+            &s,
+            &s.key,
+            "POST",
+            &format!("/v1/namespaces/{ns}/functions/f/invoke"),
+            body.as_bytes(),
+        )
+    };
+
+    // Rate: the default namespace gets two, then 429 with the seconds until a token is back.
+    assert_eq!(invoke("default", "{}").status, 200);
+    assert_eq!(invoke("default", "{}").status, 200);
+    let r = invoke("default", "{}");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (429, "quota_exceeded".into()),
+        "{}",
+        r.text()
+    );
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    // ...while a namespace with no rate limit goes on.
+    for _ in 0..5 {
+        assert_eq!(invoke("free", "{}").status, 200);
+    }
+
+    // Concurrency: one invocation of "narrow" at a time; a second at once is refused, and
+    // another namespace is not.
+    let slow = std::thread::scope(|scope| {
+        let first = scope.spawn(|| invoke("narrow", r#"{"s": 1.5}"#));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let second = invoke("narrow", "{}");
+        assert_eq!(
+            (second.status, second.error_code()),
+            (429, "quota_exceeded".into()),
+            "{}",
+            second.text()
+        );
+        assert_eq!(second.header("retry-after"), Some("1"));
+        assert_eq!(invoke("free", r#"{"s": 0}"#).status, 200);
+        first.join().unwrap()
+    });
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    assert_eq!(
+        invoke("narrow", "{}").status,
+        200,
+        "free again once it ended"
+    );
+}
