@@ -180,7 +180,7 @@ fn forbidden(message: String) -> ApiError {
 pub struct KeyRing {
     keys: RwLock<HashMap<String, ApiKeyRecord>>,
     /// SHA-256 of a presented `id:secret` → the key it was verified to be.
-    verified: RwLock<HashMap<[u8; 32], Principal>>,
+    verified: RwLock<HashMap<[u8; 32], Arc<Principal>>>,
     verifying: tokio::sync::Semaphore,
     master: Arc<MasterKey>,
 }
@@ -258,7 +258,7 @@ impl KeyRing {
         headers: &HeaderMap,
         access: Access,
         namespace: Option<&str>,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Arc<Principal>, ApiError> {
         let p = self.authenticate_async(headers).await?;
         p.allows(access, namespace)?;
         Ok(p)
@@ -266,7 +266,7 @@ impl KeyRing {
 
     /// Who the request's credentials are; 401 if there are none or they are wrong. May check an
     /// argon2id hash (tens of milliseconds): async code calls [`KeyRing::authenticate_async`].
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
         let token = presented_token(headers)?;
         match self.cached(&token) {
             Some(p) => Ok(p),
@@ -280,7 +280,7 @@ impl KeyRing {
     pub async fn authenticate_async(
         self: &Arc<Self>,
         headers: &HeaderMap,
-    ) -> Result<Principal, ApiError> {
+    ) -> Result<Arc<Principal>, ApiError> {
         let token = presented_token(headers)?;
         if let Some(p) = self.cached(&token) {
             return Ok(p);
@@ -297,13 +297,13 @@ impl KeyRing {
     }
 
     /// A token verified before.
-    fn cached(&self, token: &str) -> Option<Principal> {
+    fn cached(&self, token: &str) -> Option<Arc<Principal>> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.verified.read().unwrap().get(&fingerprint).cloned()
     }
 
     /// Checks a token against its key's hash, and remembers it if right.
-    fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+    fn verify(&self, token: &str) -> Result<Arc<Principal>, ApiError> {
         let (id, secret) = token
             .split_once(':')
             .ok_or_else(|| unauthorized("malformed API key: expected id:secret"))?;
@@ -324,7 +324,7 @@ impl KeyRing {
         if !valid {
             return Err(unauthorized("invalid API key"));
         }
-        let p = Principal::of(&key);
+        let p = Arc::new(Principal::of(&key));
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut verified = self.verified.write().unwrap();
         // A key revoked while its secret was being checked must not be remembered.

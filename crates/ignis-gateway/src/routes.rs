@@ -246,13 +246,12 @@ pub fn lookup(method: &Method, path: &str) -> Option<&'static Route> {
 /// Authorizes a request by its route's entry in [`ROUTES`]: 401 without a valid key, 403 when
 /// the key's role or namespace does not allow it, 404 `namespace_not_found` for a namespace
 /// that does not exist (checked after the key, so that keys confined to a namespace learn
-/// nothing of others). The verified [`crate::auth::Principal`] goes into the request's
-/// extensions for the handler.
+/// nothing of others).
 pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
     matched: MatchedPath,
     params: RawPathParams,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let Some(route) = lookup(req.method(), matched.as_str()) else {
@@ -270,25 +269,16 @@ pub(crate) async fn guard(
     if matches!(route.access, Access::Public | Access::Handler) {
         return next.run(req).await;
     }
-    let ns = params
-        .iter()
-        .find(|(k, _)| *k == "ns")
-        .map(|(_, v)| v.to_string());
-    let principal = match state
-        .keys
-        .authorize(req.headers(), route.access, ns.as_deref())
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    if let Some(ns) = &ns
+    let ns = params.iter().find(|(k, _)| *k == "ns").map(|(_, v)| v);
+    if let Err(e) = state.keys.authorize(req.headers(), route.access, ns).await {
+        return e.into_response();
+    }
+    if let Some(ns) = ns
         && route.access != Access::Admin
         && let Err(e) = state.controller.check_namespace(ns).await
     {
         return namespace_error(e).into_response();
     }
-    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
