@@ -13,13 +13,7 @@ const NONCE_BYTES: usize = 12;
 /// Random bytes from the OS.
 fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let chunk = hex::decode(ignis_core::new_secret()?).map_err(std::io::Error::other)?;
-        let n = (N - filled).min(chunk.len());
-        out[filled..filled + n].copy_from_slice(&chunk[..n]);
-        filled += n;
-    }
+    getrandom::fill(&mut out).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(out)
 }
 

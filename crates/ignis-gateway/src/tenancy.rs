@@ -229,10 +229,15 @@ pub async fn create_admin_key(State(state): State<Arc<AppState>>) -> ApiResult<R
     make_key(&state, None, Role::Admin).await
 }
 
+/// Held while an admin key may be revoked, so that two revocations at once cannot remove the
+/// last two admin keys.
+static ADMIN_KEY_CHANGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub async fn revoke_any_key(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let _one_at_a_time = ADMIN_KEY_CHANGE.lock().await;
     let keys = state.keys.list();
     let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(key_not_found(&id));
