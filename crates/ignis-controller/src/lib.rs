@@ -236,6 +236,41 @@ impl Controller {
         self.inner.quotas.effective(namespace)
     }
 
+    /// Starts the task that deletes, every `every`, the activations that namespaces' retention
+    /// quotas (days, count) no longer keep.
+    pub fn start_pruner(&self, every: std::time::Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = this.prune_activations().await {
+                    tracing::error!(error = %e, "activation pruning");
+                }
+            }
+        });
+    }
+
+    /// Applies every namespace's activation retention once; returns how many activations went.
+    pub async fn prune_activations(&self) -> Result<u64> {
+        let mut pruned = 0;
+        for ns in self.blocking(|i| Ok(i.store.list_namespaces()?)).await? {
+            let q = self.inner.quotas.effective(&ns);
+            if q.activation_retention_days == 0 && q.activation_retention_count == 0 {
+                continue;
+            }
+            let before_ms = match q.activation_retention_days {
+                0 => 0,
+                days => now_ms().saturating_sub(u64::from(days) * 86_400_000),
+            };
+            let keep = (q.activation_retention_count > 0)
+                .then_some(u64::from(q.activation_retention_count));
+            pruned += self
+                .blocking(move |i| Ok(i.store.prune_activations(&ns, before_ms, keep)?))
+                .await?;
+        }
+        Ok(pruned)
+    }
+
     /// Every namespace, by name.
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceRecord>> {
         self.blocking(|i| Ok(i.store.namespaces()?)).await

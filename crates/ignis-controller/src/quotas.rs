@@ -4,6 +4,8 @@
 //! admitted here before the invoker sees it; a refusal names the seconds to wait.
 //!
 //! Each namespace has its own counters, so one namespace at its limits never refuses another.
+//! The retention quotas (days, count) are applied by the pruner task
+//! ([`crate::Controller::start_pruner`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +21,10 @@ pub struct QuotaDefaults {
     pub concurrency: u32,
     /// Invocations one namespace may start per minute.
     pub invocations_per_minute: u32,
+    /// Days an activation is kept.
+    pub activation_retention_days: u32,
+    /// Activations one namespace keeps at most, the newest.
+    pub activation_retention_count: u32,
 }
 
 impl Default for QuotaDefaults {
@@ -26,6 +32,8 @@ impl Default for QuotaDefaults {
         QuotaDefaults {
             concurrency: 1000,
             invocations_per_minute: 0,
+            activation_retention_days: 0,
+            activation_retention_count: 0,
         }
     }
 }
@@ -99,6 +107,12 @@ impl Quotas {
             invocations_per_minute: own
                 .invocations_per_minute
                 .unwrap_or(d.invocations_per_minute),
+            activation_retention_days: own
+                .activation_retention_days
+                .unwrap_or(d.activation_retention_days),
+            activation_retention_count: own
+                .activation_retention_count
+                .unwrap_or(d.activation_retention_count),
         }
     }
 
@@ -166,7 +180,7 @@ mod tests {
         let q = Quotas::default();
         q.set_defaults(QuotaDefaults {
             concurrency: 2,
-            invocations_per_minute: 0,
+            ..QuotaDefaults::default()
         });
         let a1 = q.admit("a").unwrap();
         let _a2 = q.admit("a").unwrap();
@@ -186,7 +200,7 @@ mod tests {
             "b",
             NamespaceQuotas {
                 concurrency: Some(0),
-                invocations_per_minute: None,
+                ..Default::default()
             },
         );
         let many: Vec<_> = (0..50).map(|_| q.admit("b").unwrap()).collect();
@@ -199,8 +213,8 @@ mod tests {
         q.set_own(
             "a",
             NamespaceQuotas {
-                concurrency: None,
                 invocations_per_minute: Some(6),
+                ..Default::default()
             },
         );
         for _ in 0..6 {

@@ -34,6 +34,8 @@ fn namespace_json(state: &AppState, record: &NamespaceRecord) -> Value {
         "effective_quotas": {
             "concurrency": q.concurrency,
             "invocations_per_minute": q.invocations_per_minute,
+            "activation_retention_days": q.activation_retention_days,
+            "activation_retention_count": q.activation_retention_count,
         },
     })
 }

@@ -127,6 +127,12 @@ pub struct NamespaceQuotas {
     /// Invocations started per minute (a token bucket holding a minute's worth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocations_per_minute: Option<u32>,
+    /// Days an activation is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_retention_days: Option<u32>,
+    /// Activations kept at most, the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_retention_count: Option<u32>,
 }
 
 /// A version to add.
@@ -339,6 +345,9 @@ pub trait Store: Send + Sync {
     /// One activation with its logs.
     fn get_activation(&self, namespace: &str, id: ActivationId)
     -> Result<Option<ActivationRecord>>;
+    /// Deletes a namespace's activations that started before `before_ms` and, with `keep`, all
+    /// but the newest `keep`. Returns how many went.
+    fn prune_activations(&self, namespace: &str, before_ms: u64, keep: Option<u64>) -> Result<u64>;
     /// A page of activations, newest first, without logs and results.
     fn list_activations(
         &self,

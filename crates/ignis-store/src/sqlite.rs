@@ -820,6 +820,35 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn prune_activations(&self, namespace: &str, before_ms: u64, keep: Option<u64>) -> Result<u64> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let mut n = tx.execute(
+            "DELETE FROM activations WHERE namespace = ?1 AND start_ms < ?2",
+            params![namespace, before_ms.min(i64::MAX as u64) as i64],
+        )?;
+        if let Some(keep) = keep {
+            // The oldest past the newest `keep`, in the order of the activations_by_ns index.
+            let cut: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT start_ms, id FROM activations WHERE namespace = ?1
+                     ORDER BY start_ms DESC, id DESC LIMIT 1 OFFSET ?2",
+                    params![namespace, keep.min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((ms, id)) = cut {
+                n += tx.execute(
+                    "DELETE FROM activations WHERE namespace = ?1
+                     AND (start_ms < ?2 OR (start_ms = ?2 AND id <= ?3))",
+                    params![namespace, ms, id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
     fn get_activation(
         &self,
         namespace: &str,
@@ -1140,7 +1169,7 @@ mod tests {
         assert!(!s.create_namespace("team").unwrap());
         let quotas = NamespaceQuotas {
             concurrency: Some(3),
-            invocations_per_minute: None,
+            ..Default::default()
         };
         assert!(s.set_namespace_quotas("team", &quotas).unwrap());
         assert!(!s.set_namespace_quotas("nope", &quotas).unwrap());
@@ -1220,6 +1249,33 @@ mod tests {
         ));
         assert!(s.delete_key("ik_default").unwrap());
         assert!(!s.delete_key("ik_default").unwrap());
+    }
+
+    #[test]
+    fn activations_are_pruned_by_age_and_count() {
+        let (_d, s) = store();
+        s.create_namespace("other").unwrap();
+        let mut all: Vec<_> = (0..10)
+            .map(|i| activation("f", 1000 + i, Status::Success))
+            .collect();
+        let mut theirs = activation("f", 1, Status::Success);
+        theirs.namespace = "other".into();
+        all.push(theirs.clone());
+        s.insert_activations(&all).unwrap();
+        let starts = |s: &SqliteStore| -> Vec<u64> {
+            let f = ActivationFilter {
+                limit: 100,
+                ..Default::default()
+            };
+            let page = s.list_activations("default", &f).unwrap();
+            page.activations.iter().map(|a| a.start_ms).collect()
+        };
+        assert_eq!(s.prune_activations("default", 1003, None).unwrap(), 3);
+        assert_eq!(starts(&s), (1003..1010).rev().collect::<Vec<_>>());
+        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 3);
+        assert_eq!(starts(&s), [1009, 1008, 1007, 1006]);
+        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 0);
+        assert!(s.get_activation("other", theirs.id).unwrap().is_some());
     }
 
     #[test]

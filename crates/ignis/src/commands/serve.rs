@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// Invocations one namespace may start per minute, for namespaces without their own quota
     /// (0: no limit).
     pub namespace_invocations_per_minute: Option<u32>,
+    /// Days an activation is kept, for namespaces without their own quota (0: for good).
+    pub activation_retention_days: Option<u32>,
+    /// Activations one namespace keeps at most, for namespaces without their own quota (0: no
+    /// limit).
+    pub activation_retention_count: Option<u32>,
 }
 
 /// Run the Ignis server.
@@ -74,7 +79,8 @@ pub struct ServeCommand {
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
     /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
-    /// namespace_concurrency, namespace_invocations_per_minute)
+    /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
+    /// activation_retention_count)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -91,6 +97,14 @@ pub struct ServeCommand {
     /// namespace's own quota wins) [default: 0]
     #[arg(long, env = "IGNIS_NAMESPACE_INVOCATIONS_PER_MINUTE")]
     namespace_invocations_per_minute: Option<u32>,
+    /// Default quota: days an activation is kept, then deleted by a task every minute; 0 keeps
+    /// them for good (a namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_DAYS")]
+    activation_retention_days: Option<u32>,
+    /// Default quota: activations one namespace keeps, the newest; 0 for no limit (a
+    /// namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_COUNT")]
+    activation_retention_count: Option<u32>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -211,6 +225,12 @@ impl ServeCommand {
         if self.namespace_invocations_per_minute.is_some() {
             cfg.namespace_invocations_per_minute = self.namespace_invocations_per_minute;
         }
+        if self.activation_retention_days.is_some() {
+            cfg.activation_retention_days = self.activation_retention_days;
+        }
+        if self.activation_retention_count.is_some() {
+            cfg.activation_retention_count = self.activation_retention_count;
+        }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
         }
@@ -323,6 +343,12 @@ impl ServeCommand {
             invocations_per_minute: cfg
                 .namespace_invocations_per_minute
                 .unwrap_or(quota_defaults.invocations_per_minute),
+            activation_retention_days: cfg
+                .activation_retention_days
+                .unwrap_or(quota_defaults.activation_retention_days),
+            activation_retention_count: cfg
+                .activation_retention_count
+                .unwrap_or(quota_defaults.activation_retention_count),
         });
 
         let master = Arc::new(master_key(&data_dir)?);
@@ -399,6 +425,7 @@ impl ServeCommand {
         );
 
         controller.start_async_worker();
+        controller.start_pruner(prune_interval());
         controller.start_scheduler();
         if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
@@ -467,6 +494,16 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
         dir.display()
     )
+}
+
+/// How often activations past their namespace's retention are deleted: every minute, or
+/// `IGNIS_PRUNE_INTERVAL_MS` (for tests).
+fn prune_interval() -> std::time::Duration {
+    let ms = std::env::var("IGNIS_PRUNE_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000u64);
+    std::time::Duration::from_millis(ms.max(10))
 }
 
 /// The master key that seals key secrets: `<data dir>/master.key`, made on first start.

@@ -447,3 +447,57 @@ fn quotas_refuse_with_retry_after_and_only_in_their_namespace() {
         "free again once it ended"
     );
 }
+
+#[test]
+fn activations_past_their_namespace_retention_are_pruned() {
+    let s = Server::start_env(&[], &[("IGNIS_PRUNE_INTERVAL_MS", "100")]);
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/brief",
+        Some("application/json"),
+        br#"{"quotas":{"activation_retention_count":2}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json()["effective_quotas"]["activation_retention_count"],
+        2
+    );
+    for ns in ["default", "brief"] {
+        assert_eq!(deploy(&s, &s.key, ns, "hello").status, 201);
+    }
+    let mut ids = Vec::new();
+    for ns in ["default", "brief"] {
+        for _ in 0..5 {
+            let r = as_key(
+                &s,
+                &s.key,
+                "POST",
+                &format!("/v1/namespaces/{ns}/functions/hello/invoke"),
+                b"{}",
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            if ns == "brief" {
+                ids.push(r.header("x-ignis-activation-id").unwrap().to_string());
+                // Distinct start times, so that "the newest" is one set.
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        }
+    }
+    let listed = |ns: &str| {
+        names_in(
+            &s.get(&format!("/v1/namespaces/{ns}/activations")).json()["activations"],
+            "id",
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed("brief").len() > 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The newest two are kept; the default namespace keeps everything.
+    let mut kept = listed("brief");
+    kept.sort();
+    let mut newest = vec![ids[3].clone(), ids[4].clone()];
+    newest.sort();
+    assert_eq!(kept, newest);
+    assert_eq!(listed("default").len(), 5);
+}
