@@ -38,6 +38,24 @@ impl Default for QuotaDefaults {
     }
 }
 
+impl QuotaDefaults {
+    /// These limits, but those that `own` sets.
+    pub fn overridden_by(self, own: NamespaceQuotas) -> QuotaDefaults {
+        QuotaDefaults {
+            concurrency: own.concurrency.unwrap_or(self.concurrency),
+            invocations_per_minute: own
+                .invocations_per_minute
+                .unwrap_or(self.invocations_per_minute),
+            activation_retention_days: own
+                .activation_retention_days
+                .unwrap_or(self.activation_retention_days),
+            activation_retention_count: own
+                .activation_retention_count
+                .unwrap_or(self.activation_retention_count),
+        }
+    }
+}
+
 /// A refused run: why, and when to try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaRefusal {
@@ -94,7 +112,6 @@ impl Quotas {
 
     /// The limits in force for a namespace: its own, else the defaults.
     pub fn effective(&self, namespace: &str) -> QuotaDefaults {
-        let d = *self.defaults.read().unwrap();
         let own = self
             .own
             .read()
@@ -102,18 +119,7 @@ impl Quotas {
             .get(namespace)
             .copied()
             .unwrap_or_default();
-        QuotaDefaults {
-            concurrency: own.concurrency.unwrap_or(d.concurrency),
-            invocations_per_minute: own
-                .invocations_per_minute
-                .unwrap_or(d.invocations_per_minute),
-            activation_retention_days: own
-                .activation_retention_days
-                .unwrap_or(d.activation_retention_days),
-            activation_retention_count: own
-                .activation_retention_count
-                .unwrap_or(d.activation_retention_count),
-        }
+        self.defaults.read().unwrap().overridden_by(own)
     }
 
     fn usage(&self, namespace: &str) -> Arc<Usage> {

@@ -335,21 +335,14 @@ impl ServeCommand {
         );
         let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
-        let quota_defaults = ignis_controller::QuotaDefaults::default();
-        controller.set_quota_defaults(ignis_controller::QuotaDefaults {
-            concurrency: cfg
-                .namespace_concurrency
-                .unwrap_or(quota_defaults.concurrency),
-            invocations_per_minute: cfg
-                .namespace_invocations_per_minute
-                .unwrap_or(quota_defaults.invocations_per_minute),
-            activation_retention_days: cfg
-                .activation_retention_days
-                .unwrap_or(quota_defaults.activation_retention_days),
-            activation_retention_count: cfg
-                .activation_retention_count
-                .unwrap_or(quota_defaults.activation_retention_count),
-        });
+        controller.set_quota_defaults(ignis_controller::QuotaDefaults::default().overridden_by(
+            ignis_store::NamespaceQuotas {
+                concurrency: cfg.namespace_concurrency,
+                invocations_per_minute: cfg.namespace_invocations_per_minute,
+                activation_retention_days: cfg.activation_retention_days,
+                activation_retention_count: cfg.activation_retention_count,
+            },
+        ));
 
         let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;
