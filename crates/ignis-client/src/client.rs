@@ -531,8 +531,52 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
         let target = format!("{}{path}", self.inner.ns_url);
+        self.json_at(method, target, body).await
+    }
+
+    async fn json_at(
+        &self,
+        method: Method,
+        target: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
         let body = body.map(|b| (APPLICATION_JSON, Bytes::from(b.to_string())));
         self.call(method, target, body, "response").await
+    }
+
+    /// `/v1/namespaces` (no name) or `/v1/namespaces/{name}`: namespaces, for admin keys.
+    pub async fn namespaces(
+        &self,
+        method: Method,
+        name: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut target = self.url_for("/v1/namespaces");
+        if let Some(n) = name {
+            target.push('/');
+            push_segment(&mut target, n);
+        }
+        self.json_at(method, target, None).await
+    }
+
+    /// The API keys: `/v1/keys[/{id}]` (every key, admin keys) with `admin`, else the
+    /// namespace's `/v1/namespaces/{ns}/keys[/{id}]`; with an optional JSON body.
+    pub async fn keys(
+        &self,
+        method: Method,
+        admin: bool,
+        id: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut target = if admin {
+            self.url_for("/v1/keys")
+        } else {
+            format!("{}/keys", self.inner.ns_url)
+        };
+        if let Some(id) = id {
+            target.push('/');
+            push_segment(&mut target, id);
+        }
+        self.json_at(method, target, body).await
     }
 
     /// `GET /v1/namespaces/{ns}/dlq`: asynchronous invocations that failed every attempt.

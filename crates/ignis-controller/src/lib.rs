@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod queue;
+mod quotas;
 mod recorder;
 mod registry;
 mod triggers;
@@ -23,9 +24,13 @@ use ignis_core::{
 };
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
-use ignis_store::{ActivationFilter, ActivationPage, BlobStore, Store, StoreError};
+use ignis_store::{
+    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, Store,
+    StoreError,
+};
 
 pub use queue::Accepted;
+pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
 pub use registry::{CodeUpload, DeployRequest};
 
@@ -47,6 +52,14 @@ pub enum ControllerError {
     /// The function is at its concurrency limit and its queue is full.
     #[error("{0}")]
     Throttled(String),
+    /// The namespace is at one of its quotas; retry after that many seconds.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which quota.
+        message: String,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
     /// Shutting down.
     #[error("the server is shutting down")]
     Unavailable,
@@ -149,12 +162,17 @@ struct Inner {
     recorder: Recorder,
     in_flight: InFlight,
     queue: queue::AsyncQueue,
+    quotas: quotas::Quotas,
 }
 
 impl Controller {
     /// A controller over a store, a blob directory and an invoker.
     pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
         let recorder = Recorder::start(store.clone())?;
+        let quotas = quotas::Quotas::default();
+        for ns in store.namespaces().map_err(std::io::Error::other)? {
+            quotas.set_own(&ns.name, ns.quotas);
+        }
         Ok(Controller {
             inner: Arc::new(Inner {
                 registry: registry::Registry::default(),
@@ -164,6 +182,7 @@ impl Controller {
                 recorder,
                 in_flight: InFlight::default(),
                 queue: queue::AsyncQueue::default(),
+                quotas,
             }),
         })
     }
@@ -205,6 +224,117 @@ impl Controller {
         }
         self.inner.registry.remember_namespace(namespace);
         Ok(())
+    }
+
+    /// Sets the quotas of namespaces that set none of their own.
+    pub fn set_quota_defaults(&self, defaults: QuotaDefaults) {
+        self.inner.quotas.set_defaults(defaults);
+    }
+
+    /// The quotas in force for a namespace.
+    pub fn quotas_of(&self, namespace: &str) -> QuotaDefaults {
+        self.inner.quotas.effective(namespace)
+    }
+
+    /// Starts the task that deletes, every `every`, the activations that namespaces' retention
+    /// quotas (days, count) no longer keep.
+    pub fn start_pruner(&self, every: std::time::Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = this.prune_activations().await {
+                    tracing::error!(error = %e, "activation pruning");
+                }
+            }
+        });
+    }
+
+    /// Applies every namespace's activation retention once; returns how many activations went.
+    pub async fn prune_activations(&self) -> Result<u64> {
+        let mut pruned = 0;
+        for ns in self.blocking(|i| Ok(i.store.list_namespaces()?)).await? {
+            let q = self.inner.quotas.effective(&ns);
+            if q.activation_retention_days == 0 && q.activation_retention_count == 0 {
+                continue;
+            }
+            let before_ms = match q.activation_retention_days {
+                0 => 0,
+                days => now_ms().saturating_sub(u64::from(days) * 86_400_000),
+            };
+            let keep = (q.activation_retention_count > 0)
+                .then_some(u64::from(q.activation_retention_count));
+            pruned += self
+                .blocking(move |i| Ok(i.store.prune_activations(&ns, before_ms, keep)?))
+                .await?;
+        }
+        Ok(pruned)
+    }
+
+    /// Every namespace, by name.
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceRecord>> {
+        self.blocking(|i| Ok(i.store.namespaces()?)).await
+    }
+
+    /// One namespace.
+    pub async fn get_namespace(&self, namespace: &str) -> Result<NamespaceRecord> {
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.get_namespace(&ns)?))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))
+    }
+
+    /// Creates a namespace, or keeps it if it exists; with `quotas`, sets its own quotas.
+    /// Returns it and whether it is new.
+    pub async fn create_namespace(
+        &self,
+        namespace: &str,
+        quotas: Option<NamespaceQuotas>,
+    ) -> Result<(NamespaceRecord, bool)> {
+        ignis_core::validate_namespace_name(namespace)
+            .map_err(|e| ControllerError::BadRequest(e.to_string()))?;
+        let ns = namespace.to_string();
+        let (record, created) = self
+            .blocking(move |i| {
+                let created = i.store.create_namespace(&ns)?;
+                if let Some(q) = &quotas {
+                    i.store.set_namespace_quotas(&ns, q)?;
+                }
+                let record = i
+                    .store
+                    .get_namespace(&ns)?
+                    .ok_or_else(|| StoreError::NotFound(format!("namespace {ns:?}")))?;
+                Ok((record, created))
+            })
+            .await?;
+        self.inner.quotas.set_own(namespace, record.quotas);
+        self.inner.registry.remember_namespace(namespace);
+        Ok((record, created))
+    }
+
+    /// Deletes a namespace and everything in it (see [`Store::delete_namespace`]); the
+    /// instances of its functions are stopped. Returns the names of the functions it had.
+    /// The default namespace cannot be deleted.
+    pub async fn delete_namespace(&self, namespace: &str) -> Result<Vec<String>> {
+        if namespace == ignis_core::DEFAULT_NAMESPACE {
+            return Err(ControllerError::BadRequest(
+                "the default namespace cannot be deleted".into(),
+            ));
+        }
+        // Records already made go to disk first, to be deleted with the rest; the store drops
+        // any made later for a namespace that no longer exists.
+        self.inner.recorder.flush().await;
+        let ns = namespace.to_string();
+        let functions = self
+            .blocking(move |i| Ok(i.store.delete_namespace(&ns)?))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
+        self.inner.registry.forget_namespace(namespace);
+        self.inner.quotas.forget(namespace);
+        for name in &functions {
+            self.inner.invoker.evict_function(namespace, name);
+        }
+        Ok(functions)
     }
 
     /// Deploys a new version. Returns it and whether the function is new.
@@ -386,6 +516,12 @@ impl Controller {
         let function = inv.function.clone();
         let (id, accepted) = (inv.id, inv.accepted);
         let json = function.spec.runtime.json_events();
+        let _admitted = self.inner.quotas.admit(&function.namespace).map_err(|r| {
+            ControllerError::QuotaExceeded {
+                message: r.message,
+                retry_after_secs: r.retry_after_secs,
+            }
+        })?;
         let r = match self.inner.invoker.invoke(inv).await {
             Ok(r) => r,
             Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {

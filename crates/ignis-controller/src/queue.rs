@@ -386,6 +386,16 @@ impl Controller {
                     buried
                 }
             }
+            Err(ControllerError::QuotaExceeded {
+                message,
+                retry_after_secs,
+            }) => {
+                // Not an attempt either: the namespace's quota said when to come back.
+                let next = now_ms() + retry_after_secs * 1000;
+                let attempts = item.attempts;
+                self.blocking(move |i| Ok(i.store.retry_later(id, attempts, next, &message)?))
+                    .await
+            }
             Err(ControllerError::Throttled(why)) => {
                 // Not an attempt: the function never ran.
                 let next = now_ms() + THROTTLED_BACKOFF.as_millis() as u64;

@@ -197,6 +197,12 @@ impl Registry {
         self.namespaces.write().unwrap().insert(ns.to_string());
     }
 
+    /// Drops a deleted namespace and every function of it.
+    pub fn forget_namespace(&self, ns: &str) {
+        self.namespaces.write().unwrap().remove(ns);
+        self.functions.write().unwrap().remove(ns);
+    }
+
     pub fn get(&self, ns: &str, name: &str, version: Option<u32>) -> Option<Arc<FunctionVersion>> {
         let map = self.functions.read().unwrap();
         let c = map.get(ns)?.get(name)?;

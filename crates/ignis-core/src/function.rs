@@ -427,8 +427,7 @@ impl FunctionSpec {
                 ),
             ));
         }
-        if self.instance_concurrency > 1
-            && !matches!(self.runtime, Runtime::Python | Runtime::Node)
+        if self.instance_concurrency > 1 && !matches!(self.runtime, Runtime::Python | Runtime::Node)
         {
             let why = match self.runtime {
                 Runtime::Exec => "exec functions start a process per invocation",

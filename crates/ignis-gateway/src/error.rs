@@ -84,6 +84,14 @@ impl From<ControllerError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
+            ControllerError::QuotaExceeded {
+                message,
+                retry_after_secs,
+            } => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message);
+                e.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
+                e
+            }
             ControllerError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -22,10 +22,6 @@ use crate::error::ApiError;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn auth(state: &AppState, headers: &HeaderMap, ns: Option<&str>) -> ApiResult<()> {
-    state.keys.authorize(headers, ns).map(|_| ())
-}
-
 /// `name` or `name@3`.
 fn split_version(name: &str) -> ApiResult<(&str, Option<u32>)> {
     match name.split_once('@') {
@@ -67,19 +63,11 @@ fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> ApiResult<T>
     })
 }
 
-pub async fn system_info(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, None)?;
+pub async fn system_info(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     Ok(Json(state.info.clone()))
 }
 
-pub async fn system_instances(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, None)?;
+pub async fn system_instances(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let invoker = state.controller.invoker();
     let (used_mb, budget_mb) = invoker.memory();
     let stem: serde_json::Map<String, Value> = invoker
@@ -98,9 +86,7 @@ pub async fn system_instances(
 pub async fn list_functions(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let functions = state.controller.list_functions(&ns).await?;
     Ok(Json(json!({ "functions": functions })))
 }
@@ -108,9 +94,7 @@ pub async fn list_functions(
 pub async fn get_function(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let (name, version) = split_version(&name)?;
     let f = state.controller.get_function(&ns, name, version).await?;
     let mut v = serde_json::to_value(&*f).unwrap_or_default();
@@ -122,9 +106,7 @@ pub async fn get_function(
 pub async fn list_versions(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let versions = state.controller.list_versions(&ns, &name).await?;
     Ok(Json(json!({ "versions": versions })))
 }
@@ -132,9 +114,7 @@ pub async fn list_versions(
 pub async fn get_version(
     State(state): State<Arc<AppState>>,
     Path((ns, name, version)): Path<(String, String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let v: u32 = version
         .parse()
         .map_err(|_| ApiError::bad_request(format!("invalid version {version:?}")))?;
@@ -145,9 +125,7 @@ pub async fn get_version(
 pub async fn delete_function(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let versions = state.controller.delete_function(&ns, &name).await?;
     Ok(Json(json!({ "deleted": name, "versions": versions })))
 }
@@ -282,7 +260,6 @@ pub async fn put_function(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, Some(&ns))?;
     let body = body?;
     let pairs = query_pairs(raw.as_deref())?;
     let get = |k: &str| {
@@ -511,7 +488,6 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, Some(&ns))?;
     let body = body?;
     let (name, mut version) = split_version(&name)?;
     let mut blocking = true;
@@ -577,9 +553,7 @@ pub async fn list_activations(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let mut filter = ActivationFilter {
         limit: 50,
         ..Default::default()
@@ -622,9 +596,7 @@ pub async fn list_activations(
 pub async fn list_dead_letters(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let items: Vec<Value> = state
         .controller
         .dead_letters(&ns)
@@ -648,9 +620,7 @@ pub async fn list_dead_letters(
 pub async fn replay_dead_letter(
     State(state): State<Arc<AppState>>,
     Path((ns, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, Some(&ns))?;
     let id = state.controller.replay(&ns, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -662,9 +632,7 @@ pub async fn replay_dead_letter(
 pub async fn get_activation(
     State(state): State<Arc<AppState>>,
     Path((ns, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let a = state.controller.get_activation(&ns, &id).await?;
     Ok(Json(serde_json::to_value(a).unwrap_or_default()))
 }
@@ -672,9 +640,7 @@ pub async fn get_activation(
 pub async fn activation_logs(
     State(state): State<Arc<AppState>>,
     Path((ns, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, Some(&ns))?;
     let a = state.controller.get_activation(&ns, &id).await?;
     Ok(Json(
         json!({ "id": a.id, "logs": a.logs, "truncated": a.logs_truncated }),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ignis_core::TriggerSpec;
@@ -16,10 +16,6 @@ use crate::AppState;
 use crate::error::ApiError;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn auth(state: &AppState, headers: &HeaderMap, ns: &str) -> ApiResult<()> {
-    state.keys.authorize(headers, Some(ns)).map(|_| ())
-}
 
 /// `overwrite=false` in the query: refuse to replace. No other parameter is known.
 fn create_only(raw: Option<&str>) -> ApiResult<bool> {
@@ -59,10 +55,8 @@ pub async fn put_trigger(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, &ns)?;
     let spec: TriggerSpec = json_body(&body?, "trigger")?;
     let create_only = create_only(raw.as_deref())?;
     let (t, new) = state
@@ -75,9 +69,7 @@ pub async fn put_trigger(
 pub async fn list_triggers(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     Ok(Json(
         json!({ "triggers": state.controller.list_triggers(&ns).await? }),
     ))
@@ -86,9 +78,7 @@ pub async fn list_triggers(
 pub async fn get_trigger(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     let t = state.controller.get_trigger(&ns, &name).await?;
     Ok(Json(serde_json::to_value(t).unwrap_or_default()))
 }
@@ -96,9 +86,7 @@ pub async fn get_trigger(
 pub async fn delete_trigger(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     state.controller.delete_trigger(&ns, &name).await?;
     Ok(Json(json!({ "deleted": name })))
 }
@@ -106,10 +94,8 @@ pub async fn delete_trigger(
 pub async fn fire_trigger(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, &ns)?;
     let firing = state.controller.fire_trigger(&ns, &name, body?).await?;
     Ok((StatusCode::ACCEPTED, Json(firing)).into_response())
 }
@@ -118,9 +104,7 @@ pub async fn list_firings(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     let mut limit = 50;
     for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?
@@ -161,10 +145,8 @@ pub async fn put_rule(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    auth(&state, &headers, &ns)?;
     let b: RuleBody = json_body(&body?, "rule")?;
     let create_only = create_only(raw.as_deref())?;
     let (rule, new) = state
@@ -177,9 +159,7 @@ pub async fn put_rule(
 pub async fn list_rules(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     Ok(Json(
         json!({ "rules": state.controller.list_rules(&ns).await? }),
     ))
@@ -188,9 +168,7 @@ pub async fn list_rules(
 pub async fn get_rule(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     let r = state.controller.get_rule(&ns, &name).await?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }
@@ -198,9 +176,7 @@ pub async fn get_rule(
 pub async fn delete_rule(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     state.controller.delete_rule(&ns, &name).await?;
     Ok(Json(json!({ "deleted": name })))
 }
@@ -208,9 +184,7 @@ pub async fn delete_rule(
 pub async fn enable_rule(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     let r = state.controller.set_rule_enabled(&ns, &name, true).await?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }
@@ -218,9 +192,7 @@ pub async fn enable_rule(
 pub async fn disable_rule(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    auth(&state, &headers, &ns)?;
     let r = state.controller.set_rule_enabled(&ns, &name, false).await?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }

@@ -258,7 +258,10 @@ pub async fn handle(
         return Ok(resp);
     }
     if function.spec.web == Web::On {
-        state.keys.authorize(&headers, Some(ns))?;
+        state
+            .keys
+            .authorize(&headers, crate::Access::Invoke, Some(ns))
+            .await?;
     }
     let body = body?;
     let id = ignis_core::ActivationId::new();

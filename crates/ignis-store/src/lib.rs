@@ -40,32 +40,99 @@ pub enum StoreError {
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a key may do. See docs/security.md, section "Tenancy and API keys".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Everything, in every namespace.
+    /// Everything, in every namespace, including namespaces themselves.
     Admin,
+    /// Everything inside its namespace, its keys included.
+    Owner,
+    /// Invoke functions, fire triggers and call web functions of its namespace; nothing else.
+    Invoke,
+    /// Read (GET) everything of its namespace but its keys; change nothing.
+    Read,
 }
 
-/// A stored API key: its id, the SHA-256 of its secret, and the secret itself for AWS
-/// Signature Version 4 (see docs/security.md).
+impl Role {
+    /// The name used in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+            Role::Invoke => "invoke",
+            Role::Read => "read",
+        }
+    }
+
+    /// Parses [`Role::as_str`]'s form.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Admin, Role::Owner, Role::Invoke, Role::Read]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A stored API key. Its secret is never stored in clear: `secret_hash` (argon2id) is what
+/// bearer and basic authentication check, `sealed_secret` (the secret encrypted under the
+/// server's master key) is what AWS Signature Version 4 verification decrypts. See
+/// docs/security.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     /// Public id, the part before `:` in the key; also the AWS access key id.
     pub id: String,
-    /// SHA-256 of the secret, hex: what bearer and basic authentication check.
-    pub secret_sha256: String,
-    /// The secret in clear: SigV4 requests carry only an HMAC made with it, so verifying one
-    /// needs the secret itself. `None` for keys made before SigV4 support.
+    /// argon2id hash of the secret, in the PHC string format. Empty only for a key of an older
+    /// data directory whose secret the server has not seen yet (then `secret_sha256` is set).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_hash: String,
+    /// The secret encrypted with the server's master key (ChaCha20-Poly1305), base64 of nonce
+    /// and ciphertext: SigV4 requests carry only an HMAC made with the secret, so verifying one
+    /// needs the secret itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
+    /// Older data directories: SHA-256 of the secret, hex. Replaced by `secret_hash` at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sha256: Option<String>,
+    /// Older data directories: the secret in clear. Sealed and removed at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
-    /// Namespace the key is limited to; `None` for all.
+    /// Namespace the key belongs to; `None` for an admin key (every namespace).
     pub namespace: Option<String>,
     /// What it may do.
     pub role: Role,
     /// When it was made.
     pub created_ms: u64,
+}
+
+/// A namespace as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// Its name.
+    pub name: String,
+    /// When it was made.
+    pub created_ms: u64,
+    /// Its own quotas, where they differ from the server's defaults.
+    #[serde(default)]
+    pub quotas: NamespaceQuotas,
+}
+
+/// Per-namespace limits set on the namespace; `None` takes the server's default, `0` means no
+/// limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuotas {
+    /// Invocations of the namespace's functions running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Invocations started per minute (a token bucket holding a minute's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocations_per_minute: Option<u32>,
+    /// Days an activation is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_retention_days: Option<u32>,
+    /// Activations kept at most, the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_retention_count: Option<u32>,
 }
 
 /// A version to add.
@@ -183,17 +250,32 @@ pub trait Store: Send + Sync {
     /// Whether a namespace exists.
     fn namespace_exists(&self, namespace: &str) -> Result<bool>;
     /// Every namespace, by name.
-    fn list_namespaces(&self) -> Result<Vec<String>>;
+    fn namespaces(&self) -> Result<Vec<NamespaceRecord>>;
+    /// The names of every namespace, sorted.
+    fn list_namespaces(&self) -> Result<Vec<String>> {
+        Ok(self.namespaces()?.into_iter().map(|n| n.name).collect())
+    }
+    /// One namespace.
+    fn get_namespace(&self, namespace: &str) -> Result<Option<NamespaceRecord>>;
     /// Creates a namespace; false if it existed.
     fn create_namespace(&self, namespace: &str) -> Result<bool>;
+    /// Sets a namespace's quotas; false if there is no such namespace.
+    fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool>;
+    /// Deletes a namespace and everything in it, in one transaction: functions and their
+    /// versions, triggers, rules, firings, activations, queued and dead asynchronous
+    /// invocations, and its keys. Returns the names of the functions it had, or `None` if the
+    /// namespace did not exist. Code blobs are shared by content and stay.
+    fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>>;
 
     /// Stores a key.
     fn put_key(&self, key: &ApiKeyRecord) -> Result<()>;
     /// Every key.
     fn list_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// Deletes a key; false if unknown.
+    fn delete_key(&self, id: &str) -> Result<bool>;
 
-    /// Adds the next version of a function (creating the function if new). With `create_only`,
-    /// an existing function is a conflict. Returns the version and whether the function is new.
+    /// Adds the next version of a function (creating the function if new); an unknown
+    /// namespace is `NotFound`. With `create_only`, an existing function is a conflict. Returns the version and whether the function is new.
     fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)>;
     /// One version, or the latest with `None`.
     fn get_version(
@@ -263,6 +345,9 @@ pub trait Store: Send + Sync {
     /// One activation with its logs.
     fn get_activation(&self, namespace: &str, id: ActivationId)
     -> Result<Option<ActivationRecord>>;
+    /// Deletes a namespace's activations that started before `before_ms` and, with `keep`, all
+    /// but the newest `keep`. Returns how many went.
+    fn prune_activations(&self, namespace: &str, before_ms: u64, keep: Option<u64>) -> Result<u64>;
     /// A page of activations, newest first, without logs and results.
     fn list_activations(
         &self,

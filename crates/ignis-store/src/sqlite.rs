@@ -12,8 +12,8 @@ use ignis_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NewVersion, QueueState,
-    QueuedInvocation, Result, Store, StoreError,
+    ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceQuotas, NamespaceRecord,
+    NewVersion, QueueState, QueuedInvocation, Result, Store, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -114,6 +114,13 @@ impl SqliteStore {
         }
         let write = open_conn(path)?;
         write.execute_batch(SCHEMA)?;
+        // Added after the first release: namespaces' own quotas, JSON.
+        if write
+            .prepare("SELECT quotas FROM namespaces LIMIT 0")
+            .is_err()
+        {
+            write.execute_batch("ALTER TABLE namespaces ADD COLUMN quotas TEXT")?;
+        }
         write.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
             params![ignis_core::DEFAULT_NAMESPACE, now_ms() as i64],
@@ -157,6 +164,17 @@ impl SqliteStore {
         tx.commit()?;
         Ok((item.clone(), true))
     }
+}
+
+fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NamespaceRecord> {
+    let quotas: Option<String> = r.get(2)?;
+    Ok(NamespaceRecord {
+        name: r.get(0)?,
+        created_ms: r.get::<_, i64>(1)? as u64,
+        quotas: quotas
+            .and_then(|q| serde_json::from_str(&q).ok())
+            .unwrap_or_default(),
+    })
 }
 
 fn decode_versions(rows: Vec<String>) -> Result<Vec<FunctionVersion>> {
@@ -347,13 +365,25 @@ impl Store for SqliteStore {
             .is_some())
     }
 
-    fn list_namespaces(&self) -> Result<Vec<String>> {
+    fn namespaces(&self) -> Result<Vec<NamespaceRecord>> {
         let conn = self.r();
-        let mut stmt = conn.prepare("SELECT name FROM namespaces ORDER BY name")?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
+        let mut stmt =
+            conn.prepare("SELECT name, created_ms, quotas FROM namespaces ORDER BY name")?;
+        let rows = stmt
+            .query_map([], namespace_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(names)
+        Ok(rows)
+    }
+
+    fn get_namespace(&self, namespace: &str) -> Result<Option<NamespaceRecord>> {
+        Ok(self
+            .r()
+            .query_row(
+                "SELECT name, created_ms, quotas FROM namespaces WHERE name = ?1",
+                [namespace],
+                namespace_row,
+            )
+            .optional()?)
     }
 
     fn create_namespace(&self, namespace: &str) -> Result<bool> {
@@ -362,6 +392,48 @@ impl Store for SqliteStore {
             params![namespace, now_ms() as i64],
         )?;
         Ok(n == 1)
+    }
+
+    fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool> {
+        let n = self.w().execute(
+            "UPDATE namespaces SET quotas = ?2 WHERE name = ?1",
+            params![namespace, serde_json::to_string(quotas)?],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM namespaces WHERE name = ?1", [namespace])? == 0 {
+            return Ok(None);
+        }
+        let functions = {
+            let mut stmt = tx.prepare("SELECT name FROM functions WHERE namespace = ?1")?;
+            stmt.query_map([namespace], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for table in [
+            "functions",
+            "function_versions",
+            "triggers",
+            "rules",
+            "firings",
+            "activations",
+            "async_queue",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE namespace = ?1"),
+                [namespace],
+            )?;
+        }
+        // Keys hold their namespace inside the JSON record.
+        tx.execute(
+            "DELETE FROM api_keys WHERE json_extract(record, '$.namespace') = ?1",
+            [namespace],
+        )?;
+        tx.commit()?;
+        Ok(Some(functions))
     }
 
     fn put_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -383,9 +455,31 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn delete_key(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .w()
+            .execute("DELETE FROM api_keys WHERE id = ?1", [id])?
+            == 1)
+    }
+
     fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
+        // A namespace being deleted cannot get a function back.
+        if tx
+            .query_row(
+                "SELECT 1 FROM namespaces WHERE name = ?1",
+                [&new.namespace],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!(
+                "namespace {:?}",
+                new.namespace
+            )));
+        }
         let latest: Option<u32> = tx
             .query_row(
                 "SELECT latest_version FROM functions WHERE namespace = ?1 AND name = ?2",
@@ -698,9 +792,11 @@ impl Store for SqliteStore {
         let mut conn = self.w();
         let tx = conn.transaction()?;
         {
+            // An activation of a namespace deleted meanwhile (a run that was in flight) is
+            // dropped, so that a namespace made again under its name starts empty.
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO activations (id, namespace, function, status, start_ms, record, logs, trigger)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM namespaces WHERE name = ?2)",
             )?;
             for a in records {
                 // Logs are stored apart so that listing never reads them.
@@ -722,6 +818,35 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn prune_activations(&self, namespace: &str, before_ms: u64, keep: Option<u64>) -> Result<u64> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let mut n = tx.execute(
+            "DELETE FROM activations WHERE namespace = ?1 AND start_ms < ?2",
+            params![namespace, before_ms.min(i64::MAX as u64) as i64],
+        )?;
+        if let Some(keep) = keep {
+            // The oldest past the newest `keep`, in the order of the activations_by_ns index.
+            let cut: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT start_ms, id FROM activations WHERE namespace = ?1
+                     ORDER BY start_ms DESC, id DESC LIMIT 1 OFFSET ?2",
+                    params![namespace, keep.min(i64::MAX as u64) as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((ms, id)) = cut {
+                n += tx.execute(
+                    "DELETE FROM activations WHERE namespace = ?1
+                     AND (start_ms < ?2 OR (start_ms = ?2 AND id <= ?3))",
+                    params![namespace, ms, id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(n as u64)
     }
 
     fn get_activation(
@@ -1024,6 +1149,135 @@ mod tests {
         assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
     }
 
+    fn key(id: &str, namespace: Option<&str>) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.into(),
+            secret_hash: "$argon2id$x".into(),
+            sealed_secret: None,
+            secret_sha256: None,
+            secret: None,
+            namespace: namespace.map(str::to_string),
+            role: crate::Role::Owner,
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_everything_in_it() {
+        let (_d, s) = store();
+        assert!(s.create_namespace("team").unwrap());
+        assert!(!s.create_namespace("team").unwrap());
+        let quotas = NamespaceQuotas {
+            concurrency: Some(3),
+            ..Default::default()
+        };
+        assert!(s.set_namespace_quotas("team", &quotas).unwrap());
+        assert!(!s.set_namespace_quotas("nope", &quotas).unwrap());
+        assert_eq!(s.get_namespace("team").unwrap().unwrap().quotas, quotas);
+        assert_eq!(
+            s.get_namespace("default").unwrap().unwrap().quotas,
+            NamespaceQuotas::default()
+        );
+        let in_team = |mut v: NewVersion| {
+            v.namespace = "team".into();
+            v
+        };
+        s.put_version(in_team(new_version("f")), false).unwrap();
+        s.put_version(in_team(new_version("g")), false).unwrap();
+        s.put_version(new_version("f"), false).unwrap();
+        let mut a = activation("f", 5, Status::Success);
+        a.namespace = "team".into();
+        let b = activation("f", 6, Status::Success);
+        s.insert_activations(&[a.clone(), b.clone()]).unwrap();
+        let mut q = queued(Some("k"));
+        q.namespace = "team".into();
+        s.enqueue(&q).unwrap();
+        s.enqueue(&queued(Some("k"))).unwrap();
+        let trigger = |ns: &str| Trigger {
+            namespace: ns.into(),
+            name: "t".into(),
+            spec: ignis_core::TriggerSpec::default(),
+            created_ms: 1,
+            last_scheduled_ms: None,
+        };
+        s.put_trigger(&trigger("team"), false).unwrap();
+        s.put_trigger(&trigger("default"), false).unwrap();
+        let firing = Firing {
+            id: ActivationId::new(),
+            namespace: "team".into(),
+            trigger: "t".into(),
+            fired_ms: 1,
+            scheduled_ms: None,
+            activations: vec![],
+        };
+        s.record_firing(&firing, &[]).unwrap();
+        s.put_key(&key("ik_team", Some("team"))).unwrap();
+        s.put_key(&key("ik_default", Some("default"))).unwrap();
+        s.put_key(&key("ik_admin", None)).unwrap();
+
+        let mut gone = s.delete_namespace("team").unwrap().unwrap();
+        gone.sort();
+        assert_eq!(gone, ["f", "g"]);
+        assert_eq!(s.delete_namespace("team").unwrap(), None);
+        assert!(s.get_namespace("team").unwrap().is_none());
+        assert!(s.list_functions("team").unwrap().is_empty());
+        assert!(s.list_versions("team", "f").unwrap().is_empty());
+        assert!(s.get_activation("team", a.id).unwrap().is_none());
+        assert!(s.list_triggers("team").unwrap().is_empty());
+        assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
+        assert!(
+            s.due(1 << 40, 10)
+                .unwrap()
+                .iter()
+                .all(|q| q.namespace == "default")
+        );
+        let ids: Vec<_> = s.list_keys().unwrap().into_iter().map(|k| k.id).collect();
+        assert_eq!(ids, ["ik_admin", "ik_default"]);
+        // The other namespace is untouched.
+        assert_eq!(s.list_functions("default").unwrap().len(), 1);
+        assert!(s.get_activation("default", b.id).unwrap().is_some());
+        assert_eq!(s.list_triggers("default").unwrap().len(), 1);
+        assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
+        // Nothing can be deployed into, nor recorded for, a namespace that is gone.
+        let mut late = activation("f", 7, Status::Success);
+        late.namespace = "team".into();
+        s.insert_activations(std::slice::from_ref(&late)).unwrap();
+        assert!(s.get_activation("team", late.id).unwrap().is_none());
+        assert!(matches!(
+            s.put_version(in_team(new_version("f")), false),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(s.delete_key("ik_default").unwrap());
+        assert!(!s.delete_key("ik_default").unwrap());
+    }
+
+    #[test]
+    fn activations_are_pruned_by_age_and_count() {
+        let (_d, s) = store();
+        s.create_namespace("other").unwrap();
+        let mut all: Vec<_> = (0..10)
+            .map(|i| activation("f", 1000 + i, Status::Success))
+            .collect();
+        let mut theirs = activation("f", 1, Status::Success);
+        theirs.namespace = "other".into();
+        all.push(theirs.clone());
+        s.insert_activations(&all).unwrap();
+        let starts = |s: &SqliteStore| -> Vec<u64> {
+            let f = ActivationFilter {
+                limit: 100,
+                ..Default::default()
+            };
+            let page = s.list_activations("default", &f).unwrap();
+            page.activations.iter().map(|a| a.start_ms).collect()
+        };
+        assert_eq!(s.prune_activations("default", 1003, None).unwrap(), 3);
+        assert_eq!(starts(&s), (1003..1010).rev().collect::<Vec<_>>());
+        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 3);
+        assert_eq!(starts(&s), [1009, 1008, 1007, 1006]);
+        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 0);
+        assert!(s.get_activation("other", theirs.id).unwrap().is_some());
+    }
+
     #[test]
     fn data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1033,15 +1287,7 @@ mod tests {
             let s = SqliteStore::open(&path).unwrap();
             s.put_version(new_version("f"), false).unwrap();
             s.insert_activations(std::slice::from_ref(&a)).unwrap();
-            s.put_key(&ApiKeyRecord {
-                id: "ik_1".into(),
-                secret_sha256: "x".into(),
-                secret: None,
-                namespace: None,
-                role: crate::Role::Admin,
-                created_ms: 1,
-            })
-            .unwrap();
+            s.put_key(&key("ik_1", None)).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert!(s.get_version("default", "f", None).unwrap().is_some());

@@ -25,6 +25,7 @@ use ignis_controller::ControllerError;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::auth::{Access, Principal};
 use crate::sigv4;
 
 /// Largest CreateFunction/UpdateFunctionCode body (a 50 MB zip in base64, in JSON).
@@ -41,6 +42,8 @@ pub(crate) struct LambdaError {
     pub message: String,
     /// `TooManyRequestsException`'s reason.
     pub reason: Option<&'static str>,
+    /// `Retry-After` of a 429, in seconds (1 if not set).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl LambdaError {
@@ -50,6 +53,7 @@ impl LambdaError {
             code,
             message: message.into(),
             reason: None,
+            retry_after_secs: None,
         }
     }
 
@@ -90,7 +94,10 @@ impl IntoResponse for LambdaError {
             h.insert("x-amzn-requestid", v);
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            h.insert("retry-after", HeaderValue::from_static("1"));
+            h.insert(
+                "retry-after",
+                HeaderValue::from(self.retry_after_secs.unwrap_or(1)),
+            );
         }
         resp
     }
@@ -115,6 +122,18 @@ impl From<ControllerError> for LambdaError {
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequestsException",
                     format!("Rate Exceeded: {m}"),
+                )
+            },
+            ControllerError::QuotaExceeded {
+                message,
+                retry_after_secs,
+            } => LambdaError {
+                reason: Some("ConcurrentInvocationLimitExceeded"),
+                retry_after_secs: Some(retry_after_secs),
+                ..LambdaError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    format!("Rate Exceeded: {message}"),
                 )
             },
             ControllerError::Unavailable => LambdaError::new(
@@ -178,8 +197,8 @@ impl Call {
 }
 
 /// Verifies the signature and reads the request. The namespace is the key's, or the default
-/// one for a key of every namespace.
-async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
+/// one for an admin key.
+async fn authenticate(state: &AppState, req: Request) -> LambdaResult<(Call, Principal)> {
     let (parts, body) = req.into_parts();
     let region = state.controller.invoker().aws_region().to_string();
     let now = ignis_core::now_ms() / 1000;
@@ -190,7 +209,7 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
         };
         LambdaError::new(status, e.aws_code(), e.to_string())
     };
-    let check = |body: &[u8], namespace: &mut Option<Option<String>>| {
+    let check = |body: &[u8], who: &mut Option<Principal>| {
         let signed = sigv4::Request {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -199,16 +218,16 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
             body,
         };
         sigv4::verify(&signed, now, &region, "lambda", |id| {
-            let (secret, ns) = state.keys.signing_secret(id)?;
-            *namespace = Some(ns);
+            let (secret, principal) = state.keys.signing_secret(id)?;
+            *who = Some(principal);
             Some(secret)
         })
         .map(|_| ())
     };
     // Everything but the body's hash first, so that a request that cannot be right is refused
     // before its body (up to 100 MiB) is read.
-    let mut namespace = None;
-    match check(b"", &mut namespace) {
+    let mut who = None;
+    match check(b"", &mut who) {
         Ok(()) | Err(sigv4::SigV4Error::Mismatch) => {}
         Err(e) => return Err(refused(e)),
     }
@@ -221,9 +240,13 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
                 format!("the request is larger than {MAX_BODY_BYTES} bytes"),
             )
         })?;
-    check(&body, &mut namespace).map_err(refused)?;
-    let namespace = namespace
-        .flatten()
+    check(&body, &mut who).map_err(refused)?;
+    let Some(principal) = who else {
+        return Err(refused(sigv4::SigV4Error::Mismatch));
+    };
+    let namespace = principal
+        .namespace
+        .clone()
         .unwrap_or_else(|| ignis_core::DEFAULT_NAMESPACE.to_string());
     let rest = parts.uri.path().strip_prefix(PREFIX).unwrap_or("");
     let segments = rest
@@ -237,15 +260,27 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<Call> {
     let query =
         serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or(""))
             .map_err(|e| LambdaError::invalid(format!("malformed query string: {e}")))?;
-    Ok(Call {
-        method: parts.method,
-        segments,
-        query,
-        headers: parts.headers,
-        body,
-        namespace,
-        region,
-    })
+    Ok((
+        Call {
+            method: parts.method,
+            segments,
+            query,
+            headers: parts.headers,
+            body,
+            namespace,
+            region,
+        },
+        principal,
+    ))
+}
+
+/// What a Lambda operation needs of the key: reading, invoking or changing functions.
+fn access_of(method: &Method, seg: &[&str]) -> Access {
+    match (method, seg) {
+        (&Method::POST, [_, "invocations"]) => Access::Invoke,
+        (&Method::GET, _) => Access::Read,
+        _ => Access::Write,
+    }
 }
 
 /// Every route of the Lambda API.
@@ -257,8 +292,11 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
 }
 
 async fn route(state: &AppState, req: Request) -> LambdaResult<Response> {
-    let call = authenticate(state, req).await?;
+    let (call, principal) = authenticate(state, req).await?;
     let seg: Vec<&str> = call.segments.iter().map(String::as_str).collect();
+    principal
+        .allows(access_of(&call.method, &seg), Some(&call.namespace))
+        .map_err(|e| LambdaError::new(StatusCode::FORBIDDEN, "AccessDeniedException", e.message))?;
     match (&call.method, seg.as_slice()) {
         (&Method::GET, []) => functions::list_functions(state, &call).await,
         (&Method::POST, []) => functions::create_function(state, &call).await,

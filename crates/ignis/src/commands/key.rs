@@ -1,13 +1,16 @@
 //! `ignis key show [--aws]`: the API key in use, and how to use it with the AWS SDKs and CLI
 //! against the Lambda-compatible API (the key's id is the access key id, its secret the secret
-//! access key, requests signed with SigV4 for the server's region).
+//! access key, requests signed with SigV4 for the server's region). `ignis key create|list|
+//! revoke`: a namespace's keys (or, with `--all`, every key).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use ignis_client::Method;
+use ignis_client::display::{Table, rfc3339_s};
 
 use super::GlobalOpts;
 
-/// Show the API key in use.
+/// Show the API key in use; create, list and revoke keys.
 #[derive(Args)]
 pub struct KeyCommand {
     #[command(subcommand)]
@@ -22,6 +25,30 @@ enum KeyAction {
         /// Print the key as AWS credentials with the server's Lambda endpoint and region
         #[arg(long)]
         aws: bool,
+    },
+    /// Make a key for the namespace (-n) with a role: owner (everything in the namespace, its
+    /// keys included), invoke (invoke functions, fire triggers), read (read only); or an admin
+    /// key (every namespace). Its secret is printed once
+    Create {
+        /// owner, invoke, read or admin
+        #[arg(long)]
+        role: String,
+    },
+    /// List the namespace's keys (never their secrets)
+    #[command(alias = "ls")]
+    List {
+        /// Every key of every namespace, admin keys included (admin keys only)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key: it is refused at once
+    #[command(alias = "rm")]
+    Revoke {
+        /// The key's id (the part before `:`)
+        id: String,
+        /// A key of any namespace, or an admin key (admin keys only)
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -79,7 +106,23 @@ impl AwsCredentials {
 impl KeyCommand {
     /// Runs the subcommand.
     pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
-        let KeyAction::Show { aws } = self.action;
+        let aws = match self.action {
+            KeyAction::Show { aws } => aws,
+            KeyAction::Create { role } => return create(global, &role).await,
+            KeyAction::List { all } => return list(global, all).await,
+            KeyAction::Revoke { id, all } => {
+                let v = global
+                    .client()?
+                    .keys(Method::DELETE, all, Some(&id), None)
+                    .await?;
+                if global.json {
+                    println!("{v}");
+                } else {
+                    println!("revoked key {id}");
+                }
+                return Ok(());
+            }
+        };
         let client = global.client()?;
         let Some((id, secret)) = client.key_parts() else {
             bail!("no API key configured: pass --key or set IGNIS_KEY");
@@ -110,6 +153,52 @@ impl KeyCommand {
         }
         Ok(())
     }
+}
+
+async fn create(global: &GlobalOpts, role: &str) -> anyhow::Result<()> {
+    let client = global.client()?;
+    let v = if role == "admin" {
+        client.keys(Method::POST, true, None, None).await?
+    } else {
+        let body = serde_json::json!({ "role": role });
+        client.keys(Method::POST, false, None, Some(body)).await?
+    };
+    if global.json {
+        println!("{v}");
+        return Ok(());
+    }
+    let key = v["key"].as_str().context("the server sent no key")?;
+    let scope = v["namespace"].as_str().unwrap_or("every namespace");
+    println!("{key}");
+    eprintln!(
+        "{} key {} for {scope}; the secret is shown only now: keep it",
+        v["role"].as_str().unwrap_or(role),
+        v["id"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn list(global: &GlobalOpts, all: bool) -> anyhow::Result<()> {
+    let v = global.client()?.keys(Method::GET, all, None, None).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut t = Table::new(["ID", "ROLE", "NAMESPACE", "CREATED"]);
+    for k in v["keys"].as_array().into_iter().flatten() {
+        t.row([
+            k["id"].as_str().unwrap_or_default().to_string(),
+            k["role"].as_str().unwrap_or_default().to_string(),
+            k["namespace"].as_str().unwrap_or("*").to_string(),
+            rfc3339_s(k["created_ms"].as_u64().unwrap_or(0)),
+        ]);
+    }
+    if t.is_empty() {
+        println!("no keys");
+    } else {
+        print!("{t}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

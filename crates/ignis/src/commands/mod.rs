@@ -6,6 +6,7 @@ mod dlq;
 mod function;
 mod invoke;
 mod key;
+mod ns;
 mod serve;
 mod trigger;
 
@@ -59,8 +60,11 @@ pub enum Command {
     Activations(activations::ActivationsCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
-    /// Show the API key in use, or its AWS credentials for the Lambda-compatible API
+    /// API keys: the one in use (and its AWS credentials), create, list, revoke
     Key(key::KeyCommand),
+    /// Namespaces (tenants): create, list, delete (admin keys only)
+    #[command(alias = "namespace")]
+    Ns(ns::NsCommand),
 }
 
 impl Command {
@@ -76,6 +80,7 @@ impl Command {
             Command::Rule(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
+            Command::Ns(c) => c.execute(global).await,
         }
     }
 }

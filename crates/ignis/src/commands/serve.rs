@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use ignis_client::CliConfig;
 use ignis_controller::Controller;
-use ignis_gateway::{AppState, KeyRing};
+use ignis_gateway::{AppState, KeyRing, MasterKey};
 use ignis_invoker::{CodeSource, Invoker, InvokerConfig};
 use ignis_sandbox::{Sandbox, SandboxConfig};
 use ignis_store::{BlobStore, Role, SqliteStore, Store};
@@ -55,6 +55,17 @@ pub struct ServerConfig {
     pub zygote: Option<bool>,
     /// The AWS region of the Lambda-compatible API and of `lambda` instances.
     pub aws_region: Option<String>,
+    /// Invocations of one namespace running at once, for namespaces without their own quota
+    /// (0: no limit).
+    pub namespace_concurrency: Option<u32>,
+    /// Invocations one namespace may start per minute, for namespaces without their own quota
+    /// (0: no limit).
+    pub namespace_invocations_per_minute: Option<u32>,
+    /// Days an activation is kept, for namespaces without their own quota (0: for good).
+    pub activation_retention_days: Option<u32>,
+    /// Activations one namespace keeps at most, for namespaces without their own quota (0: no
+    /// limit).
+    pub activation_retention_count: Option<u32>,
 }
 
 /// Run the Ignis server.
@@ -67,7 +78,9 @@ pub struct ServeCommand {
     #[arg(long, env = "IGNIS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
-    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region)
+    /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
+    /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
+    /// activation_retention_count)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -76,6 +89,22 @@ pub struct ServeCommand {
     /// How many invocations of one function may wait for a free instance [default: 100]
     #[arg(long, env = "IGNIS_QUEUE_PER_FUNCTION")]
     queue_per_function: Option<usize>,
+    /// Default quota: invocations of one namespace running at once; 0 for no limit (a
+    /// namespace's own quota wins) [default: 1000]
+    #[arg(long, env = "IGNIS_NAMESPACE_CONCURRENCY")]
+    namespace_concurrency: Option<u32>,
+    /// Default quota: invocations one namespace may start per minute; 0 for no limit (a
+    /// namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_NAMESPACE_INVOCATIONS_PER_MINUTE")]
+    namespace_invocations_per_minute: Option<u32>,
+    /// Default quota: days an activation is kept, then deleted by a task every minute; 0 keeps
+    /// them for good (a namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_DAYS")]
+    activation_retention_days: Option<u32>,
+    /// Default quota: activations one namespace keeps, the newest; 0 for no limit (a
+    /// namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_COUNT")]
+    activation_retention_count: Option<u32>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -190,6 +219,18 @@ impl ServeCommand {
         if self.queue_per_function.is_some() {
             cfg.queue_per_function = self.queue_per_function;
         }
+        if self.namespace_concurrency.is_some() {
+            cfg.namespace_concurrency = self.namespace_concurrency;
+        }
+        if self.namespace_invocations_per_minute.is_some() {
+            cfg.namespace_invocations_per_minute = self.namespace_invocations_per_minute;
+        }
+        if self.activation_retention_days.is_some() {
+            cfg.activation_retention_days = self.activation_retention_days;
+        }
+        if self.activation_retention_count.is_some() {
+            cfg.activation_retention_count = self.activation_retention_count;
+        }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
         }
@@ -294,20 +335,31 @@ impl ServeCommand {
         );
         let invoker_region = invoker.aws_region().to_string();
         let controller = Controller::new(store.clone(), blobs, invoker)?;
+        controller.set_quota_defaults(ignis_controller::QuotaDefaults::default().overridden_by(
+            ignis_store::NamespaceQuotas {
+                concurrency: cfg.namespace_concurrency,
+                invocations_per_minute: cfg.namespace_invocations_per_minute,
+                activation_retention_days: cfg.activation_retention_days,
+                activation_retention_count: cfg.activation_retention_count,
+            },
+        ));
 
+        let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;
         let mut new_key = None;
         if keys.is_empty() {
-            let k = ignis_gateway::generate_key(None, Role::Admin)?;
+            let k = ignis_gateway::generate_key(&master, None, Role::Admin)?;
             store.put_key(&k.record)?;
             write_private(&data_dir.join("admin.key"), &k.token)?;
             keys.push(k.record.clone());
             new_key = Some(k.token);
-        } else if let Ok(token) = std::fs::read_to_string(data_dir.join("admin.key")) {
-            // A data directory from before SigV4 has only the admin secret's hash: keep the
-            // secret (which admin.key holds anyway) so that the AWS API can verify signatures.
+        } else {
+            // Records of older data directories keep the secret in clear, or only its SHA-256
+            // (then admin.key, which holds the first admin key in clear, gives the secret back):
+            // hash them with argon2id and seal their secrets.
+            let admin_token = std::fs::read_to_string(data_dir.join("admin.key")).ok();
             for k in keys.iter_mut() {
-                if ignis_gateway::auth::restore_secret(k, token.trim()) {
+                if ignis_gateway::upgrade_record(k, &master, admin_token.as_deref())? {
                     store.put_key(k)?;
                 }
             }
@@ -351,7 +403,7 @@ impl ServeCommand {
         });
         let state = Arc::new(AppState {
             controller: controller.clone(),
-            keys: KeyRing::new(keys),
+            keys: Arc::new(KeyRing::new(keys, master)),
             info,
         });
 
@@ -366,6 +418,7 @@ impl ServeCommand {
         );
 
         controller.start_async_worker();
+        controller.start_pruner(prune_interval());
         controller.start_scheduler();
         if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
@@ -434,6 +487,31 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         "another ignis serve is using the data directory {}; stop it or pass another --data-dir",
         dir.display()
     )
+}
+
+/// How often activations past their namespace's retention are deleted: every minute, or
+/// `IGNIS_PRUNE_INTERVAL_MS` (for tests).
+fn prune_interval() -> std::time::Duration {
+    let ms = std::env::var("IGNIS_PRUNE_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000u64);
+    std::time::Duration::from_millis(ms.max(10))
+}
+
+/// The master key that seals key secrets: `<data dir>/master.key`, made on first start.
+fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let path = data_dir.join("master.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_hex(&text)
+            .with_context(|| format!("{} is corrupt: expected 64 hex digits", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, hex_form) = MasterKey::generate()?;
+            write_private(&path, &hex_form)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {

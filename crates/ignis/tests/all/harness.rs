@@ -377,6 +377,15 @@ pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// Asserts a CLI run succeeded and returns its stdout.
+/// The string `field` of every object of a JSON array.
+pub fn names_in(list: &serde_json::Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|v| v[field].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),

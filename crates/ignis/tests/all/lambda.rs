@@ -480,12 +480,24 @@ fn signed(
     body: &[u8],
     skew_secs: i64,
 ) -> Vec<(String, String)> {
+    signed_with(s, &s.key, method, path, body, skew_secs)
+}
+
+/// [`signed`] with another key (`id:secret`).
+pub(crate) fn signed_with(
+    s: &Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    skew_secs: i64,
+) -> Vec<(String, String)> {
     let now = (ignis_core::now_ms() / 1000) as i64 + skew_secs;
     let date = ignis_gateway::sigv4::amz_date(now as u64);
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("host", s.addr.parse().unwrap());
     headers.insert("x-amz-date", date.parse().unwrap());
-    let (id, secret) = s.key.split_once(':').unwrap();
+    let (id, secret) = key.split_once(':').unwrap();
     let req = ignis_gateway::sigv4::Request {
         method,
         path: path.split('?').next().unwrap(),
@@ -497,7 +509,7 @@ fn signed(
     vec![("x-amz-date".into(), date), ("authorization".into(), auth)]
 }
 
-fn lambda_call(
+pub(crate) fn lambda_call(
     s: &Server,
     method: &str,
     path: &str,

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod authz;
 mod bad_input;
 mod bench;
 mod cli;
@@ -13,5 +14,6 @@ mod lifecycle;
 mod sandbox;
 mod scaling;
 mod soak;
+mod tenancy;
 mod triggers;
 mod web;
