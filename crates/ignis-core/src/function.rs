@@ -16,11 +16,14 @@ pub enum Runtime {
     Node,
     /// Any executable: event on stdin, result on stdout, a fresh process per invocation.
     Exec,
+    /// WebAssembly run by wasmtime inside the server: a WASI preview 1 module (event on stdin,
+    /// result on stdout) or a `wasi:http/incoming-handler` component.
+    Wasm,
 }
 
 impl Runtime {
     /// Every runtime, for error messages and help.
-    pub const ALL: [Runtime; 3] = [Runtime::Python, Runtime::Node, Runtime::Exec];
+    pub const ALL: [Runtime; 4] = [Runtime::Python, Runtime::Node, Runtime::Exec, Runtime::Wasm];
 
     /// The name used in the API.
     pub fn as_str(self) -> &'static str {
@@ -28,12 +31,13 @@ impl Runtime {
             Runtime::Python => "python",
             Runtime::Node => "node",
             Runtime::Exec => "exec",
+            Runtime::Wasm => "wasm",
         }
     }
 
-    /// Whether the event must be JSON (python, node) rather than any bytes (exec).
+    /// Whether the event must be JSON (python, node) rather than any bytes (exec, wasm).
     pub fn json_events(self) -> bool {
-        !matches!(self, Runtime::Exec)
+        !matches!(self, Runtime::Exec | Runtime::Wasm)
     }
 }
 
@@ -51,9 +55,10 @@ impl FromStr for Runtime {
             "python" | "python3" => Ok(Runtime::Python),
             "node" | "nodejs" => Ok(Runtime::Node),
             "exec" => Ok(Runtime::Exec),
+            "wasm" => Ok(Runtime::Wasm),
             other => Err(SpecError::new(
                 "runtime",
-                format!("unknown runtime {other:?}; expected one of python, node, exec"),
+                format!("unknown runtime {other:?}; expected one of python, node, exec, wasm"),
             )),
         }
     }
@@ -165,7 +170,8 @@ pub struct FunctionSpec {
     /// The runtime.
     pub runtime: Runtime,
     /// python: `module.function` (or `module` for `module.main`); node: `file.export`;
-    /// exec: the path of the executable inside the code.
+    /// exec: the path of the executable inside the code; wasm: the name of the uploaded
+    /// `.wasm`/`.wat` file (optional).
     #[serde(default)]
     pub handler: String,
     /// Memory limit of one instance in MiB.
@@ -403,6 +409,14 @@ impl FunctionSpec {
                     ));
                 }
             }
+            Runtime::Wasm => {
+                if h.contains('/') || h == ".." || h == "." {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("{h:?} must be the name of the uploaded .wasm file, or empty"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -467,6 +481,8 @@ mod tests {
     fn parses_runtimes() {
         assert_eq!("python".parse::<Runtime>().unwrap(), Runtime::Python);
         assert_eq!("node".parse::<Runtime>().unwrap(), Runtime::Node);
+        assert_eq!("wasm".parse::<Runtime>().unwrap(), Runtime::Wasm);
+        assert!(!Runtime::Wasm.json_events());
         let err = "cobol".parse::<Runtime>().unwrap_err();
         assert_eq!(err.field, "runtime");
         assert!(err.message.contains("cobol"));
@@ -517,6 +533,11 @@ mod tests {
         assert_eq!(bad(Runtime::Python, "../x.handler"), "handler");
         assert_eq!(bad(Runtime::Node, "index.han dler"), "handler");
         assert_eq!(bad(Runtime::Exec, "/bin/sh"), "handler");
+        assert_eq!(bad(Runtime::Wasm, "lib/f.wasm"), "handler");
+        FunctionSpec::new(Runtime::Wasm, "").validate().unwrap();
+        FunctionSpec::new(Runtime::Wasm, "f.wasm")
+            .validate()
+            .unwrap();
         FunctionSpec::new(Runtime::Python, "main")
             .validate()
             .unwrap();

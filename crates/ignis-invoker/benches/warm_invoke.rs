@@ -1,6 +1,8 @@
 //! The warm path inside the invoker, with no HTTP: pool lookup, lease of an idle instance,
 //! INVOKE frame out, RESULT frame back, release. One no-op function per runtime, warmed once
-//! before measuring; runtimes whose interpreter is not installed are skipped.
+//! before measuring; runtimes whose interpreter is not installed are skipped. For wasm, an
+//! iteration is instantiate-to-result: a fresh store, an instance from the pool, `_start`, the
+//! store dropped.
 //!
 //! Run with `cargo bench -p ignis-invoker --bench warm_invoke`.
 
@@ -59,6 +61,11 @@ fn noop(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             b"exports.handler = async (e) => e;\n",
         ),
         Runtime::Exec => ("noop.sh", "noop.sh", b"#!/bin/sh\nexec /bin/cat\n"),
+        Runtime::Wasm => (
+            "noop.wat",
+            "noop.wat",
+            include_bytes!("../../ignis-wasm/fixtures/noop.wat"),
+        ),
     }
 }
 
@@ -107,6 +114,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             queue_per_function: 100,
             stem_cells: 0,
             memory_budget_mb: 4096,
+            wasm: ignis_wasm::WasmConfig::new(dir.join("wasm-cache")),
         },
         Sandbox::unisolated(),
         Arc::new(code),
@@ -126,7 +134,7 @@ fn warm_invoke(c: &mut Criterion) {
         .filter(|r| match r {
             Runtime::Python => python.is_some(),
             Runtime::Node => node.is_some(),
-            Runtime::Exec => true,
+            Runtime::Exec | Runtime::Wasm => true,
         })
         .collect();
     let mut code = MemoryCode::default();

@@ -83,6 +83,8 @@ pub(crate) enum InstanceKind {
     Process(Box<ProcessInstance>),
     /// An exec function's slot: code unpacked, a process is started per invocation.
     Exec { code_dir: std::path::PathBuf },
+    /// A wasm function's slot: its loaded code, a fresh store per invocation.
+    Wasm(crate::wasm::WasmSlot),
 }
 
 pub(crate) struct ProcessInstance {
@@ -243,7 +245,7 @@ fn process_spec(
     }
 }
 
-fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
     let mut env = f.spec.env.clone();
     env.insert("IGNIS_NAMESPACE".into(), f.namespace.clone());
     env.insert("IGNIS_FUNCTION_NAME".into(), f.name.clone());
@@ -342,7 +344,9 @@ impl ProcessInstance {
                 args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
                 (inner.config.node.clone(), args, None)
             }
-            Runtime::Exec => unreachable!("exec functions have no process instance"),
+            Runtime::Exec | Runtime::Wasm => {
+                unreachable!("{runtime} functions have no process instance")
+            }
         };
         let mut spec = ProcessSpec {
             program,

@@ -265,6 +265,7 @@ impl ServeCommand {
                 memory_budget_mb: cfg
                     .memory_budget_mb
                     .unwrap_or_else(default_memory_budget_mb),
+                wasm: ignis_wasm::WasmConfig::new(data_dir.join("wasm-cache")),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
@@ -305,6 +306,7 @@ impl ServeCommand {
                 "python": python.as_ref().map(|p| p.display().to_string()),
                 "node": node.as_ref().map(|p| p.display().to_string()),
                 "exec": true,
+                "wasm": true,
             },
             "limits": {
                 "max_payload_bytes": ignis_core::MAX_PAYLOAD_BYTES,
@@ -467,7 +469,7 @@ fn print_banner(
     say!("Ignis {} listening on {url}", env!("CARGO_PKG_VERSION"));
     say!("  data dir:  {}", data_dir.display());
     say!(
-        "  runtimes:  {}, {}, exec",
+        "  runtimes:  {}, {}, exec, wasm (wasmtime)",
         rt("python", python),
         rt("node", node)
     );

@@ -13,4 +13,5 @@ mod sandbox;
 mod scaling;
 mod soak;
 mod triggers;
+mod wasm;
 mod web;
