@@ -414,11 +414,19 @@ fn to_binary(code: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, WasmError> {
     if code.starts_with(b"\0asm") {
         return Ok(std::borrow::Cow::Borrowed(code));
     }
-    wat::parse_bytes(code).map_err(|e| {
-        WasmError::Invalid(format!(
-            "the code is neither a WebAssembly binary (no \\0asm header) nor WebAssembly text: {e}"
-        ))
-    })
+    let text = code
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'(' || b == b';');
+    if !text {
+        return Err(WasmError::Invalid(
+            "the code is not WebAssembly: a binary starts with the bytes \\0asm, WebAssembly \
+             text with `(module` or `(component`"
+                .into(),
+        ));
+    }
+    wat::parse_bytes(code)
+        .map_err(|e| WasmError::Invalid(format!("the WebAssembly text does not parse: {e}")))
 }
 
 /// Module or component, from the binary's version field.

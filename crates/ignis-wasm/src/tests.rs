@@ -222,7 +222,9 @@ fn bad_code_is_refused_with_what_is_wrong() {
         Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(code)),
     };
     let m = refuse(b"hello");
-    assert!(m.contains("neither a WebAssembly binary"), "{m}");
+    assert!(m.starts_with("the code is not WebAssembly"), "{m}");
+    let m = refuse(b"(module (func (export \"_start\") (i32.bogus)))");
+    assert!(m.starts_with("the WebAssembly text does not parse"), "{m}");
     let m = refuse(b"\0asm\x01\0\0\0\x01\xff");
     assert!(m.starts_with("invalid WebAssembly module"), "{m}");
     let m = refuse(b"\0asm\x02\0\0\0");

@@ -180,14 +180,15 @@ fn bad_wasm_is_refused_at_deploy_naming_the_problem() {
         let r = deploy(&s, "bad", "", filename, code);
         assert_eq!(r.status, 400, "{}", r.text());
         let e = r.json()["error"].clone();
-        assert_eq!(e["code"], "invalid_field", "{e}");
+        assert_eq!(e["code"], "invalid_spec", "{e}");
+        assert_eq!(e["field"], "code", "{e}");
         let m = e["message"].as_str().unwrap().to_string();
         assert!(m.contains(needle), "{m:?} lacks {needle:?}");
     };
     refused(
         "f.wasm",
         b"definitely not wasm",
-        "neither a WebAssembly binary",
+        "the code is not WebAssembly",
     );
     refused(
         "f.wasm",
