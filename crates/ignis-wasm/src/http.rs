@@ -13,6 +13,8 @@
 //!   the result; a status of 400 or more makes the activation an `application_error`
 //!   (`HttpStatus`).
 
+use std::convert::Infallible;
+
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -33,6 +35,10 @@ pub(crate) struct Request {
     /// It came from an HTTP event: answer with a `{statusCode, …}` result.
     web: bool,
 }
+
+/// The body of a request: the whole event's body, at once.
+pub(crate) type RequestBody =
+    http_body_util::combinators::MapErr<Full<Bytes>, fn(Infallible) -> wasmtime_wasi_http::Error>;
 
 /// What the component answered.
 pub(crate) struct Answer {
@@ -132,17 +138,8 @@ impl Request {
     }
 
     /// The hyper request handed to wasmtime-wasi-http.
-    pub fn to_hyper(
-        &self,
-    ) -> wasmtime::Result<
-        hyper::Request<
-            http_body_util::combinators::MapErr<
-                Full<Bytes>,
-                fn(std::convert::Infallible) -> wasmtime_wasi_http::Error,
-            >,
-        >,
-    > {
-        let never: fn(std::convert::Infallible) -> wasmtime_wasi_http::Error = |e| match e {};
+    pub fn to_hyper(&self) -> wasmtime::Result<hyper::Request<RequestBody>> {
+        let never: fn(Infallible) -> wasmtime_wasi_http::Error = |e| match e {};
         let mut b = hyper::Request::builder()
             .method(self.method.clone())
             .uri(&self.uri);
