@@ -222,11 +222,12 @@ pub(crate) enum End {
     Deadline,
 }
 
+/// What is known of a run once the guest is done, to classify it.
 struct Classify<'a> {
     req: &'a RunRequest<'a>,
     stdout_overflow: bool,
     refused: Option<usize>,
-    stderr: &'a Bytes,
+    stderr: Bytes,
 }
 
 /// The last lines of stderr, for error messages.
@@ -243,6 +244,19 @@ fn stderr_tail(stderr: &[u8], lines: usize) -> String {
 }
 
 impl Classify<'_> {
+    /// The output of a run that ended so, with the logs it wrote.
+    fn output(self, ended: End, stdout_log: Bytes, logs_truncated: bool) -> RunOutput {
+        let (status, body, error) = self.end(ended);
+        RunOutput {
+            status,
+            body,
+            error,
+            stdout: stdout_log,
+            stderr: self.stderr,
+            logs_truncated,
+        }
+    }
+
     /// Status, result and error of a run, by the table in the module's documentation.
     fn end(&self, ended: End) -> (Status, Bytes, Option<ActivationError>) {
         let fail = |status, kind: &str, message: String, stack| {
@@ -293,7 +307,7 @@ impl Classify<'_> {
         }
         if let Some(code) = exit {
             let mut message = format!("the module exited with status {code}");
-            let tail = stderr_tail(self.stderr, 5);
+            let tail = stderr_tail(&self.stderr, 5);
             if !tail.is_empty() {
                 message = format!("{message}: {tail}");
             }
@@ -365,21 +379,13 @@ impl WasmCode {
             }
             other => other,
         };
-        let (status, body, error) = Classify {
+        let classify = Classify {
             req,
             stdout_overflow,
             refused,
-            stderr: &err,
-        }
-        .end(ended);
-        RunOutput {
-            status,
-            body,
-            error,
-            stdout: Bytes::new(),
             stderr: err,
-            logs_truncated,
-        }
+        };
+        classify.output(ended, Bytes::new(), logs_truncated)
     }
 
     async fn run_component(
@@ -437,20 +443,12 @@ impl WasmCode {
         };
         let (out, out_dropped) = stdout.take();
         let (err, err_dropped) = stderr.take();
-        let (status, body, error) = Classify {
+        let classify = Classify {
             req,
             stdout_overflow: false,
             refused,
-            stderr: &err,
-        }
-        .end(ended);
-        RunOutput {
-            status,
-            body,
-            error,
-            stdout: out,
             stderr: err,
-            logs_truncated: out_dropped || err_dropped,
-        }
+        };
+        classify.output(ended, out, out_dropped || err_dropped)
     }
 }

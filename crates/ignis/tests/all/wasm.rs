@@ -34,18 +34,6 @@ fn activation(s: &Server, r: &Resp) -> serde_json::Value {
     a.json()
 }
 
-fn wait_activation(s: &Server, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = s.get(&format!("/v1/namespaces/default/activations/{id}"));
-        if r.status == 200 {
-            return r.json();
-        }
-        assert!(Instant::now() < deadline, "activation {id} never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn wasi_commands_run_with_activations_logs_and_metering() {
     let s = Server::start();
@@ -282,7 +270,7 @@ fn http_components_serve_web_requests_invokes_and_async() {
     );
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["activation_id"].as_str().unwrap().to_string();
-    let a = wait_activation(&s, &id);
+    let a = wait_activation(&s, &id, 20);
     assert_eq!(a["status"], "success", "{a}");
     assert_eq!(a["result"]["later"], 1);
 }
@@ -337,7 +325,7 @@ fn triggers_and_the_cli_drive_wasm_functions() {
         .as_str()
         .unwrap()
         .to_string();
-    let a = wait_activation(&s, &id);
+    let a = wait_activation(&s, &id, 20);
     assert_eq!(a["status"], "success", "{a}");
     assert_eq!(a["trigger"], "tick");
     assert_eq!(a["result"]["event"]["fired"], true);
