@@ -176,6 +176,28 @@ fn warm_invoke(c: &mut Criterion) {
         });
     }
     group.finish();
+    // Criterion reports means per sample; the aim for wasm is a per-invocation p50.
+    if let Some(f) = functions.iter().find(|f| f.spec.runtime == Runtime::Wasm) {
+        let mut took: Vec<Duration> = (0..20_000)
+            .map(|_| {
+                let start = Instant::now();
+                let r = rt.block_on(invoker.invoke(invocation(f, &event)));
+                let took = start.elapsed();
+                assert_eq!(r.expect("invocation").status, Status::Success);
+                took
+            })
+            .collect();
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        eprintln!(
+            "warm_invoke/wasm, {} single invocations: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+            took.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            took[took.len() - 1]
+        );
+    }
     invoker.shutdown();
 }
 
