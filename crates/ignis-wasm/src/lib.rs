@@ -194,7 +194,20 @@ impl WasmEngine {
             .parallel_compilation(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(|e| engine_error(chain(&e)))?;
+        let engine = match Engine::new(&cfg) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // The pool reserves address space up front (4 GiB and guards per memory
+                // slot); a host with a small address-space limit refuses it. Instances are
+                // then mapped one by one: slower, but wasm still runs.
+                tracing::warn!(
+                    error = %chain(&e),
+                    "wasm: cannot reserve the instance pool; allocating instances on demand"
+                );
+                cfg.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&cfg).map_err(|e| engine_error(chain(&e)))?
+            }
+        };
 
         let mut modules = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut modules, |s: &mut ModuleState| &mut s.wasi)
