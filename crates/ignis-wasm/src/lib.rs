@@ -310,8 +310,9 @@ impl WasmEngine {
             .instantiate_pre(component)
             .map_err(|e| {
                 WasmError::Invalid(format!(
-                    "the component cannot be linked: {}; components may import only what the \
-                 `wasi:http/proxy` world provides",
+                    "the component cannot be linked: {}; components may import only WASI 0.2 \
+                 interfaces (`wasi:http`, `wasi:io`, `wasi:cli`, `wasi:clocks`, `wasi:random`, \
+                 …)",
                     chain(&e)
                 ))
             })?;
