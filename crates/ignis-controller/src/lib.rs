@@ -342,9 +342,7 @@ impl Controller {
         self.check_namespace(&req.namespace).await?;
         let (ns, name) = (req.namespace.clone(), req.name.clone());
         let (fv, created) = self
-            .blocking(move |i| {
-                registry::deploy(i.store.as_ref(), &i.blobs, i.invoker.code_dir(), req)
-            })
+            .blocking(move |i| registry::deploy(i.store.as_ref(), &i.blobs, &i.invoker, req))
             .await?;
         let fv = Arc::new(fv);
         self.inner.registry.put_latest(&ns, &name, fv.clone());

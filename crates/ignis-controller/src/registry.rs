@@ -2,15 +2,16 @@
 //! function metadata for the invoke path.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use ignis_core::{
-    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, SpecError, validate_function_name,
+    CodeFormat, CodeRef, FunctionSpec, FunctionVersion, Runtime, SpecError, validate_function_name,
 };
+use ignis_invoker::Invoker;
 use ignis_runtime::code::{self, CodeError};
 use ignis_store::{BlobStore, NewVersion, Store};
+use ignis_wasm::{Compiled, WasmEngine, WasmError};
 
 use crate::{ControllerError, Result};
 
@@ -53,11 +54,12 @@ impl From<CodeError> for ControllerError {
     }
 }
 
-/// Checks and stores a new version; runs on the blocking pool.
+/// Checks and stores a new version; runs on the blocking pool. Wasm code is compiled here, once,
+/// and its artifact cached, so that no invocation compiles.
 pub(crate) fn deploy(
     store: &dyn Store,
     blobs: &BlobStore,
-    code_root: &Path,
+    invoker: &Invoker,
     req: DeployRequest,
 ) -> Result<(FunctionVersion, bool)> {
     validate_function_name(&req.name)
@@ -114,6 +116,11 @@ pub(crate) fn deploy(
     if let Some(handler) = code::check_handler(&spec, &listing)? {
         spec.handler = handler;
     }
+    let wasm = if spec.runtime == Runtime::Wasm {
+        Some(compile_wasm(invoker, format, &bytes)?)
+    } else {
+        None
+    };
     let sha256 = blobs
         .put(&bytes)
         .map_err(|e| ControllerError::Internal(format!("storing code: {e}")))?;
@@ -123,15 +130,21 @@ pub(crate) fn deploy(
         format,
         filename,
     };
-    // Unpack now so that the first invocation does not pay for it.
-    let executable = spec.runtime.executable_code();
-    code::unpack(
-        format,
-        code.filename.as_deref(),
-        executable,
-        &bytes,
-        &code_root.join(code::dir_name(&code, executable)),
-    )?;
+    if let Some((engine, compiled)) = wasm {
+        engine
+            .store_artifact(&code.sha256, &compiled)
+            .map_err(|e| ControllerError::Internal(e.to_string()))?;
+    } else {
+        // Unpack now so that the first invocation does not pay for it.
+        let executable = spec.runtime.executable_code();
+        code::unpack(
+            format,
+            code.filename.as_deref(),
+            executable,
+            &bytes,
+            &invoker.code_dir().join(code::dir_name(&code, executable)),
+        )?;
+    }
     let new = NewVersion {
         namespace: req.namespace,
         name: req.name,
@@ -139,6 +152,27 @@ pub(crate) fn deploy(
         code,
     };
     Ok(store.put_version(new, req.create_only)?)
+}
+
+/// Checks and compiles the code of a wasm function: one WebAssembly file (binary or text).
+fn compile_wasm<'a>(
+    invoker: &'a Invoker,
+    format: CodeFormat,
+    bytes: &[u8],
+) -> Result<(&'a WasmEngine, Compiled)> {
+    if format == CodeFormat::Zip {
+        return Err(SpecError::new(
+            "code",
+            "wasm functions take one .wasm (or .wat) file, not a zip archive",
+        )
+        .into());
+    }
+    let engine = invoker.wasm().map_err(ControllerError::Internal)?;
+    let compiled = engine.compile(bytes).map_err(|e| match e {
+        WasmError::Invalid(m) => ControllerError::InvalidSpec(SpecError::new("code", m)),
+        other => ControllerError::Internal(other.to_string()),
+    })?;
+    Ok((engine, compiled))
 }
 
 /// Whether following destinations from `start` leads back to `name`; the path if it does.

@@ -21,15 +21,19 @@ pub enum Runtime {
     /// runtimes (`provided`, `provided.al2`, `provided.al2023`) are aliases.
     #[serde(alias = "provided", alias = "provided.al2", alias = "provided.al2023")]
     Lambda,
+    /// WebAssembly run by wasmtime inside the server: a WASI preview 1 module (event on stdin,
+    /// result on stdout) or a `wasi:http/incoming-handler` component.
+    Wasm,
 }
 
 impl Runtime {
     /// Every runtime, for error messages and help.
-    pub const ALL: [Runtime; 4] = [
+    pub const ALL: [Runtime; 5] = [
         Runtime::Python,
         Runtime::Node,
         Runtime::Exec,
         Runtime::Lambda,
+        Runtime::Wasm,
     ];
 
     /// The name used in the API.
@@ -39,12 +43,13 @@ impl Runtime {
             Runtime::Node => "node",
             Runtime::Exec => "exec",
             Runtime::Lambda => "lambda",
+            Runtime::Wasm => "wasm",
         }
     }
 
-    /// Whether the event must be JSON (python, node, lambda) rather than any bytes (exec).
+    /// Whether the event must be JSON (python, node, lambda) rather than any bytes (exec, wasm).
     pub fn json_events(self) -> bool {
-        !matches!(self, Runtime::Exec)
+        !matches!(self, Runtime::Exec | Runtime::Wasm)
     }
 
     /// Whether the code's files are made executable when unpacked (exec, lambda's `bootstrap`).
@@ -85,12 +90,13 @@ impl FromStr for Runtime {
             "node" | "nodejs" => Ok(Runtime::Node),
             "exec" => Ok(Runtime::Exec),
             "lambda" => Ok(Runtime::Lambda),
+            "wasm" => Ok(Runtime::Wasm),
             other => Runtime::from_lambda_name(other).ok_or_else(|| {
                 SpecError::new(
                     "runtime",
                     format!(
-                        "unknown runtime {other:?}; expected one of python, node, exec, lambda \
-                         (or a Lambda name: python3.x, nodejs20.x, provided.al2023)"
+                        "unknown runtime {other:?}; expected one of python, node, exec, lambda, \
+                         wasm (or a Lambda name: python3.x, nodejs20.x, provided.al2023)"
                     ),
                 )
             }),
@@ -204,7 +210,8 @@ pub struct FunctionSpec {
     /// The runtime.
     pub runtime: Runtime,
     /// python: `module.function` (or `module` for `module.main`); node: `file.export`;
-    /// exec: the path of the executable inside the code.
+    /// exec: the path of the executable inside the code; wasm: the name of the uploaded
+    /// `.wasm`/`.wat` file (optional).
     #[serde(default)]
     pub handler: String,
     /// Memory limit of one instance in MiB.
@@ -431,6 +438,7 @@ impl FunctionSpec {
         {
             let why = match self.runtime {
                 Runtime::Exec => "exec functions start a process per invocation",
+                Runtime::Wasm => "wasm functions get a fresh instance per invocation",
                 _ => "a lambda bootstrap takes one invocation at a time (the Runtime API)",
             };
             return Err(SpecError::new(
@@ -534,6 +542,14 @@ impl FunctionSpec {
                     ));
                 }
             }
+            Runtime::Wasm => {
+                if h.contains('/') || h == ".." || h == "." {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("{h:?} must be the name of the uploaded .wasm file, or empty"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -598,6 +614,8 @@ mod tests {
     fn parses_runtimes() {
         assert_eq!("python".parse::<Runtime>().unwrap(), Runtime::Python);
         assert_eq!("node".parse::<Runtime>().unwrap(), Runtime::Node);
+        assert_eq!("wasm".parse::<Runtime>().unwrap(), Runtime::Wasm);
+        assert!(!Runtime::Wasm.json_events());
         let err = "cobol".parse::<Runtime>().unwrap_err();
         assert_eq!(err.field, "runtime");
         assert!(err.message.contains("cobol"));
@@ -689,6 +707,11 @@ mod tests {
         assert_eq!(bad(Runtime::Python, "../x.handler"), "handler");
         assert_eq!(bad(Runtime::Node, "index.han dler"), "handler");
         assert_eq!(bad(Runtime::Exec, "/bin/sh"), "handler");
+        assert_eq!(bad(Runtime::Wasm, "lib/f.wasm"), "handler");
+        FunctionSpec::new(Runtime::Wasm, "").validate().unwrap();
+        FunctionSpec::new(Runtime::Wasm, "f.wasm")
+            .validate()
+            .unwrap();
         FunctionSpec::new(Runtime::Python, "main")
             .validate()
             .unwrap();

@@ -204,7 +204,7 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "runtime",
-                "invalid runtime: required (python, node or exec)",
+                "invalid runtime: required (python, node, exec or wasm)",
             )
         })?
         .parse()

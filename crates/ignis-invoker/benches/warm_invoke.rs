@@ -1,6 +1,8 @@
 //! The warm path inside the invoker, with no HTTP: pool lookup, lease of an idle instance,
 //! INVOKE frame out, RESULT frame back, release. One no-op function per runtime, warmed once
-//! before measuring; runtimes whose interpreter is not installed are skipped.
+//! before measuring; runtimes whose interpreter is not installed are skipped. For wasm, an
+//! iteration is instantiate-to-result: a fresh store, an instance from the pool, `_start`, the
+//! store dropped.
 //!
 //! Run with `cargo bench -p ignis-invoker --bench warm_invoke`.
 
@@ -60,6 +62,11 @@ fn noop(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
         ),
         Runtime::Exec => ("noop.sh", "noop.sh", b"#!/bin/sh\nexec /bin/cat\n"),
         Runtime::Lambda => ("bootstrap", "noop", ignis_runtime::bootstrap::LAMBDA_ECHO),
+        Runtime::Wasm => (
+            "noop.wat",
+            "noop.wat",
+            include_bytes!("../../ignis-wasm/fixtures/noop.wat"),
+        ),
     }
 }
 
@@ -111,6 +118,7 @@ fn invoker(dir: &Path, code: MemoryCode, python: &Path, node: &Path) -> Invoker 
             memory_budget_mb: 4096,
             zygote: false,
             aws_region: ignis_core::lambda::DEFAULT_REGION.into(),
+            wasm: ignis_wasm::WasmConfig::new(dir.join("wasm-cache")),
         },
         Sandbox::unisolated(),
         Arc::new(code),
@@ -130,7 +138,7 @@ fn warm_invoke(c: &mut Criterion) {
         .filter(|r| match r {
             Runtime::Python => python.is_some(),
             Runtime::Node => node.is_some(),
-            Runtime::Exec | Runtime::Lambda => true,
+            Runtime::Exec | Runtime::Lambda | Runtime::Wasm => true,
         })
         .collect();
     let mut code = MemoryCode::default();
@@ -172,6 +180,28 @@ fn warm_invoke(c: &mut Criterion) {
         });
     }
     group.finish();
+    // Criterion reports means per sample; the aim for wasm is a per-invocation p50.
+    if let Some(f) = functions.iter().find(|f| f.spec.runtime == Runtime::Wasm) {
+        let mut took: Vec<Duration> = (0..20_000)
+            .map(|_| {
+                let start = Instant::now();
+                let r = rt.block_on(invoker.invoke(invocation(f, &event)));
+                let took = start.elapsed();
+                assert_eq!(r.expect("invocation").status, Status::Success);
+                took
+            })
+            .collect();
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        eprintln!(
+            "warm_invoke/wasm, {} single invocations: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+            took.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            took[took.len() - 1]
+        );
+    }
     invoker.shutdown();
 }
 

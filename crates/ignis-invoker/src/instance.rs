@@ -111,6 +111,8 @@ pub(crate) enum InstanceKind {
     Shared(Arc<crate::shared::SharedInstance>),
     /// A `bootstrap` speaking the Lambda Runtime API, kept between invocations.
     Lambda(Box<crate::lambda::LambdaInstance>),
+    /// A wasm function's slot: its loaded code, a fresh store per invocation.
+    Wasm(crate::wasm::WasmSlot),
 }
 
 pub(crate) struct ProcessInstance {
@@ -277,7 +279,7 @@ pub(crate) fn process_spec(
     }
 }
 
-fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn function_env(f: &FunctionVersion) -> std::collections::BTreeMap<String, String> {
     let mut env = f.spec.env.clone();
     env.insert("IGNIS_NAMESPACE".into(), f.namespace.clone());
     env.insert("IGNIS_FUNCTION_NAME".into(), f.name.clone());
@@ -404,8 +406,8 @@ impl ProcessInstance {
                 args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
                 (inner.config.node.clone(), args, None)
             }
-            Runtime::Exec | Runtime::Lambda => {
-                unreachable!("exec and lambda functions have no bootstrap of Ignis's")
+            Runtime::Exec | Runtime::Lambda | Runtime::Wasm => {
+                unreachable!("{runtime} functions have no bootstrap of Ignis's")
             }
         };
         let mut spec = ProcessSpec {

@@ -15,7 +15,8 @@
 //!
 //! An instance that crashed, timed out or ran out of memory is dropped (its process group is
 //! killed) and never reused. Idle instances are reclaimed after the keep-alive: scale to zero.
-//! The warm path does no disk I/O and spawns nothing.
+//! The warm path does no disk I/O and spawns nothing. Wasm functions use the same pools, with
+//! in-process instances (`wasm.rs`).
 #![warn(missing_docs)]
 
 mod instance;
@@ -26,6 +27,7 @@ mod registry;
 mod runtime_api;
 mod shared;
 mod stem;
+mod wasm;
 mod zygote;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +77,8 @@ pub struct InvokerConfig {
     pub zygote: bool,
     /// The AWS region `lambda` instances are told they run in (`AWS_REGION`, ARNs).
     pub aws_region: String,
+    /// The wasm engine's artifact cache and pool; the engine is made on first use.
+    pub wasm: ignis_wasm::WasmConfig,
 }
 
 /// One invocation to run.
@@ -176,6 +180,19 @@ pub(crate) struct Inner {
     pub(crate) closing: std::sync::atomic::AtomicBool,
     stem: std::sync::OnceLock<stem::StemCells>,
     registry: Arc<registry::Registry>,
+    wasm: std::sync::OnceLock<Result<ignis_wasm::WasmEngine, String>>,
+}
+
+impl Inner {
+    /// The wasm engine, made on first use (it reserves the address space of its pool).
+    pub(crate) fn wasm_engine(&self) -> Result<&ignis_wasm::WasmEngine, String> {
+        self.wasm
+            .get_or_init(|| {
+                ignis_wasm::WasmEngine::new(&self.config.wasm).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// Runs invocations on pooled instances. Cheap to clone.
@@ -196,6 +213,7 @@ impl Invoker {
             closing: std::sync::atomic::AtomicBool::new(false),
             stem: std::sync::OnceLock::new(),
             registry: Arc::new(registry::Registry::new(config_budget)),
+            wasm: std::sync::OnceLock::new(),
         });
         let _ = inner
             .stem
@@ -269,7 +287,7 @@ impl Invoker {
                     });
                 };
                 match self.create_instance(f, memory, &mut logs, deadline).await {
-                    Ok(instance) => (slot.fill(instance), true),
+                    Ok((instance, loaded)) => (slot.fill(instance), loaded),
                     Err(end) => {
                         drop(slot); // frees the slot for someone else
                         let (logs, logs_truncated) = logs.finish();
@@ -326,6 +344,9 @@ impl Invoker {
                     .await;
                 logs = own_logs;
                 end
+            }
+            instance::InstanceKind::Wasm(slot) => {
+                wasm::run(slot, f, &inv.event, &mut logs, inv.accepted + timeout).await
             }
         };
         let run = run_start.elapsed();
@@ -391,7 +412,7 @@ impl Invoker {
             let mut logs = LogCollector::default();
             let deadline = tokio::time::Instant::now() + Duration::from_millis(f.spec.timeout_ms);
             match this.create_instance(&f, memory, &mut logs, deadline).await {
-                Ok(instance) => slot.fill(instance).release(true),
+                Ok((instance, _)) => slot.fill(instance).release(true),
                 Err(end) => {
                     let why = end.error.map(|e| e.message).unwrap_or_default();
                     tracing::warn!(function = %f.name, error = %why, "cannot provision an instance");
@@ -439,30 +460,54 @@ impl Invoker {
         self.inner.registry.memory()
     }
 
+    /// Creates an instance of `f`; `true` if that was a cold start (for wasm: the code had to
+    /// be loaded; a new process is always one).
     async fn create_instance(
         &self,
         f: &Arc<FunctionVersion>,
         memory: registry::MemoryGrant,
         logs: &mut LogCollector,
         deadline: tokio::time::Instant,
-    ) -> Result<instance::Instance, instance::RunEnd> {
-        let code_dir = self.ensure_code(f).await.map_err(|e| instance::RunEnd {
-            status: Status::PlatformError,
-            body: Bytes::new(),
-            error: Some(ActivationError {
-                kind: "CodeUnavailable".into(),
-                message: e,
-                stack: None,
-                phase: ErrorPhase::Init,
-            }),
-            reusable: false,
-        })?;
-        let kind = match f.spec.runtime {
-            Runtime::Exec => instance::InstanceKind::Exec { code_dir },
-            Runtime::Lambda => instance::InstanceKind::Lambda(Box::new(
-                lambda::LambdaInstance::start(&self.inner, f, &code_dir, logs, deadline).await?,
-            )),
+    ) -> Result<(instance::Instance, bool), instance::RunEnd> {
+        let code_dir = || async {
+            self.ensure_code(f).await.map_err(|e| instance::RunEnd {
+                status: Status::PlatformError,
+                body: Bytes::new(),
+                error: Some(ActivationError {
+                    kind: "CodeUnavailable".into(),
+                    message: e,
+                    stack: None,
+                    phase: ErrorPhase::Init,
+                }),
+                reusable: false,
+            })
+        };
+        let (kind, cold) = match f.spec.runtime {
+            Runtime::Wasm => {
+                let (slot, loaded) = wasm::create(&self.inner, f).await?;
+                (instance::InstanceKind::Wasm(slot), loaded)
+            }
+            Runtime::Exec => (
+                instance::InstanceKind::Exec {
+                    code_dir: code_dir().await?,
+                },
+                true,
+            ),
+            Runtime::Lambda => (
+                instance::InstanceKind::Lambda(Box::new(
+                    lambda::LambdaInstance::start(
+                        &self.inner,
+                        f,
+                        &code_dir().await?,
+                        logs,
+                        deadline,
+                    )
+                    .await?,
+                )),
+                true,
+            ),
             Runtime::Python | Runtime::Node => {
+                let code_dir = code_dir().await?;
                 let cell = stem::StemCells::fits(f)
                     .then(|| self.inner.stem.get().and_then(|s| s.take(f.spec.runtime)))
                     .flatten();
@@ -499,19 +544,21 @@ impl Invoker {
                         }
                     }
                 };
-                if f.spec.instance_concurrency > 1 {
+                let kind = if f.spec.instance_concurrency > 1 {
                     let s = shared::SharedInstance::start(p, f.clone());
                     instance::InstanceKind::Shared(Arc::new(s))
                 } else {
                     instance::InstanceKind::Process(Box::new(p))
-                }
+                };
+                (kind, true)
             }
         };
-        Ok(instance::Instance {
+        let instance = instance::Instance {
             kind,
             last_used: Instant::now(),
             meta: Arc::new(self.inner.registry.register(f, memory)),
-        })
+        };
+        Ok((instance, cold))
     }
 
     /// The unpacked code directory of a version, unpacking it on first use.
@@ -605,5 +652,10 @@ impl Invoker {
     /// The directory code is unpacked into.
     pub fn code_dir(&self) -> &Path {
         &self.inner.config.code_dir
+    }
+
+    /// The wasm engine (made on first use), for compiling wasm code at deploy.
+    pub fn wasm(&self) -> Result<&ignis_wasm::WasmEngine, String> {
+        self.inner.wasm_engine()
     }
 }

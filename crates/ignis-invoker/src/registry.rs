@@ -31,7 +31,7 @@ pub struct InstanceInfo {
     pub function: String,
     /// The version it runs.
     pub version: u32,
-    /// `python`, `node` or `exec`.
+    /// `python`, `node`, `exec` or `wasm`.
     pub runtime: String,
     /// `idle` or `busy`.
     pub state: &'static str,

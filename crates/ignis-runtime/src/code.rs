@@ -153,7 +153,9 @@ pub fn default_filename(spec: &FunctionSpec) -> Option<String> {
             Some(format!("{}.py", module.replace('.', "/")))
         }
         Runtime::Node if !module.contains('/') => Some(format!("{module}.js")),
-        Runtime::Exec if !spec.handler.is_empty() && !spec.handler.contains('/') => {
+        Runtime::Exec | Runtime::Wasm
+            if !spec.handler.is_empty() && !spec.handler.contains('/') =>
+        {
             Some(spec.handler.clone())
         }
         Runtime::Lambda => Some(LAMBDA_BOOTSTRAP.to_string()),
@@ -183,14 +185,22 @@ pub fn check_handler(
             .iter()
             .map(|ext| format!("{module}.{ext}"))
             .collect(),
-        Runtime::Exec => {
+        Runtime::Exec | Runtime::Wasm => {
             if spec.handler.is_empty() {
                 if listing.files.len() == 1 {
                     return Ok(listing.files.iter().next().cloned());
                 }
                 return Err(SpecError::new(
                     "handler",
-                    "required for exec code with several files: the path of the executable",
+                    format!(
+                        "required for {} code with several files: the path of the {}",
+                        spec.runtime,
+                        if spec.runtime == Runtime::Exec {
+                            "executable"
+                        } else {
+                            "module"
+                        }
+                    ),
                 ));
             }
             vec![spec.handler.trim_start_matches("./").to_string()]
@@ -203,6 +213,7 @@ pub fn check_handler(
     let what = match spec.runtime {
         Runtime::Exec => format!("executable {:?}", spec.handler),
         Runtime::Lambda => "the executable of a lambda function".to_string(),
+        Runtime::Wasm => format!("module {:?}", spec.handler),
         _ => format!("module of handler {:?} (function {func:?})", spec.handler),
     };
     Err(SpecError::new(

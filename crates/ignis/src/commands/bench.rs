@@ -37,7 +37,7 @@ pub struct BenchCommand {
     /// `bench-noop-<runtime>` is deployed for the run and deleted after it
     #[arg(long, value_name = "NAME")]
     function: Option<String>,
-    /// Runtime of the no-op function: python, node or exec [default: python]
+    /// Runtime of the no-op function: python, node, exec or wasm [default: python]
     #[arg(long, short = 'r', conflicts_with = "function")]
     runtime: Option<Runtime>,
     /// How many invocations to measure
@@ -182,7 +182,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// The no-op function of each runtime: file name, handler and code. Each returns its event.
+/// The no-op function of each runtime: file name, handler and code. Each returns its event,
+/// except wasm's: a WASI command (in WebAssembly text) whose `_start` returns at once.
 fn noop_code(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
     match runtime {
         Runtime::Python => (
@@ -201,6 +202,11 @@ fn noop_code(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             b"#!/bin/sh\nexec /bin/cat\n",
         ),
         Runtime::Lambda => ("bootstrap", "echo", ignis_runtime::bootstrap::LAMBDA_ECHO),
+        Runtime::Wasm => (
+            "bench_noop.wat",
+            "bench_noop.wat",
+            b"(module (memory (export \"memory\") 1) (func (export \"_start\")))\n",
+        ),
     }
 }
 

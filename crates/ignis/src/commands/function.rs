@@ -49,12 +49,12 @@ struct DeployArgs {
     /// The code: a file (uploaded as is) or a directory (uploaded as a zip, `.git` left out).
     /// Without it the latest version's code is kept and only the configuration changes
     path: Option<PathBuf>,
-    /// Runtime: python, node, exec or lambda (Lambda names too: python3.12, nodejs20.x,
+    /// Runtime: python, node, exec, lambda or wasm (Lambda names too: python3.12, nodejs20.x,
     /// provided.al2023)
     #[arg(long, short = 'r')]
     runtime: Runtime,
     /// `module.function` for python and node (e.g. app.handler); for exec, the executable's
-    /// path inside the code (default: the uploaded file)
+    /// path inside the code; for wasm, the module's file name (default: the uploaded file)
     #[arg(long)]
     handler: Option<String>,
     /// Memory limit of one instance, in MiB
@@ -146,7 +146,9 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     };
     let handler = match (args.handler, &code) {
         (Some(h), _) => h,
-        (None, Some(CodeUpload::File { filename, .. })) if args.runtime == Runtime::Exec => {
+        (None, Some(CodeUpload::File { filename, .. }))
+            if matches!(args.runtime, Runtime::Exec | Runtime::Wasm) =>
+        {
             filename.clone()
         }
         (None, _) => String::new(),

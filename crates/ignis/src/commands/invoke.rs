@@ -17,7 +17,7 @@ use super::GlobalOpts;
 pub struct InvokeCommand {
     /// The function: NAME, or NAME@VERSION
     name: String,
-    /// The event, inline: JSON for python and node functions, anything for exec
+    /// The event, inline: JSON for python and node functions, anything for exec and wasm
     #[arg(long, short = 'd', value_name = "JSON", conflicts_with = "file")]
     data: Option<String>,
     /// Read the event from a file (`-` for standard input)

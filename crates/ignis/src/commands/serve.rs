@@ -329,6 +329,7 @@ impl ServeCommand {
                     .aws_region
                     .clone()
                     .unwrap_or_else(|| ignis_core::lambda::DEFAULT_REGION.into()),
+                wasm: ignis_wasm::WasmConfig::new(data_dir.join("wasm-cache")),
             },
             sandbox.clone(),
             Arc::new(Blobs(blobs.clone())),
@@ -390,6 +391,7 @@ impl ServeCommand {
                 "node": node.as_ref().map(|p| p.display().to_string()),
                 "exec": true,
                 "lambda": true,
+                "wasm": true,
             },
             "aws": {
                 "region": invoker_region,
@@ -582,7 +584,7 @@ fn print_banner(
     say!("Ignis {} listening on {url}", env!("CARGO_PKG_VERSION"));
     say!("  data dir:  {}", data_dir.display());
     say!(
-        "  runtimes:  {}, {}, exec",
+        "  runtimes:  {}, {}, exec, wasm (wasmtime)",
         rt("python", python),
         rt("node", node)
     );

@@ -18,18 +18,6 @@ fn submit(s: &Server, name: &str, body: &str, key: Option<&str>) -> Resp {
     )
 }
 
-fn wait_activation(s: &Server, id: &str, secs: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = s.get(&format!("/v1/namespaces/default/activations/{id}"));
-        if r.status == 200 {
-            return r.json();
-        }
-        assert!(Instant::now() < deadline, "activation {id} never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn async_invocations_are_accepted_then_run() {
     let s = Server::start();

@@ -376,6 +376,19 @@ pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     d
 }
 
+/// Waits (up to `secs`) until the activation `id` is recorded, and returns it.
+pub fn wait_activation(s: &Server, id: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = s.get(&format!("/v1/namespaces/default/activations/{id}"));
+        if r.status == 200 {
+            return r.json();
+        }
+        assert!(Instant::now() < deadline, "activation {id} never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Asserts a CLI run succeeded and returns its stdout.
 /// The string `field` of every object of a JSON array.
 pub fn names_in(list: &serde_json::Value, field: &str) -> Vec<String> {

@@ -16,4 +16,5 @@ mod scaling;
 mod soak;
 mod tenancy;
 mod triggers;
+mod wasm;
 mod web;
