@@ -413,7 +413,7 @@ mkdir -p "$(dirname "$OUT")"
 {
   echo "# bench/peers/run.sh, $(date -u +'%Y-%m-%d %H:%M UTC')"
   echo
-  echo "Command: \`PEERS_DURATION=$DURATION PEERS_WARMUP=$WARMUP PEERS_CONCURRENCY=\"$CONCURRENCY\" PEERS_COLD_RUNS=$COLD_RUNS PEERS_SPAWN_RUNS=$SPAWN_RUNS PEERS_ONLY=\"$ONLY\" bash bench/peers/run.sh\`"
+  echo "Command, every knob spelled out: \`PEERS_DURATION=$DURATION PEERS_WARMUP=$WARMUP PEERS_CONCURRENCY=\"$CONCURRENCY\" PEERS_COLD_RUNS=$COLD_RUNS PEERS_SPAWN_RUNS=$SPAWN_RUNS PEERS_MAX_BUSY=$MAX_BUSY PEERS_QUIET_TIMEOUT=$QUIET_TIMEOUT PEERS_MAX_OTHERS=$MAX_OTHERS PEERS_TRIES=$TRIES PEERS_ONLY=\"$ONLY\" bash bench/peers/run.sh\`"
   echo
   helper report "$RESULTS"
   if compgen -G "$RUN_DIR/sandbox-*.txt" >/dev/null; then
