@@ -22,7 +22,8 @@
 # PEERS_MAX_OTHERS (5: % of the machine other processes may take during a measured run before
 # it is tried again), PEERS_TRIES (3: tries at most; the one least disturbed is kept),
 # PEERS_ONLY ("ignis-python ff ignis-node sls"), PEERS_SCRATCH (~/.cache/ignis-peers),
-# PEERS_OUT (bench/peers/results/latest.md), PEERS_KEEP=1 keeps the run's logs and data dirs,
+# PEERS_OUT (bench/peers/results/latest.md), PEERS_KEEP=1 keeps the run's logs and data dirs
+# (kept anyway when the run fails),
 # IGNIS_BIN (skip the build), PEERS_FF_VERSION, PEERS_SLS_VERSION, PEERS_SLS_OFFLINE_VERSION.
 set -euo pipefail
 
@@ -111,9 +112,13 @@ stop_server() {
   SERVERS=("${rest[@]}")
 }
 cleanup() {
-  local pid
+  local status=$? pid
   for pid in "${SERVERS[@]}"; do stop_server "$pid"; done
-  if [ "${PEERS_KEEP:-0}" = 1 ]; then log "logs and data kept in $RUN_DIR"; else rm -rf "$RUN_DIR"; fi
+  if [ "${PEERS_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
+    log "logs and data kept in $RUN_DIR"
+  else
+    rm -rf "$RUN_DIR"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
