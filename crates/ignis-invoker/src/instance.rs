@@ -262,10 +262,15 @@ pub(crate) fn process_spec(
     code_dir: &std::path::Path,
     protocol: bool,
 ) -> ProcessSpec {
+    let mut env = base_env(inner);
+    if protocol {
+        env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
+        env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    }
     ProcessSpec {
         program: std::path::PathBuf::new(),
         args: Vec::new(),
-        env: base_env(inner),
+        env,
         code_dir: code_dir.to_path_buf(),
         runtime_dir: protocol.then(|| inner.config.bootstraps.dir.clone()),
         memory_mb: place.memory_mb,
@@ -362,7 +367,6 @@ impl ProcessInstance {
         deadline: TokioInstant,
     ) -> Result<ProcessInstance, RunEnd> {
         let forked = Self::fork_from(inner, zygote, Placement::of(f), code_dir, false).await;
-        zygote.record(forked.is_ok());
         let mut inst = match forked {
             Ok(inst) => inst,
             Err(e) => {
@@ -410,7 +414,7 @@ impl ProcessInstance {
                 unreachable!("{runtime} functions have no bootstrap of Ignis's")
             }
         };
-        let mut spec = ProcessSpec {
+        let spec = ProcessSpec {
             program,
             args,
             data_limit_bytes: data_limit,
@@ -418,9 +422,6 @@ impl ProcessInstance {
             background: !limit_heap,
             ..process_spec(inner, place, code_dir, true)
         };
-        spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
-        spec.env
-            .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let proc = inner.sandbox.spawn(&spec).await.map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
@@ -432,8 +433,8 @@ impl ProcessInstance {
         Self::adopt(proc).await
     }
 
-    /// Starts a python stem cell by forking the zygote into a fresh sandbox (see
-    /// [`crate::zygote`]) and waits for READY.
+    /// Starts a python process by forking the zygote into a fresh sandbox (see
+    /// [`crate::zygote`]) and waits for READY; tells the zygote whether that worked.
     pub async fn fork_from(
         inner: &Inner,
         zygote: &crate::zygote::Zygote,
@@ -441,13 +442,22 @@ impl ProcessInstance {
         code_dir: &std::path::Path,
         background: bool,
     ) -> Result<ProcessInstance, String> {
-        let mut spec = ProcessSpec {
+        let forked = Self::fork_into_sandbox(inner, zygote, place, code_dir, background).await;
+        zygote.record(forked.is_ok());
+        forked
+    }
+
+    async fn fork_into_sandbox(
+        inner: &Inner,
+        zygote: &crate::zygote::Zygote,
+        place: Placement,
+        code_dir: &std::path::Path,
+        background: bool,
+    ) -> Result<ProcessInstance, String> {
+        let spec = ProcessSpec {
             background,
             ..process_spec(inner, place, code_dir, true)
         };
-        spec.env.push(("IGNIS_PROTOCOL_FD".into(), "3".into()));
-        spec.env
-            .push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
         let t0 = Instant::now();
         let (mut proc, entry) = inner
             .sandbox

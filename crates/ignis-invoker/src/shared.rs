@@ -103,6 +103,14 @@ impl Pending {
     }
 }
 
+/// The error message of a run's end ("" for a success).
+fn message_of(end: &RunEnd) -> String {
+    end.error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default()
+}
+
 /// Why the instance ended with invocations still running on it.
 fn lost_end(why: &str) -> RunEnd {
     RunEnd::failed(
@@ -226,11 +234,7 @@ async fn drive(
     if let Err(end) = outcome {
         // The first still running gets the classified end (crash, out of memory, protocol);
         // the others are told the instance was lost under them.
-        let why = end
-            .error
-            .as_ref()
-            .map(|e| e.message.clone())
-            .unwrap_or_default();
+        let why = message_of(&end);
         let mut first = true;
         for mut p in pending.drain(..) {
             if first {
@@ -286,11 +290,7 @@ fn on_frame(
                 Ok(())
             } else {
                 // Out of memory: the process was killed, and everyone on it is lost.
-                let why = end
-                    .error
-                    .as_ref()
-                    .map(|e| e.message.clone())
-                    .unwrap_or_default();
+                let why = message_of(&end);
                 p.finish(end);
                 Err(lost_end(&why))
             }

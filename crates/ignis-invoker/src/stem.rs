@@ -275,9 +275,7 @@ async fn make_cell(
         network: Network::None,
     };
     if let Some(z) = zygote.filter(|z| z.usable()) {
-        let forked = ProcessInstance::fork_from(inner, z, place, &slot.dir, true).await;
-        z.record(forked.is_ok());
-        match forked {
+        match ProcessInstance::fork_from(inner, z, place, &slot.dir, true).await {
             Ok(inst) => return Ok((inst, slot)),
             Err(e) => tracing::warn!(error = %e, "the python zygote could not fork a stem cell"),
         }
