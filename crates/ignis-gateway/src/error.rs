@@ -92,6 +92,10 @@ impl From<ControllerError> for ApiError {
                 e.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
                 e
             }
+            ControllerError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+                    .with("field", "code")
+            }
             ControllerError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -66,6 +66,15 @@ pub struct ServerConfig {
     /// Activations one namespace keeps at most, for namespaces without their own quota (0: no
     /// limit).
     pub activation_retention_count: Option<u32>,
+    /// MiB the memory limits of one namespace's live instances may add up to, for namespaces
+    /// without their own quota (0: no limit but the memory budget).
+    pub namespace_memory_mb: Option<u32>,
+    /// Functions one namespace may have, for namespaces without their own quota (0: no limit).
+    pub namespace_functions: Option<u32>,
+    /// MiB of one function's code as uploaded, for namespaces without their own quota.
+    pub code_mb: Option<u32>,
+    /// MiB of one function's code once unpacked, for namespaces without their own quota.
+    pub code_unpacked_mb: Option<u32>,
 }
 
 /// Run the Ignis server.
@@ -80,7 +89,8 @@ pub struct ServeCommand {
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
     /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
     /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
-    /// activation_retention_count)
+    /// activation_retention_count, namespace_memory_mb, namespace_functions, code_mb,
+    /// code_unpacked_mb, max_connections, header_timeout_secs, body_timeout_secs)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -105,6 +115,23 @@ pub struct ServeCommand {
     /// namespace's own quota wins) [default: 0]
     #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_COUNT")]
     activation_retention_count: Option<u32>,
+    /// Default quota: MiB the memory limits of one namespace's live instances may add up to;
+    /// idle instances of the namespace are evicted to make room, then 429; 0 for no limit but
+    /// the memory budget (a namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_NAMESPACE_MEMORY_MB")]
+    namespace_memory_mb: Option<u32>,
+    /// Default quota: functions one namespace may have; 0 for no limit (a namespace's own
+    /// quota wins) [default: 1000]
+    #[arg(long, env = "IGNIS_NAMESPACE_FUNCTIONS")]
+    namespace_functions: Option<u32>,
+    /// Default quota: MiB of one function's code as uploaded, zip or file; 0 for no limit but
+    /// the request size (a namespace's own quota wins) [default: 50]
+    #[arg(long, env = "IGNIS_CODE_MB")]
+    code_mb: Option<u32>,
+    /// Default quota: MiB of one function's code once unpacked; 0 for no limit (a namespace's
+    /// own quota wins) [default: 250]
+    #[arg(long, env = "IGNIS_CODE_UNPACKED_MB")]
+    code_unpacked_mb: Option<u32>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -231,6 +258,18 @@ impl ServeCommand {
         if self.activation_retention_count.is_some() {
             cfg.activation_retention_count = self.activation_retention_count;
         }
+        if self.namespace_memory_mb.is_some() {
+            cfg.namespace_memory_mb = self.namespace_memory_mb;
+        }
+        if self.namespace_functions.is_some() {
+            cfg.namespace_functions = self.namespace_functions;
+        }
+        if self.code_mb.is_some() {
+            cfg.code_mb = self.code_mb;
+        }
+        if self.code_unpacked_mb.is_some() {
+            cfg.code_unpacked_mb = self.code_unpacked_mb;
+        }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
         }
@@ -342,6 +381,10 @@ impl ServeCommand {
                 invocations_per_minute: cfg.namespace_invocations_per_minute,
                 activation_retention_days: cfg.activation_retention_days,
                 activation_retention_count: cfg.activation_retention_count,
+                memory_mb: cfg.namespace_memory_mb,
+                functions: cfg.namespace_functions,
+                code_mb: cfg.code_mb,
+                code_unpacked_mb: cfg.code_unpacked_mb,
             },
         ));
 
