@@ -118,9 +118,9 @@ fn check_event(function: &FunctionVersion, event: Bytes) -> Result<Bytes> {
     if event.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Bytes::from_static(b"{}"));
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(&event).map_err(|e| {
+    ignis_core::check_json(&event).map_err(|e| {
         ControllerError::BadRequest(format!(
-            "the payload is not valid JSON ({e}); {} functions take a JSON event",
+            "{e}; {} functions take a JSON event",
             function.spec.runtime
         ))
     })?;

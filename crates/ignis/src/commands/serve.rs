@@ -75,6 +75,12 @@ pub struct ServerConfig {
     pub code_mb: Option<u32>,
     /// MiB of one function's code once unpacked, for namespaces without their own quota.
     pub code_unpacked_mb: Option<u32>,
+    /// HTTP connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's head; idle connections close after it too.
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall.
+    pub body_timeout_secs: Option<u64>,
 }
 
 /// Run the Ignis server.
@@ -132,6 +138,16 @@ pub struct ServeCommand {
     /// own quota wins) [default: 250]
     #[arg(long, env = "IGNIS_CODE_UNPACKED_MB")]
     code_unpacked_mb: Option<u32>,
+    /// HTTP connections served at once; more wait to be accepted [default: 4096]
+    #[arg(long, env = "IGNIS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a request's line and headers (slow clients are cut off);
+    /// idle keep-alive connections are closed after it too [default: 15]
+    #[arg(long, env = "IGNIS_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall before the request fails with 408 [default: 30]
+    #[arg(long, env = "IGNIS_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -269,6 +285,15 @@ impl ServeCommand {
         }
         if self.code_unpacked_mb.is_some() {
             cfg.code_unpacked_mb = self.code_unpacked_mb;
+        }
+        if self.max_connections.is_some() {
+            cfg.max_connections = self.max_connections;
+        }
+        if self.header_timeout_secs.is_some() {
+            cfg.header_timeout_secs = self.header_timeout_secs;
+        }
+        if self.body_timeout_secs.is_some() {
+            cfg.body_timeout_secs = self.body_timeout_secs;
         }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
@@ -469,8 +494,20 @@ impl ServeCommand {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
         let app = ignis_gateway::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        let defaults = ignis_gateway::HttpLimits::default();
+        let limits = ignis_gateway::HttpLimits {
+            max_connections: cfg.max_connections.unwrap_or(defaults.max_connections),
+            header_timeout: cfg
+                .header_timeout_secs
+                .map_or(defaults.header_timeout, |s| Duration::from_secs(s.max(1))),
+            body_idle_timeout: cfg
+                .body_timeout_secs
+                .map_or(defaults.body_idle_timeout, |s| {
+                    Duration::from_secs(s.max(1))
+                }),
+            ..defaults
+        };
+        ignis_gateway::serve(listener, app, limits, shutdown_signal())
             .await
             .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");
