@@ -3,7 +3,7 @@
 //! function fail, after costing an instance).
 
 /// Deepest nesting of arrays and objects accepted in an event.
-pub const MAX_JSON_DEPTH: usize = 128;
+pub const MAX_JSON_DEPTH: usize = 100;
 
 /// Why an event is not acceptable JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

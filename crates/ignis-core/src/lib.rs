@@ -10,6 +10,8 @@ mod ids;
 mod json;
 pub mod lambda;
 mod names;
+#[cfg(test)]
+mod proptests;
 mod trigger;
 
 pub use activation::{

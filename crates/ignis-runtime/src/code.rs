@@ -488,4 +488,119 @@ mod tests {
         let s = FunctionSpec::new(Runtime::Exec, "run.sh");
         assert_eq!(default_filename(&s).as_deref(), Some("run.sh"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn entry_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "app.py",
+                    "lib/util.py",
+                    "../evil",
+                    "/etc/passwd",
+                    "a/../../b",
+                    "./x",
+                    "dir/",
+                    "a\\..\\b",
+                    "\u{e9}t\u{e9}.py",
+                    "",
+                    ".",
+                    "a//b",
+                ])
+                .prop_map(String::from),
+                proptest::collection::vec(any::<char>(), 1..12).prop_map(String::from_iter),
+            ]
+        }
+
+        fn archive() -> impl Strategy<Value = Vec<u8>> {
+            let entries = proptest::collection::vec(
+                (
+                    entry_name(),
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<bool>(),
+                ),
+                0..5,
+            );
+            let flips =
+                proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4);
+            (entries, flips).prop_map(|(entries, flips)| {
+                let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+                for (name, data, stored) in entries {
+                    let opts =
+                        zip::write::SimpleFileOptions::default().compression_method(if stored {
+                            zip::CompressionMethod::Stored
+                        } else {
+                            zip::CompressionMethod::Deflated
+                        });
+                    if w.start_file(name, opts).is_ok() {
+                        let _ = w.write_all(&data);
+                    }
+                }
+                let mut z = w.finish().map(Cursor::into_inner).unwrap_or_default();
+                if !z.is_empty() {
+                    for (at, b) in flips {
+                        let i = at.index(z.len());
+                        z[i] = b;
+                    }
+                }
+                z
+            })
+        }
+
+        fn files_under(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let meta = std::fs::symlink_metadata(e.path()).unwrap();
+                assert!(!meta.file_type().is_symlink(), "a symlink was unpacked");
+                if meta.is_dir() {
+                    files_under(&e.path(), out);
+                } else {
+                    out.push((e.path(), meta.len()));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_bytes_are_checked_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..512),
+                zip_magic in any::<bool>(),
+            ) {
+                let mut b = bytes;
+                if zip_magic {
+                    b.splice(0..0, *b"PK\x03\x04");
+                }
+                let _ = inspect(CodeFormat::Zip, None, &b, LIMIT);
+            }
+
+            #[test]
+            fn what_is_accepted_unpacks_inside_its_directory_within_its_size(z in archive()) {
+                let Ok(listing) = inspect(CodeFormat::Zip, None, &z, LIMIT) else {
+                    return Ok(());
+                };
+                let dir = tempfile::tempdir().unwrap();
+                let dest = dir.path().join("code");
+                if unpack(CodeFormat::Zip, None, false, &z, &dest).is_ok() {
+                    let mut files = Vec::new();
+                    files_under(&dest, &mut files);
+                    let total: u64 = files.iter().map(|(_, n)| n).sum();
+                    prop_assert!(total <= listing.unpacked_bytes);
+                    for (p, _) in &files {
+                        prop_assert!(p.starts_with(&dest), "{} escaped", p.display());
+                    }
+                }
+                // Nothing is ever written next to the code directory.
+                let beside: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "code")
+                    .collect();
+                prop_assert!(beside.is_empty(), "{beside:?}");
+            }
+        }
+    }
 }

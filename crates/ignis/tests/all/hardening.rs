@@ -114,18 +114,18 @@ fn deeply_nested_json_is_a_400() {
         "def handler(e, c):\n    return e\n",
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    // Up to 128 levels the event goes through; past that it is refused before any instance
+    // Up to 100 levels the event goes through; past that it is refused before any instance
     // sees it.
-    let r = s.invoke("f", &deep(128));
+    let r = s.invoke("f", &deep(100));
     assert_eq!(r.status, 200, "{}", r.text());
     for body in [
-        deep(129),
+        deep(101),
         deep(100_000),
         format!(r#"{{"a":{}}}"#, deep(5_000)),
     ] {
         let r = s.invoke("f", &body);
         assert_eq!(r.status, 400, "{}", r.text());
-        assert!(r.text().contains("deeper than 128"), "{}", r.text());
+        assert!(r.text().contains("deeper than 100"), "{}", r.text());
     }
     let spec = format!(
         r#"{{"runtime":"python","handler":"app.handler","env":{}}}"#,
