@@ -12,6 +12,7 @@ pub mod routes;
 pub mod secrets;
 pub mod sigv4;
 mod tenancy;
+mod topics;
 mod triggers;
 mod web;
 
