@@ -1290,6 +1290,24 @@ mod tests {
             activations: vec![],
         };
         s.record_firing(&firing, &[]).unwrap();
+        let topic_trigger = Trigger {
+            name: "on-orders".into(),
+            spec: ignis_core::TriggerSpec {
+                kind: ignis_core::TriggerKind::Topic,
+                topic: Some("orders".into()),
+                ..Default::default()
+            },
+            ..trigger("team")
+        };
+        s.put_trigger(&topic_trigger, false).unwrap();
+        let message = crate::TopicMessage {
+            id: "m1".into(),
+            namespace: "team".into(),
+            topic: "orders".into(),
+            body: b"{}".to_vec(),
+            published_ms: 1,
+        };
+        assert_eq!(s.publish(&message).unwrap(), 1);
         s.put_key(&key("ik_team", Some("team"))).unwrap();
         s.put_key(&key("ik_default", Some("default"))).unwrap();
         s.put_key(&key("ik_admin", None)).unwrap();
@@ -1304,6 +1322,8 @@ mod tests {
         assert!(s.get_activation("team", a.id).unwrap().is_none());
         assert!(s.list_triggers("team").unwrap().is_empty());
         assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
+        assert!(s.list_topics("team").unwrap().is_empty());
+        assert!(s.pending_deliveries().unwrap().is_empty());
         assert!(
             s.due(1 << 40, 10)
                 .unwrap()
