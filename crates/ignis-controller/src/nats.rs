@@ -160,7 +160,7 @@ impl Controller {
 
     /// Starts the subscriptions of new or changed `nats` triggers, stops those of deleted ones.
     async fn reconcile_nats(&self) -> Result<()> {
-        let wanted: Vec<Trigger> = self
+        let wanted: Vec<(Trigger, NatsSource)> = self
             .blocking(|i| {
                 let mut all = Vec::new();
                 for ns in i.store.list_namespaces()? {
@@ -168,7 +168,8 @@ impl Controller {
                         i.store
                             .list_triggers(&ns)?
                             .into_iter()
-                            .filter(|t| t.spec.kind == TriggerKind::Nats && t.spec.nats.is_some()),
+                            .filter(|t| t.spec.kind == TriggerKind::Nats)
+                            .filter_map(|t| Some((t.clone(), t.spec.nats?))),
                     );
                 }
                 Ok(all)
@@ -179,9 +180,8 @@ impl Controller {
         }
         let mut running = self.inner.nats.running.lock().unwrap();
         let mut keep = std::collections::HashSet::new();
-        for t in wanted {
+        for (t, source) in wanted {
             let key = (t.namespace.clone(), t.name.clone());
-            let source = t.spec.nats.clone().unwrap_or_else(|| unreachable!());
             keep.insert(key.clone());
             if running.get(&key).is_some_and(|r| r.source == source) {
                 continue;

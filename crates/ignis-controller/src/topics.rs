@@ -238,6 +238,10 @@ impl Controller {
                 .blocking(move |i| Ok(i.store.get_trigger(&ns, &name)?))
                 .await?;
             let Some(trigger) = trigger.filter(|t| t.spec.kind == TriggerKind::Topic) else {
+                // Made another kind meanwhile (a deleted trigger took its deliveries with it).
+                let (ns, name) = (p.namespace.clone(), p.trigger.clone());
+                self.blocking(move |i| Ok(i.store.forget_deliveries(&ns, &name)?))
+                    .await?;
                 continue;
             };
             let rules = self.rules_of(&trigger).await?;

@@ -414,6 +414,10 @@ pub trait Store: Send + Sync {
         delivered: &[u64],
     ) -> Result<()>;
 
+    /// Drops the messages a trigger waits for (and those no other trigger waits for): for a
+    /// trigger that is no longer a topic trigger.
+    fn forget_deliveries(&self, namespace: &str, trigger: &str) -> Result<()>;
+
     /// Firings of a trigger, newest first.
     fn list_firings(&self, namespace: &str, trigger: &str, limit: usize) -> Result<Vec<Firing>>;
 

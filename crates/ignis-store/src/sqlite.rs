@@ -832,6 +832,14 @@ impl Store for SqliteStore {
         crate::topics::next_deliveries(&self.r(), namespace, trigger, limit)
     }
 
+    fn forget_deliveries(&self, namespace: &str, trigger: &str) -> Result<()> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        crate::topics::forget_deliveries(&tx, namespace, trigger)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn record_delivery(
         &self,
         firing: &Firing,

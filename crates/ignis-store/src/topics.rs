@@ -245,5 +245,10 @@ mod tests {
         s.record_delivery(&firing("a"), &[], &rest).unwrap();
         assert_eq!(s.list_topics("default").unwrap()[1].pending, 0);
         assert!(s.pending_deliveries().unwrap().is_empty());
+        // A trigger that stopped being a topic trigger lets go of its messages.
+        assert_eq!(s.publish(&message("orders", 4)).unwrap(), 1);
+        s.forget_deliveries("default", "a").unwrap();
+        assert_eq!(s.list_topics("default").unwrap()[1].pending, 0);
+        assert!(s.pending_deliveries().unwrap().is_empty());
     }
 }
