@@ -161,20 +161,11 @@ impl Controller {
     /// Starts the subscriptions of new or changed `nats` triggers, stops those of deleted ones.
     async fn reconcile_nats(&self) -> Result<()> {
         let wanted: Vec<(Trigger, NatsSource)> = self
-            .blocking(|i| {
-                let mut all = Vec::new();
-                for ns in i.store.list_namespaces()? {
-                    all.extend(
-                        i.store
-                            .list_triggers(&ns)?
-                            .into_iter()
-                            .filter(|t| t.spec.kind == TriggerKind::Nats)
-                            .filter_map(|t| Some((t.clone(), t.spec.nats?))),
-                    );
-                }
-                Ok(all)
-            })
-            .await?;
+            .triggers_of_kind(TriggerKind::Nats)
+            .await?
+            .into_iter()
+            .filter_map(|t| Some((t.clone(), t.spec.nats?)))
+            .collect();
         if self.closing() {
             return Ok(());
         }

@@ -431,21 +431,25 @@ impl Controller {
         });
     }
 
+    /// Every trigger of one kind, in every namespace.
+    pub(crate) async fn triggers_of_kind(&self, kind: TriggerKind) -> Result<Vec<Trigger>> {
+        self.blocking(move |i| {
+            let mut all = Vec::new();
+            for ns in i.store.list_namespaces()? {
+                all.extend(
+                    i.store
+                        .list_triggers(&ns)?
+                        .into_iter()
+                        .filter(|t| t.spec.kind == kind),
+                );
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     async fn schedule_tick(&self) -> Result<()> {
-        let triggers = self
-            .blocking(|i| {
-                let mut all = Vec::new();
-                for ns in i.store.list_namespaces()? {
-                    all.extend(
-                        i.store
-                            .list_triggers(&ns)?
-                            .into_iter()
-                            .filter(|t| t.spec.kind == TriggerKind::Cron),
-                    );
-                }
-                Ok(all)
-            })
-            .await?;
+        let triggers = self.triggers_of_kind(TriggerKind::Cron).await?;
         let now = now_ms();
         for t in triggers {
             let Some(expr) = t.spec.schedule.as_deref() else {
