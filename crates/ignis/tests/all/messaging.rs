@@ -386,6 +386,11 @@ fn accepted_messages_survive_kill_9() {
         }
     });
     let ids = ids.into_inner().unwrap();
+    // Kill once the function is well into the work.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ran.lock().unwrap().len() < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let before = ran.lock().unwrap().len();
     s.kill();
     eprintln!("killed with {before} of {n} messages processed");
@@ -406,11 +411,69 @@ fn accepted_messages_survive_kill_9() {
     let duplicates: usize = ran.values().map(|c| c - 1).sum();
     eprintln!(
         "{} messages acknowledged, every one processed at least once; {duplicates} processed \
-         twice or more (batches cut short by the kill and run again)",
+         twice or more (batches run again after the restart)",
         ids.len()
     );
     let topics = s.get("/v1/namespaces/default/topics").json();
     assert_eq!(topics["topics"][0]["pending"], 0, "{topics}");
+
+    // Then killed in the middle of publishing: every message acknowledged with a 202 before
+    // the kill is processed after the restart.
+    let mut s = s;
+    let acked = std::sync::Mutex::new(Vec::new());
+    let (addr, key) = (s.addr.clone(), s.key.clone());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (acked, addr, key) = (&acked, &addr, &key);
+            scope.spawn(move || {
+                for i in 0.. {
+                    match try_publish(addr, key, "work", &format!(r#"{{"t": {t}, "i": {i}}}"#)) {
+                        Some(id) => acked.lock().unwrap().push(id),
+                        None => return,
+                    }
+                }
+            });
+        }
+        while acked.lock().unwrap().len() < 100 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        unsafe {
+            libc::kill(s.pid(), libc::SIGKILL);
+        }
+    });
+    s.kill();
+    let acked = acked.into_inner().unwrap();
+    let s = Server::launch(tmp.path(), &[]);
+    wait_all_seen(&s, "slow", &acked, 120);
+    eprintln!(
+        "killed while publishing: {} messages acknowledged, every one processed",
+        acked.len()
+    );
+}
+
+/// Publishes without panicking when the server is gone: the message id if it answered 202.
+fn try_publish(addr: &str, key: &str, topic: &str, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let req = format!(
+        "POST /v1/namespaces/default/topics/{topic} HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    if !text.starts_with("HTTP/1.1 202") {
+        return None;
+    }
+    let (_, json) = text.split_once("\r\n\r\n")?;
+    let v: Value = serde_json::from_str(json).ok()?;
+    Some(v["id"].as_str()?.to_string())
 }
 
 /// `nats-server`, from PATH or /usr/sbin (where Debian puts it).
