@@ -253,6 +253,28 @@ fn bad_messages_and_topic_triggers_are_refused() {
 }
 
 #[test]
+fn deleting_a_namespace_deletes_its_topics_and_waiting_messages() {
+    let s = Server::start();
+    let ns = |path: &str| format!("/v1/namespaces/team-t{path}");
+    assert_eq!(s.request("PUT", &ns(""), None, b"").status, 201);
+    let r = s.request(
+        "PUT",
+        &ns("/triggers/in"),
+        Some("application/json"),
+        br#"{"topic":"jobs"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // No rule: the message waits.
+    let r = s.request("POST", &ns("/topics/jobs"), Some("application/json"), b"{}");
+    assert_eq!(r.json()["triggers"], 1, "{}", r.text());
+    assert_eq!(s.get(&ns("/topics")).json()["topics"][0]["pending"], 1);
+    assert_eq!(s.request("DELETE", &ns(""), None, b"").status, 200);
+    assert_eq!(s.get(&ns("/topics")).status, 404);
+    assert_eq!(s.request("PUT", &ns(""), None, b"").status, 201);
+    assert_eq!(s.get(&ns("/topics")).json(), json!({"topics": []}));
+}
+
+#[test]
 fn failing_batches_are_retried_then_dead_lettered() {
     let s = Server::start();
     let code = "def handler(e, c):\n    if any(m['data'].get('poison') for m in e['messages']):\n        raise ValueError('poison')\n    return {'ids': [m['id'] for m in e['messages']]}\n";
