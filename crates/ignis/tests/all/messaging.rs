@@ -253,7 +253,7 @@ fn bad_messages_and_topic_triggers_are_refused() {
 }
 
 #[test]
-fn deleting_a_namespace_deletes_its_topics_and_waiting_messages() {
+fn waiting_messages_go_with_their_trigger_kind_and_namespace() {
     let s = Server::start();
     let ns = |path: &str| format!("/v1/namespaces/team-t{path}");
     assert_eq!(s.request("PUT", &ns(""), None, b"").status, 201);
@@ -268,6 +268,26 @@ fn deleting_a_namespace_deletes_its_topics_and_waiting_messages() {
     let r = s.request("POST", &ns("/topics/jobs"), Some("application/json"), b"{}");
     assert_eq!(r.json()["triggers"], 1, "{}", r.text());
     assert_eq!(s.get(&ns("/topics")).json()["topics"][0]["pending"], 1);
+    // Made a plain trigger, it lets go of the message.
+    let r = s.request("PUT", &ns("/triggers/in"), Some("application/json"), b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get(&ns("/topics")).json()["topics"][0]["pending"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the plain trigger kept its message"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = s.request(
+        "PUT",
+        &ns("/triggers/in"),
+        Some("application/json"),
+        br#"{"topic":"jobs"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.request("POST", &ns("/topics/jobs"), Some("application/json"), b"{}");
+    assert_eq!(r.json()["triggers"], 1, "{}", r.text());
     assert_eq!(s.request("DELETE", &ns(""), None, b"").status, 200);
     assert_eq!(s.get(&ns("/topics")).status, 404);
     assert_eq!(s.request("PUT", &ns(""), None, b"").status, 201);
