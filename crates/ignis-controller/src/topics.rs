@@ -137,9 +137,15 @@ fn message_body(
                     "a JSON message must not be empty".into(),
                 ));
             }
-            serde_json::from_slice::<serde::de::IgnoredAny>(data).map_err(|e| {
+            ignis_core::check_json(data).map_err(|e| {
+                let why = match e {
+                    ignis_core::JsonError::Invalid(e) => {
+                        format!("the message is not valid JSON ({e})")
+                    }
+                    too_deep => too_deep.to_string().replace("payload", "message"),
+                };
                 ControllerError::BadRequest(format!(
-                    "the message is not valid JSON ({e}); send other content with its own content-type"
+                    "{why}; send other content with its own content-type"
                 ))
             })?;
             body.extend_from_slice(b"\"data\":");
@@ -331,6 +337,8 @@ mod tests {
         assert_eq!(v["content_type"], "application/octet-stream");
         assert_eq!(v["data_base64"], "AP9yYXc=");
         assert!(message_body("i", "t", 1, b"{nope", Some("application/json")).is_err());
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(message_body("i", "t", 1, deep.as_bytes(), None).is_err());
         assert!(message_body("i", "t", 1, b"  ", None).is_err());
         assert!(message_body("i", "t", 1, &vec![b'1'; MAX_MESSAGE_BYTES + 1], None).is_err());
         let batch = batch_event("tr", "t", &[b"{\"n\":1}", b"{\"n\":2}"]);

@@ -7,6 +7,7 @@
 mod activation;
 mod function;
 mod ids;
+mod json;
 pub mod lambda;
 mod names;
 mod trigger;
@@ -19,6 +20,7 @@ pub use function::{
     Web,
 };
 pub use ids::{ActivationId, new_secret, now_ms};
+pub use json::{JsonError, MAX_JSON_DEPTH, check_json};
 pub use names::{NameError, validate_function_name, validate_namespace_name, validate_topic_name};
 pub use trigger::{
     Caused, Firing, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, NatsSource, Rule, Trigger, TriggerKind,

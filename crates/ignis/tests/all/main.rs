@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod events;
+mod hardening;
 mod invoke;
 mod lambda;
 mod lifecycle;
