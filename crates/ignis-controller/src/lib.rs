@@ -6,10 +6,12 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod nats;
 mod queue;
 mod quotas;
 mod recorder;
 mod registry;
+mod topics;
 mod triggers;
 
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
 pub use registry::{CodeUpload, DeployRequest};
+pub use topics::{MAX_MESSAGE_BYTES, Published};
 
 /// Why a control-plane operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +169,8 @@ struct Inner {
     in_flight: InFlight,
     queue: queue::AsyncQueue,
     quotas: Arc<quotas::Quotas>,
+    topics: topics::Topics,
+    nats: nats::NatsSources,
 }
 
 impl Controller {
@@ -189,6 +194,8 @@ impl Controller {
                 in_flight: InFlight::default(),
                 queue: queue::AsyncQueue::default(),
                 quotas,
+                topics: topics::Topics::default(),
+                nats: nats::NatsSources::default(),
             }),
         })
     }
@@ -212,6 +219,11 @@ impl Controller {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| ControllerError::Internal(e.to_string()))?
+    }
+
+    /// Whether shutdown has begun.
+    fn closing(&self) -> bool {
+        self.inner.queue.closing.load(Ordering::Acquire)
     }
 
     /// Fails with NotFound unless the namespace exists.
@@ -342,6 +354,8 @@ impl Controller {
             .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
         self.inner.registry.forget_namespace(namespace);
         self.inner.quotas.forget(namespace);
+        // Its nats triggers went with it: their subscriptions stop.
+        self.inner.nats.changed();
         for name in &functions {
             self.inner.invoker.evict_function(namespace, name);
         }
@@ -620,6 +634,8 @@ impl Controller {
     pub async fn shutdown(&self) {
         // Queued asynchronous invocations stay queued for the next start.
         self.inner.queue.closing.store(true, Ordering::Release);
+        self.inner.nats.stop_all();
+        self.inner.topics.wake();
         loop {
             let idle = self.inner.in_flight.idle.notified();
             if self.inner.in_flight.count.load(Ordering::Acquire) == 0 {

@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod serve;
 pub mod sigv4;
 mod tenancy;
+mod topics;
 mod triggers;
 mod web;
 

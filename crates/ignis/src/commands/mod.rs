@@ -8,6 +8,7 @@ mod invoke;
 mod key;
 mod ns;
 mod serve;
+mod topic;
 mod trigger;
 
 use clap::{Args, Subcommand};
@@ -53,6 +54,10 @@ pub enum Command {
     Trigger(trigger::TriggerCommand),
     /// Link triggers to functions
     Rule(trigger::RuleCommand),
+    /// Publish a message to a topic
+    Publish(topic::PublishCommand),
+    /// Topics of the namespace: list them with their counts
+    Topic(topic::TopicCommand),
     /// List and replay asynchronous invocations that failed every attempt
     Dlq(dlq::DlqCommand),
     /// List and inspect activations (records of invocations)
@@ -78,6 +83,8 @@ impl Command {
             Command::Dlq(c) => c.execute(global).await,
             Command::Trigger(c) => c.execute(global).await,
             Command::Rule(c) => c.execute(global).await,
+            Command::Publish(c) => c.execute(global).await,
+            Command::Topic(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,
