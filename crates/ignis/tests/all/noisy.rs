@@ -71,18 +71,6 @@ impl Conn {
     }
 }
 
-fn p99(conn: &mut Conn, path: &str, n: usize) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            assert_eq!(conn.post(path, "{}"), 200);
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n * 99 / 100]
-}
-
 #[test]
 fn a_flooding_namespace_leaves_another_its_latency() {
     let s = Server::start();
@@ -120,22 +108,38 @@ fn a_flooding_namespace_leaves_another_its_latency() {
     let b_path = "/v1/namespaces/b/functions/hello/invoke";
     let a_path = "/v1/namespaces/a/functions/spin/invoke";
     let mut b = Conn::open(&s);
-    p99(&mut b, b_path, 200); // warm up
-    let solo = p99(&mut b, b_path, 1000);
+    let mut time_b = |n: usize, into: &mut Vec<Duration>| {
+        for _ in 0..n {
+            let t = Instant::now();
+            assert_eq!(b.post(b_path, "{}"), 200);
+            into.push(t.elapsed());
+        }
+    };
+    time_b(200, &mut Vec::new()); // warm up
 
-    let stop = Arc::new(AtomicBool::new(false));
+    // The flood is switched on and off in rounds, and B is timed in both states, so that
+    // whatever else the machine does weighs on both measurements alike.
+    let (on, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let (sent, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let flood_started = Instant::now();
     const FLOODERS: u32 = 4;
     const RATE: u32 = 2000;
     let gap = Duration::from_secs(1) / (RATE / FLOODERS);
     let flooders: Vec<_> = (0..FLOODERS)
         .map(|_| {
             let mut conn = Conn::open(&s);
-            let (stop, sent, refused) = (stop.clone(), sent.clone(), refused.clone());
+            let (on, stop, sent, refused) =
+                (on.clone(), stop.clone(), sent.clone(), refused.clone());
             std::thread::spawn(move || {
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    if !on.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(1));
+                        next = Instant::now();
+                        continue;
+                    }
                     next += gap;
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
@@ -150,13 +154,30 @@ fn a_flooding_namespace_leaves_another_its_latency() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let flooded = p99(&mut b, b_path, 1000);
+    let (mut alone, mut flooded) = (Vec::new(), Vec::new());
+    let mut flood_time = Duration::ZERO;
+    for _ in 0..10 {
+        on.store(false, Ordering::Relaxed);
+        // A's running invocation (200 ms of spinning) ends first.
+        std::thread::sleep(Duration::from_millis(300));
+        time_b(100, &mut alone);
+        on.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+        time_b(100, &mut flooded);
+        flood_time += t.elapsed();
+    }
+    on.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for f in flooders {
         f.join().unwrap();
     }
-    let rate = sent.load(Ordering::Relaxed) as f64 / flood_started.elapsed().as_secs_f64();
+    let p99 = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() * 99 / 100]
+    };
+    let (solo, flooded) = (p99(alone), p99(flooded));
+    let rate = sent.load(Ordering::Relaxed) as f64 / flood_time.as_secs_f64();
     eprintln!(
         "noisy neighbour: B p99 alone {solo:?}, during A's flood {flooded:?}; A sent {rate:.0} req/s, {} refused (429)",
         refused.load(Ordering::Relaxed)
