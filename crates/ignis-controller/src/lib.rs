@@ -6,6 +6,7 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod compose;
 mod queue;
 mod quotas;
 mod recorder;
@@ -19,8 +20,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ignis_core::{
-    ActivationError, ActivationId, ActivationRecord, FunctionVersion, SpecError, Status, billed_ms,
-    now_ms,
+    ActivationError, ActivationId, ActivationRecord, ExecutionRecord, FunctionVersion, SpecError,
+    Status, billed_ms, now_ms,
 };
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
@@ -163,6 +164,7 @@ struct Inner {
     in_flight: InFlight,
     queue: queue::AsyncQueue,
     quotas: quotas::Quotas,
+    executions: compose::Executions,
 }
 
 impl Controller {
@@ -183,6 +185,7 @@ impl Controller {
                 in_flight: InFlight::default(),
                 queue: queue::AsyncQueue::default(),
                 quotas,
+                executions: compose::Executions::default(),
             }),
         })
     }
@@ -504,8 +507,22 @@ impl Controller {
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
     }
 
-    /// Runs an invocation and records its activation under `id`.
+    /// Runs an invocation and records its activation under `id`: a composition by the
+    /// controller itself, any other function by the invoker.
     async fn run(
+        &self,
+        inv: Invocation,
+        start_ms: u64,
+        trigger: Option<String>,
+    ) -> Result<InvokeOutcome> {
+        if inv.function.spec.runtime.is_composition() {
+            return self.run_composition(inv, start_ms, trigger, 1, None).await;
+        }
+        self.run_function(inv, start_ms, trigger).await
+    }
+
+    /// Runs an invocation of a function that is not a composition on the invoker.
+    async fn run_function(
         &self,
         inv: Invocation,
         start_ms: u64,
@@ -592,6 +609,30 @@ impl Controller {
         self.inner.recorder.flush().await;
         let ns = namespace.to_string();
         self.blocking(move |i| Ok(i.store.list_activations(&ns, &filter)?))
+            .await
+    }
+
+    /// One workflow execution with its ended steps (the id is the workflow's activation id).
+    pub async fn get_execution(&self, namespace: &str, id: &str) -> Result<ExecutionRecord> {
+        self.check_namespace(namespace).await?;
+        let not_found = || ControllerError::NotFound(format!("execution {id:?}"));
+        let id = ActivationId::parse(id).ok_or_else(not_found)?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.get_execution(&ns, id)?))
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// A namespace's workflow executions (of one function if given), newest first.
+    pub async fn list_executions(
+        &self,
+        namespace: &str,
+        function: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>> {
+        self.check_namespace(namespace).await?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.list_executions(&ns, function.as_deref(), limit)?))
             .await
     }
 

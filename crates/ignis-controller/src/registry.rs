@@ -89,6 +89,18 @@ pub(crate) fn deploy(
             .into());
         }
     }
+    if spec.runtime.is_composition() {
+        let has_code = req.code.is_some();
+        return deploy_composition(
+            store,
+            blobs,
+            req.namespace,
+            req.name,
+            spec,
+            has_code,
+            req.create_only,
+        );
+    }
     let (format, filename, bytes) = match req.code {
         Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
         Some(CodeUpload::File { filename, bytes }) => {
@@ -152,6 +164,56 @@ pub(crate) fn deploy(
         code,
     };
     Ok(store.put_version(new, req.create_only)?)
+}
+
+/// Deploys a sequence or a workflow: its references are checked, and its definition (canonical
+/// JSON) is stored as its code, so that versions differ by their code's digest like any other.
+fn deploy_composition(
+    store: &dyn Store,
+    blobs: &BlobStore,
+    namespace: String,
+    name: String,
+    spec: FunctionSpec,
+    has_code: bool,
+    create_only: bool,
+) -> Result<(FunctionVersion, bool)> {
+    if has_code {
+        return Err(SpecError::new(
+            "code",
+            format!(
+                "a {} has no code: give its {}",
+                spec.runtime,
+                if spec.runtime == Runtime::Sequence {
+                    "components"
+                } else {
+                    "workflow definition"
+                }
+            ),
+        )
+        .into());
+    }
+    crate::compose::check_references(store, &namespace, &name, &spec)?;
+    let definition = match spec.runtime {
+        Runtime::Sequence => serde_json::to_vec(&spec.components),
+        _ => serde_json::to_vec(&spec.workflow),
+    }
+    .map_err(|e| ControllerError::Internal(e.to_string()))?;
+    let sha256 = blobs
+        .put(&definition)
+        .map_err(|e| ControllerError::Internal(format!("storing the definition: {e}")))?;
+    let code = CodeRef {
+        sha256,
+        size: definition.len() as u64,
+        format: CodeFormat::File,
+        filename: Some(format!("{}.json", spec.runtime)),
+    };
+    let new = NewVersion {
+        namespace,
+        name,
+        spec,
+        code,
+    };
+    Ok(store.put_version(new, create_only)?)
 }
 
 /// Checks and compiles the code of a wasm function: one WebAssembly file (binary or text).

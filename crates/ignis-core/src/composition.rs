@@ -650,6 +650,10 @@ pub struct ExecutionRecord {
     /// How many times the engine took it up again after a restart.
     #[serde(default)]
     pub resumed: u32,
+    /// The execution of the workflow whose step this one is, if any (such an execution is
+    /// resumed by its parent's step, not on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ActivationId>,
     /// The steps that ended, in order of their end (filled on reads only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,

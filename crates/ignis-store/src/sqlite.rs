@@ -1298,6 +1298,7 @@ mod tests {
             end_ms: None,
             trigger: None,
             resumed: 0,
+            parent: None,
             steps: Vec::new(),
         };
         let (a, b) = (exec("team"), exec("default"));

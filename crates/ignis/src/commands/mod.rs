@@ -3,6 +3,7 @@
 mod activations;
 mod bench;
 mod dlq;
+mod execution;
 mod function;
 mod invoke;
 mod key;
@@ -58,6 +59,9 @@ pub enum Command {
     /// List and inspect activations (records of invocations)
     #[command(alias = "activation")]
     Activations(activations::ActivationsCommand),
+    /// List workflow executions and show one as a tree of its steps
+    #[command(alias = "executions")]
+    Execution(execution::ExecutionCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
     /// API keys: the one in use (and its AWS credentials), create, list, revoke
@@ -78,6 +82,7 @@ impl Command {
             Command::Dlq(c) => c.execute(global).await,
             Command::Trigger(c) => c.execute(global).await,
             Command::Rule(c) => c.execute(global).await,
+            Command::Execution(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,
