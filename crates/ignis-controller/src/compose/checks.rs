@@ -77,7 +77,8 @@ fn depth(
     if let Some(d) = memo.get(r) {
         return Ok(*d);
     }
-    if path.len() > MAX_NESTING as usize {
+    // Deeper than any deployable composition: only a cycle not through `root` gets here.
+    if path.len() > MAX_NESTING as usize + 1 {
         return Err(SpecError::new(
             field,
             format!(
