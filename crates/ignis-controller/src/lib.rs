@@ -103,6 +103,8 @@ pub struct InvokeOutcome {
     pub instance: String,
     /// Total time in ms.
     pub duration_ms: u64,
+    /// Total time in µs (what compositions subtract to measure their own overhead).
+    pub duration_us: u64,
     /// Init time in ms.
     pub init_ms: u64,
 }
@@ -583,6 +585,7 @@ impl Controller {
             cold: r.cold,
             instance: r.instance,
             duration_ms,
+            duration_us: duration.as_micros() as u64,
             init_ms,
         })
     }

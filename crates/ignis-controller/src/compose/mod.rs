@@ -315,6 +315,7 @@ impl Controller {
             cold: false,
             instance: String::new(),
             duration_ms,
+            duration_us: duration_ms * 1000,
             init_ms: 0,
         }
     }

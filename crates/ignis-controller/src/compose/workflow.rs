@@ -18,9 +18,9 @@
 //! at the next start.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ignis_core::composition::{
@@ -52,6 +52,18 @@ struct Run {
     id: ActivationId,
     namespace: String,
     depth: u32,
+    /// Time the engine spent on its steps beyond the functions' own (µs): calling, waiting for
+    /// the call's task, recording the step.
+    overhead_us: AtomicU64,
+    /// Step runs (attempts and items) counted in `overhead_us`.
+    runs: AtomicU64,
+}
+
+impl Run {
+    fn account(&self, engine: Duration, function_us: u64) {
+        let us = (engine.as_micros() as u64).saturating_sub(function_us);
+        self.overhead_us.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 /// How a step ended.
@@ -222,9 +234,11 @@ impl Controller {
             id,
             namespace: ns,
             depth,
+            overhead_us: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
         });
         let outcome = self.drive_steps(&run, &def, &exec.input, ended_steps).await;
-        let (result, lines) = match outcome {
+        let (result, mut lines) = match outcome {
             Ok(r) => r,
             Err(ControllerError::Unavailable) => return Err(ControllerError::Unavailable),
             Err(e) => (Err(e.to_string()), Vec::new()),
@@ -241,6 +255,14 @@ impl Controller {
             }
         }
         self.save_execution(&exec).await?;
+        let runs = run.runs.load(Ordering::Relaxed);
+        if runs > 0 {
+            let us = run.overhead_us.load(Ordering::Relaxed);
+            lines.push(format!(
+                "- engine overhead {} µs per step run ({runs} runs, {us} µs beyond the functions' own time)",
+                us / runs
+            ));
+        }
         Ok(ended_from(&exec, lines))
     }
 
@@ -251,9 +273,13 @@ impl Controller {
     }
 
     async fn save_step(&self, run: &Run, r: &StepRecord) -> Result<()> {
+        let started = Instant::now();
         let row = (run.id, run.namespace.clone(), r.clone());
-        self.blocking(move |i| Ok(i.store.save_steps(std::slice::from_ref(&row))?))
-            .await
+        let saved = self
+            .blocking(move |i| Ok(i.store.save_steps(std::slice::from_ref(&row))?))
+            .await;
+        run.account(started.elapsed(), 0);
+        saved
     }
 
     /// Runs the steps not ended yet. The output of the workflow, or why it failed; and the
@@ -618,6 +644,7 @@ impl Controller {
         loop {
             attempt += 1;
             let aid = run.id.derived(&format!("{key}#{attempt}"));
+            let called_at = Instant::now();
             let call = self.call(
                 &run.namespace,
                 fref,
@@ -632,6 +659,13 @@ impl Controller {
                     .map_err(|_| t),
                 None => Ok(call.await),
             };
+            run.runs.fetch_add(1, Ordering::Relaxed);
+            match &called {
+                Ok(Ok(o)) => run.account(called_at.elapsed(), o.duration_us),
+                Ok(Err(_)) => run.account(called_at.elapsed(), 0),
+                // A step timeout: the attempt was the function's time.
+                Err(_) => {}
+            }
             let (error, retriable) = match called {
                 Err(t) => (
                     format!("timeout: the attempt took more than the step's timeout_ms ({t})"),

@@ -633,3 +633,92 @@ fn a_workflow_killed_mid_way_resumes_after_restart_without_rerunning_ended_steps
     assert_eq!(a["status"], "success");
     assert_eq!(a["function"], "durable");
 }
+
+/// The engine's overhead per step (its time beyond the functions' own, which it reports in the
+/// last line of a workflow's activation logs) along a chain of 100 no-op steps, and the time of
+/// a 1000-way map of no-op steps, for python and wasm no-ops. Numbers in docs/performance.md:
+/// `cargo test --release -p ignis --test all compose::bench -- --ignored --nocapture`
+#[test]
+#[ignore = "a benchmark; run with --ignored --nocapture"]
+fn bench_engine_overhead_per_step_and_a_thousand_way_map() {
+    let s = Server::start();
+    let noop_py = "def handler(event, context):\n    return event\n";
+    deploy_ok(
+        &s,
+        "noop-python",
+        "runtime=python&handler=noop.handler&max_instances=8&instance_concurrency=8",
+        "noop.py",
+        noop_py,
+    );
+    deploy_ok(
+        &s,
+        "noop-wasm",
+        "runtime=wasm&max_instances=64",
+        "noop.wat",
+        "(module (memory (export \"memory\") 1) (func (export \"_start\")))",
+    );
+    let p = |v: &mut Vec<u64>, q: f64| {
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    for runtime in ["python", "wasm"] {
+        let f = format!("noop-{runtime}");
+        let chain: Vec<Value> = (0..100)
+            .map(|i| json!({"name": format!("s{i}"), "function": f}))
+            .collect();
+        compose_ok(
+            &s,
+            &format!("chain-{runtime}"),
+            json!({"runtime": "workflow", "workflow": {"steps": chain}}),
+        );
+        compose_ok(
+            &s,
+            &format!("map-{runtime}"),
+            json!({"runtime": "workflow", "workflow": {"steps": [
+                {"name": "m", "function": f, "map": "$.input.items", "parallelism": 64}
+            ]}}),
+        );
+        let (mut overhead, mut per_step) = (Vec::new(), Vec::new());
+        for run in 0..21 {
+            let started = Instant::now();
+            let r = s.invoke(&format!("chain-{runtime}"), "{}");
+            let wall = started.elapsed();
+            assert_eq!(r.status, 200, "{}", r.text());
+            if run == 0 {
+                continue; // warm-up: instances start
+            }
+            per_step.push(wall.as_micros() as u64 / 100);
+            let a = wait_activation(&s, r.header("x-ignis-activation-id").unwrap(), 10);
+            let last = a["logs"].as_array().unwrap().last().unwrap()["line"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let us: u64 = last
+                .strip_prefix("- engine overhead ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no overhead line: {last}"));
+            overhead.push(us);
+        }
+        let items = json!({"items": (0..1000).collect::<Vec<_>>()}).to_string();
+        let mut map_ms = Vec::new();
+        for run in 0..6 {
+            let started = Instant::now();
+            let r = s.invoke(&format!("map-{runtime}"), &items);
+            let wall = started.elapsed();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json().as_array().unwrap().len(), 1000);
+            if run > 0 {
+                map_ms.push(wall.as_millis() as u64);
+            }
+        }
+        println!(
+            "{runtime}: engine overhead per step p50 {} µs (p90 {}), chain of 100 steps {} µs per step p50 (engine + function), 1000-way map (parallelism 64) p50 {} ms (max {})",
+            p(&mut overhead, 0.5),
+            p(&mut overhead, 0.9),
+            p(&mut per_step, 0.5),
+            p(&mut map_ms, 0.5),
+            p(&mut map_ms, 1.0),
+        );
+    }
+}
