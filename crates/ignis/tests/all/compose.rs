@@ -163,6 +163,55 @@ fn sequences_chain_components_of_every_runtime_and_list_their_activations() {
     assert!(out.contains("\"n\": 6") || out.contains("\"n\":6"), "{out}");
     let out = ok(&s.cli(&["fn", "get", "outer"]));
     assert!(out.contains("seq → echo-lambda → add1"), "{out}");
+
+    // A web function: the request is the first component's event, the last one's result the
+    // response.
+    let webresp = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'path ' + event['rawPath']}\n";
+    deploy_ok(
+        &s,
+        "webresp",
+        "runtime=python&handler=webresp.handler",
+        "webresp.py",
+        webresp,
+    );
+    compose_ok(
+        &s,
+        "webseq",
+        json!({"runtime": "sequence", "components": ["echo-wasm", "webresp"], "web": "public"}),
+    );
+    let r = s.raw_request("GET", "/fn/default/webseq/a/b", &[], None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "path /a/b");
+
+    // Fired by a trigger through a rule, with the trigger's name on its activation.
+    let put = |path: &str, body: &str| {
+        s.request(
+            "PUT",
+            &format!("/v1/namespaces/default{path}"),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(put("/triggers/tick", "{}").status, 201);
+    assert_eq!(
+        put("/rules/tick-seq", r#"{"trigger":"tick","function":"seq"}"#).status,
+        201
+    );
+    let r = s.request(
+        "POST",
+        "/v1/namespaces/default/triggers/tick/fire",
+        Some("application/json"),
+        br#"{"n": 0}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["activations"][0]["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = wait_activation(&s, &id, 20);
+    assert_eq!(a["function"], "seq");
+    assert_eq!(a["trigger"], "tick");
+    assert_eq!(a["result"], json!({"n": 2}));
 }
 
 #[test]
@@ -427,6 +476,57 @@ output:
     assert!(out.contains("small (label) skipped"), "{out}");
     let out = ok(&s.cli(&["execution", "list"]));
     assert!(out.contains(&id), "{out}");
+
+    // Deleting a namespace deletes its workflows and their executions.
+    assert_eq!(
+        s.request("PUT", "/v1/namespaces/team", None, b"").status,
+        201
+    );
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/team/functions/wf",
+        Some("application/json"),
+        json!({"runtime": "workflow", "workflow": {"steps": [{"name": "one", "function": "noop"}]}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text()); // no function noop in team yet
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/team/functions/noop?runtime=wasm&filename=guest.wat",
+        Some("application/octet-stream"),
+        GUEST.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/team/functions/wf",
+        Some("application/json"),
+        json!({"runtime": "workflow", "workflow": {"steps": [{"name": "one", "function": "noop"}]}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.request(
+        "POST",
+        "/v1/namespaces/team/functions/wf/invoke",
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let team = s.get("/v1/namespaces/team/executions").json();
+    assert_eq!(team["executions"].as_array().unwrap().len(), 1, "{team}");
+    assert_eq!(
+        s.request("DELETE", "/v1/namespaces/team", None, b"").status,
+        200
+    );
+    assert_eq!(
+        s.request("PUT", "/v1/namespaces/team", None, b"").status,
+        201
+    );
+    let team = s.get("/v1/namespaces/team/executions").json();
+    assert_eq!(team["executions"], json!([]), "{team}");
+    assert_eq!(s.get("/v1/namespaces/team/functions/wf").status, 404);
 }
 
 const FLAKY: &str = r#"
