@@ -33,7 +33,7 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// Every runtime, for error messages and help.
+    /// Every runtime that runs code (not the compositions), for error messages and help.
     pub const ALL: [Runtime; 5] = [
         Runtime::Python,
         Runtime::Node,

@@ -256,11 +256,10 @@ impl Controller {
         }
         self.save_execution(&exec).await?;
         let runs = run.runs.load(Ordering::Relaxed);
-        if runs > 0 {
-            let us = run.overhead_us.load(Ordering::Relaxed);
+        let us = run.overhead_us.load(Ordering::Relaxed);
+        if let Some(per_run) = us.checked_div(runs) {
             lines.push(format!(
-                "- engine overhead {} µs per step run ({runs} runs, {us} µs beyond the functions' own time)",
-                us / runs
+                "- engine overhead {per_run} µs per step run ({runs} runs, {us} µs beyond the functions' own time)"
             ));
         }
         Ok(ended_from(&exec, lines))

@@ -467,7 +467,10 @@ output:
     let listed = s
         .get("/v1/namespaces/default/executions?function=wordcount")
         .json();
-    assert_eq!(names_in(&listed["executions"], "id"), [id.clone()]);
+    assert_eq!(
+        names_in(&listed["executions"], "id"),
+        std::slice::from_ref(&id)
+    );
     let out = ok(&s.cli(&["execution", "get", &id]));
     assert!(out.contains("wordcount@1 · succeeded"), "{out}");
     assert!(out.contains("├─ count (wc) succeeded"), "{out}");
