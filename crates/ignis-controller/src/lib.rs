@@ -351,7 +351,9 @@ impl Controller {
             .await?;
         let fv = Arc::new(fv);
         self.inner.registry.put_latest(&ns, &name, fv.clone());
-        self.inner.invoker.provision(&fv);
+        if !fv.spec.runtime.is_composition() {
+            self.inner.invoker.provision(&fv);
+        }
         Ok(((*fv).clone(), created))
     }
 

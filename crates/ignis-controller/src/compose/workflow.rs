@@ -157,8 +157,20 @@ impl Controller {
                 }
             },
         };
+        // Forgotten however the drive ends (a panic included), so the id can be driven again.
+        struct Forget<'a>(&'a Executions, ActivationId);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .driving
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.1);
+            }
+        }
+        let forget = Forget(&self.inner.executions, id);
         let result = self.drive(f, id, event, trigger, depth, parent).await;
-        self.inner.executions.driving.lock().unwrap().remove(&id);
+        drop(forget);
         if let Ok(e) = &result {
             let _ = tx.send(Some(Arc::new(e.clone())));
         }
