@@ -13,7 +13,7 @@ use ignis_runtime::code::{self, CodeError};
 use ignis_store::{BlobStore, NewVersion, Store};
 use ignis_wasm::{Compiled, WasmEngine, WasmError};
 
-use crate::{ControllerError, Result};
+use crate::{ControllerError, QuotaDefaults, Result};
 
 /// Uploaded code.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ impl From<CodeError> for ControllerError {
         match e {
             CodeError::Handler(s) => ControllerError::InvalidSpec(s),
             CodeError::Io(e) => ControllerError::Internal(e.to_string()),
+            CodeError::TooLarge(m) => {
+                ControllerError::TooLarge(format!("the code is too large: {m}"))
+            }
             other => ControllerError::InvalidSpec(SpecError::new("code", other.to_string())),
         }
     }
@@ -60,6 +63,7 @@ pub(crate) fn deploy(
     store: &dyn Store,
     blobs: &BlobStore,
     invoker: &Invoker,
+    limits: &QuotaDefaults,
     req: DeployRequest,
 ) -> Result<(FunctionVersion, bool)> {
     validate_function_name(&req.name)
@@ -90,16 +94,7 @@ pub(crate) fn deploy(
         }
     }
     if spec.runtime.is_composition() {
-        let has_code = req.code.is_some();
-        return deploy_composition(
-            store,
-            blobs,
-            req.namespace,
-            req.name,
-            spec,
-            has_code,
-            req.create_only,
-        );
+        return deploy_composition(store, blobs, limits, DeployRequest { spec, ..req });
     }
     let (format, filename, bytes) = match req.code {
         Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
@@ -124,7 +119,19 @@ pub(crate) fn deploy(
             (prev.code.format, prev.code.filename, Bytes::from(bytes))
         }
     };
-    let listing = code::inspect(format, filename.as_deref(), &bytes)?;
+    const MIB: u64 = 1024 * 1024;
+    if limits.code_mb > 0 && bytes.len() as u64 > u64::from(limits.code_mb) * MIB {
+        return Err(ControllerError::TooLarge(format!(
+            "the code is too large: {} bytes, more than the namespace's quota of {} MiB",
+            bytes.len(),
+            limits.code_mb
+        )));
+    }
+    let max_unpacked = match limits.code_unpacked_mb {
+        0 => u64::MAX,
+        mb => u64::from(mb) * MIB,
+    };
+    let listing = code::inspect(format, filename.as_deref(), &bytes, max_unpacked)?;
     if let Some(handler) = code::check_handler(&spec, &listing)? {
         spec.handler = handler;
     }
@@ -163,7 +170,37 @@ pub(crate) fn deploy(
         spec,
         code,
     };
-    Ok(store.put_version(new, req.create_only)?)
+    put_within_quota(store, limits, new, req.create_only)
+}
+
+/// Stores a new version, refusing a new function past the namespace's quota of functions.
+fn put_within_quota(
+    store: &dyn Store,
+    limits: &QuotaDefaults,
+    new: NewVersion,
+    create_only: bool,
+) -> Result<(FunctionVersion, bool)> {
+    // The count and the insert under one lock, so that concurrent deploys cannot pass the
+    // namespace's function quota together.
+    static ADDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _adding = ADDING.lock().unwrap_or_else(|e| e.into_inner());
+    if limits.functions > 0
+        && store
+            .get_version(&new.namespace, &new.name, None)?
+            .is_none()
+    {
+        let count = store.list_functions(&new.namespace)?.len();
+        if count >= limits.functions as usize {
+            return Err(ControllerError::QuotaExceeded {
+                message: format!(
+                    "namespace {:?} is at its quota of {} functions; delete one first",
+                    new.namespace, limits.functions
+                ),
+                retry_after_secs: 60,
+            });
+        }
+    }
+    Ok(store.put_version(new, create_only)?)
 }
 
 /// Deploys a sequence or a workflow: its references are checked, and its definition (canonical
@@ -171,13 +208,17 @@ pub(crate) fn deploy(
 fn deploy_composition(
     store: &dyn Store,
     blobs: &BlobStore,
-    namespace: String,
-    name: String,
-    spec: FunctionSpec,
-    has_code: bool,
-    create_only: bool,
+    limits: &QuotaDefaults,
+    req: DeployRequest,
 ) -> Result<(FunctionVersion, bool)> {
-    if has_code {
+    let DeployRequest {
+        namespace,
+        name,
+        spec,
+        code,
+        create_only,
+    } = req;
+    if code.is_some() {
         return Err(SpecError::new(
             "code",
             format!(
@@ -213,7 +254,7 @@ fn deploy_composition(
         spec,
         code,
     };
-    Ok(store.put_version(new, create_only)?)
+    put_within_quota(store, limits, new, create_only)
 }
 
 /// Checks and compiles the code of a wasm function: one WebAssembly file (binary or text).

@@ -8,8 +8,11 @@ mod activation;
 pub mod composition;
 mod function;
 mod ids;
+mod json;
 pub mod lambda;
 mod names;
+#[cfg(test)]
+mod proptests;
 mod trigger;
 
 pub use activation::{
@@ -24,6 +27,7 @@ pub use function::{
     Web,
 };
 pub use ids::{ActivationId, new_secret, now_ms};
+pub use json::{JsonError, MAX_JSON_DEPTH, check_json};
 pub use names::{NameError, validate_function_name, validate_namespace_name};
 pub use trigger::{Caused, Firing, Rule, Trigger, TriggerKind, TriggerSpec};
 

@@ -10,6 +10,7 @@ mod handlers;
 mod lambda_api;
 pub mod routes;
 pub mod secrets;
+pub mod serve;
 pub mod sigv4;
 mod tenancy;
 mod triggers;
@@ -25,6 +26,7 @@ pub use auth::{Access, KeyRing, NewKey, Principal, generate_key, upgrade_record}
 pub use error::ApiError;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;
+pub use serve::{HttpLimits, serve};
 
 /// Largest deploy request body: a 50 MiB zip, base64-encoded in JSON, with room to spare.
 pub const MAX_DEPLOY_BYTES: usize = 100 * 1024 * 1024;
