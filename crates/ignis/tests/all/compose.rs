@@ -825,3 +825,56 @@ fn bench_engine_overhead_per_step_and_a_thousand_way_map() {
         );
     }
 }
+
+#[test]
+fn a_graceful_stop_starts_no_new_step_and_the_workflow_resumes_at_the_next_start() {
+    let (port, counts) = counter();
+    let mut s = Server::start();
+    let query = format!("runtime=python&handler=mark.handler&network=host&env=PORT={port}");
+    deploy_ok(&s, "mark", &query, "mark.py", MARK);
+    compose_ok(
+        &s,
+        "two",
+        json!({"runtime": "workflow", "workflow": {"steps": [
+            {"name": "a", "function": "mark", "input": {"mark": "a", "sleep": 1.5}},
+            {"name": "b", "function": "mark", "input": {"mark": "b"}}
+        ]}}),
+    );
+    let r = s.request(
+        "POST",
+        "/v1/namespaces/default/functions/two/invoke?blocking=false",
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["activation_id"].as_str().unwrap().to_string();
+    // SIGTERM while a sleeps: the stop waits for a, then b does not start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s
+        .get(&format!("/v1/namespaces/default/executions/{id}"))
+        .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the execution never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let tmp = s.take_dir().unwrap();
+    let started = Instant::now();
+    assert!(s.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    {
+        let c = counts.lock().unwrap();
+        assert_eq!(c.get("a"), Some(&1), "{c:?}");
+        assert_eq!(c.get("b"), None, "{c:?}");
+    }
+    let s = Server::launch(tmp.path(), &[]);
+    let e = wait_execution(&s, &id, 60);
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let c = counts.lock().unwrap().clone();
+    assert_eq!((c.get("a"), c.get("b")), (Some(&1), Some(&1)), "{c:?}");
+}
