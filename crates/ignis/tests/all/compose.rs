@@ -163,6 +163,15 @@ fn sequences_chain_components_of_every_runtime_and_list_their_activations() {
     assert!(out.contains("\"n\": 6") || out.contains("\"n\":6"), "{out}");
     let out = ok(&s.cli(&["fn", "get", "outer"]));
     assert!(out.contains("seq → echo-lambda → add1"), "{out}");
+    let out = ok(&s.cli(&["fn", "deploy", "seq2", "--sequence", "add1,double"]));
+    assert!(out.contains("deployed seq2 version 1 (sequence"), "{out}");
+    assert_eq!(s.invoke("seq2", r#"{"n": 1}"#).json(), json!({"n": 4}));
+    let bad = s.cli(&["fn", "deploy", "seq3", "--sequence", "add1,bad name"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--sequence"),
+        "{bad:?}"
+    );
 
     // A web function: the request is the first component's event, the last one's result the
     // response.
