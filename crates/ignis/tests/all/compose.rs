@@ -41,6 +41,18 @@ fn refused(s: &Server, name: &str, body: Value, needle: &str) {
     assert!(msg.contains(needle), "{name}: {msg:?} lacks {needle:?}");
 }
 
+/// Queues an asynchronous invocation and returns its activation id.
+fn invoke_async(s: &Server, name: &str, body: &[u8]) -> String {
+    let r = s.request(
+        "POST",
+        &format!("/v1/namespaces/default/functions/{name}/invoke?blocking=false"),
+        Some("application/json"),
+        body,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["activation_id"].as_str().unwrap().to_string()
+}
+
 /// Polls an execution until it is no longer running.
 fn wait_execution(s: &Server, id: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -150,14 +162,7 @@ fn sequences_chain_components_of_every_runtime_and_list_their_activations() {
     assert_eq!(a["logs"].as_array().unwrap().len(), 2, "{a}");
 
     // Asynchronous invocation, then through the CLI.
-    let r = s.request(
-        "POST",
-        "/v1/namespaces/default/functions/seq/invoke?blocking=false",
-        Some("application/json"),
-        br#"{"n": 10}"#,
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["activation_id"].as_str().unwrap().to_string();
+    let id = invoke_async(&s, "seq", br#"{"n": 10}"#);
     assert_eq!(wait_activation(&s, &id, 20)["result"], json!({"n": 22}));
     let out = ok(&s.cli(&["invoke", "seq", "-d", r#"{"n": 2}"#]));
     assert!(out.contains("\"n\": 6") || out.contains("\"n\":6"), "{out}");
@@ -696,14 +701,7 @@ fn a_workflow_killed_mid_way_resumes_after_restart_without_rerunning_ended_steps
             {"name": "last", "function": "mark", "input": {"mark": "last"}}
         ]}}),
     );
-    let r = s.request(
-        "POST",
-        "/v1/namespaces/default/functions/durable/invoke?blocking=false",
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["activation_id"].as_str().unwrap().to_string();
+    let id = invoke_async(&s, "durable", b"{}");
     // Kill once two items marked (in any order): the other two are then asleep, mid-step.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -849,14 +847,7 @@ fn a_graceful_stop_starts_no_new_step_and_the_workflow_resumes_at_the_next_start
             {"name": "b", "function": "mark", "input": {"mark": "b"}}
         ]}}),
     );
-    let r = s.request(
-        "POST",
-        "/v1/namespaces/default/functions/two/invoke?blocking=false",
-        Some("application/json"),
-        b"{}",
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["activation_id"].as_str().unwrap().to_string();
+    let id = invoke_async(&s, "two", b"{}");
     // SIGTERM while a sleeps: the stop waits for a, then b does not start.
     let deadline = Instant::now() + Duration::from_secs(30);
     while s
