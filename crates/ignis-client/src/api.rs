@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ignis_core::{ActivationId, ActivationRecord, LogLine, Network, Runtime, Status, Web};
+use ignis_core::{
+    ActivationId, ActivationRecord, LogLine, Network, Runtime, Status, Web, WorkflowDef,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{ClientError, CodeUpload};
@@ -45,6 +47,10 @@ pub struct DeployRequest {
     pub env: BTreeMap<String, String>,
     /// The code; `None` keeps the code of the latest version (a configuration-only update).
     pub code: Option<CodeUpload>,
+    /// A sequence's components: `name` or `name@version`, in order.
+    pub components: Vec<String>,
+    /// A workflow's definition.
+    pub workflow: Option<WorkflowDef>,
     /// Whether deploying over an existing function is allowed (a new version); when `false` the
     /// server answers 409 `conflict` if the function exists.
     pub overwrite: bool,
@@ -70,6 +76,8 @@ impl DeployRequest {
             tmp_mb: None,
             env: BTreeMap::new(),
             code,
+            components: Vec::new(),
+            workflow: None,
             overwrite: true,
         }
     }
@@ -106,6 +114,10 @@ pub(crate) struct DeployJson<'a> {
     pub cors_origins: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmp_mb: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub components: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<&'a WorkflowDef>,
 }
 
 /// The outcome of an invocation that reached the function, whatever the function did.

@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ignis_core::{ActivationRecord, FunctionVersion, Network, Web};
+use ignis_core::{ActivationRecord, ExecutionRecord, FunctionVersion, Network, Web};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -319,6 +319,8 @@ impl Client {
                     web: req.web,
                     cors_origins: &req.cors_origins,
                     tmp_mb: req.tmp_mb,
+                    components: &req.components,
+                    workflow: req.workflow.as_ref(),
                 };
                 let json = serde_json::to_vec(&doc).map_err(|source| ClientError::Decode {
                     what: "deployment",
@@ -649,6 +651,37 @@ impl Client {
     pub async fn get_activation(&self, id: &str) -> Result<ActivationRecord, ClientError> {
         let target = self.activation_url(id, "");
         self.call(Method::GET, target, None, "activation").await
+    }
+
+    /// Workflow executions, newest first (of one function if given).
+    pub async fn list_executions(
+        &self,
+        function: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ExecutionRecord>, ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            executions: Vec<ExecutionRecord>,
+        }
+        let mut target = self.inner.ns_url.clone();
+        target.push_str("/executions");
+        let mut q = Query::new(target);
+        if let Some(f) = function {
+            q.push("function", f);
+        }
+        if let Some(n) = limit {
+            q.push("limit", &n.to_string());
+        }
+        let page: Page = self.call(Method::GET, q.0, None, "executions").await?;
+        Ok(page.executions)
+    }
+
+    /// One workflow execution with its ended steps.
+    pub async fn get_execution(&self, id: &str) -> Result<ExecutionRecord, ClientError> {
+        let mut url = self.inner.ns_url.clone();
+        url.push_str("/executions/");
+        push_segment(&mut url, id);
+        self.call(Method::GET, url, None, "execution").await
     }
 
     /// The logs of one activation.

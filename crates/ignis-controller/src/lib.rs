@@ -6,6 +6,7 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod compose;
 mod nats;
 mod queue;
 mod quotas;
@@ -21,8 +22,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ignis_core::{
-    ActivationError, ActivationId, ActivationRecord, FunctionVersion, SpecError, Status, billed_ms,
-    now_ms,
+    ActivationError, ActivationId, ActivationRecord, ExecutionRecord, FunctionVersion, SpecError,
+    Status, billed_ms, now_ms,
 };
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
@@ -108,6 +109,8 @@ pub struct InvokeOutcome {
     pub instance: String,
     /// Total time in ms.
     pub duration_ms: u64,
+    /// Total time in µs (what compositions subtract to measure their own overhead).
+    pub duration_us: u64,
     /// Init time in ms.
     pub init_ms: u64,
 }
@@ -171,6 +174,7 @@ struct Inner {
     quotas: Arc<quotas::Quotas>,
     topics: topics::Topics,
     nats: nats::NatsSources,
+    executions: compose::Executions,
 }
 
 impl Controller {
@@ -196,6 +200,7 @@ impl Controller {
                 quotas,
                 topics: topics::Topics::default(),
                 nats: nats::NatsSources::default(),
+                executions: compose::Executions::default(),
             }),
         })
     }
@@ -222,7 +227,7 @@ impl Controller {
     }
 
     /// Whether shutdown has begun.
-    fn closing(&self) -> bool {
+    pub(crate) fn closing(&self) -> bool {
         self.inner.queue.closing.load(Ordering::Acquire)
     }
 
@@ -374,7 +379,9 @@ impl Controller {
             .await?;
         let fv = Arc::new(fv);
         self.inner.registry.put_latest(&ns, &name, fv.clone());
-        self.inner.invoker.provision(&fv);
+        if !fv.spec.runtime.is_composition() {
+            self.inner.invoker.provision(&fv);
+        }
         Ok(((*fv).clone(), created))
     }
 
@@ -532,8 +539,22 @@ impl Controller {
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
     }
 
-    /// Runs an invocation and records its activation under `id`.
+    /// Runs an invocation and records its activation under `id`: a composition by the
+    /// controller itself, any other function by the invoker.
     async fn run(
+        &self,
+        inv: Invocation,
+        start_ms: u64,
+        trigger: Option<String>,
+    ) -> Result<InvokeOutcome> {
+        if inv.function.spec.runtime.is_composition() {
+            return self.run_composition(inv, start_ms, trigger, 1, None).await;
+        }
+        self.run_function(inv, start_ms, trigger).await
+    }
+
+    /// Runs an invocation of a function that is not a composition on the invoker.
+    async fn run_function(
         &self,
         inv: Invocation,
         start_ms: u64,
@@ -600,6 +621,7 @@ impl Controller {
             cold: r.cold,
             instance: r.instance,
             duration_ms,
+            duration_us: duration.as_micros() as u64,
             init_ms,
         })
     }
@@ -626,6 +648,30 @@ impl Controller {
         self.inner.recorder.flush().await;
         let ns = namespace.to_string();
         self.blocking(move |i| Ok(i.store.list_activations(&ns, &filter)?))
+            .await
+    }
+
+    /// One workflow execution with its ended steps (the id is the workflow's activation id).
+    pub async fn get_execution(&self, namespace: &str, id: &str) -> Result<ExecutionRecord> {
+        self.check_namespace(namespace).await?;
+        let not_found = || ControllerError::NotFound(format!("execution {id:?}"));
+        let id = ActivationId::parse(id).ok_or_else(not_found)?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.get_execution(&ns, id)?))
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// A namespace's workflow executions (of one function if given), newest first.
+    pub async fn list_executions(
+        &self,
+        namespace: &str,
+        function: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>> {
+        self.check_namespace(namespace).await?;
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.list_executions(&ns, function.as_deref(), limit)?))
             .await
     }
 

@@ -93,6 +93,9 @@ pub(crate) fn deploy(
             .into());
         }
     }
+    if spec.runtime.is_composition() {
+        return deploy_composition(store, blobs, limits, DeployRequest { spec, ..req });
+    }
     let (format, filename, bytes) = match req.code {
         Some(CodeUpload::Zip(b)) => (CodeFormat::Zip, None, b),
         Some(CodeUpload::File { filename, bytes }) => {
@@ -161,33 +164,97 @@ pub(crate) fn deploy(
             &invoker.code_dir().join(code::dir_name(&code, executable)),
         )?;
     }
-    // The count and the insert under one lock, so that concurrent deploys cannot pass the
-    // namespace's function quota together.
-    static ADDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _adding = ADDING.lock().unwrap_or_else(|e| e.into_inner());
-    if limits.functions > 0
-        && store
-            .get_version(&req.namespace, &req.name, None)?
-            .is_none()
-    {
-        let count = store.list_functions(&req.namespace)?.len();
-        if count >= limits.functions as usize {
-            return Err(ControllerError::QuotaExceeded {
-                message: format!(
-                    "namespace {:?} is at its quota of {} functions; delete one first",
-                    req.namespace, limits.functions
-                ),
-                retry_after_secs: 60,
-            });
-        }
-    }
     let new = NewVersion {
         namespace: req.namespace,
         name: req.name,
         spec,
         code,
     };
-    Ok(store.put_version(new, req.create_only)?)
+    put_within_quota(store, limits, new, req.create_only)
+}
+
+/// Stores a new version, refusing a new function past the namespace's quota of functions.
+fn put_within_quota(
+    store: &dyn Store,
+    limits: &QuotaDefaults,
+    new: NewVersion,
+    create_only: bool,
+) -> Result<(FunctionVersion, bool)> {
+    // The count and the insert under one lock, so that concurrent deploys cannot pass the
+    // namespace's function quota together.
+    static ADDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _adding = ADDING.lock().unwrap_or_else(|e| e.into_inner());
+    if limits.functions > 0
+        && store
+            .get_version(&new.namespace, &new.name, None)?
+            .is_none()
+    {
+        let count = store.list_functions(&new.namespace)?.len();
+        if count >= limits.functions as usize {
+            return Err(ControllerError::QuotaExceeded {
+                message: format!(
+                    "namespace {:?} is at its quota of {} functions; delete one first",
+                    new.namespace, limits.functions
+                ),
+                retry_after_secs: 60,
+            });
+        }
+    }
+    Ok(store.put_version(new, create_only)?)
+}
+
+/// Deploys a sequence or a workflow: its references are checked, and its definition (canonical
+/// JSON) is stored as its code, so that versions differ by their code's digest like any other.
+fn deploy_composition(
+    store: &dyn Store,
+    blobs: &BlobStore,
+    limits: &QuotaDefaults,
+    req: DeployRequest,
+) -> Result<(FunctionVersion, bool)> {
+    let DeployRequest {
+        namespace,
+        name,
+        spec,
+        code,
+        create_only,
+    } = req;
+    if code.is_some() {
+        return Err(SpecError::new(
+            "code",
+            format!(
+                "a {} has no code: give its {}",
+                spec.runtime,
+                if spec.runtime == Runtime::Sequence {
+                    "components"
+                } else {
+                    "workflow definition"
+                }
+            ),
+        )
+        .into());
+    }
+    crate::compose::check_references(store, &namespace, &name, &spec)?;
+    let definition = match spec.runtime {
+        Runtime::Sequence => serde_json::to_vec(&spec.components),
+        _ => serde_json::to_vec(&spec.workflow),
+    }
+    .map_err(|e| ControllerError::Internal(e.to_string()))?;
+    let sha256 = blobs
+        .put(&definition)
+        .map_err(|e| ControllerError::Internal(format!("storing the definition: {e}")))?;
+    let code = CodeRef {
+        sha256,
+        size: definition.len() as u64,
+        format: CodeFormat::File,
+        filename: Some(format!("{}.json", spec.runtime)),
+    };
+    let new = NewVersion {
+        namespace,
+        name,
+        spec,
+        code,
+    };
+    put_within_quota(store, limits, new, create_only)
 }
 
 /// Checks and compiles the code of a wasm function: one WebAssembly file (binary or text).

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::composition::WorkflowDef;
+
 /// How a function's code is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -24,10 +26,14 @@ pub enum Runtime {
     /// WebAssembly run by wasmtime inside the server: a WASI preview 1 module (event on stdin,
     /// result on stdout) or a `wasi:http/incoming-handler` component.
     Wasm,
+    /// A chain of other functions (`components`): the output of each is the input of the next.
+    Sequence,
+    /// A DAG of steps running other functions (`workflow`), run durably by the controller.
+    Workflow,
 }
 
 impl Runtime {
-    /// Every runtime, for error messages and help.
+    /// Every runtime that runs code (not the compositions), for error messages and help.
     pub const ALL: [Runtime; 5] = [
         Runtime::Python,
         Runtime::Node,
@@ -44,12 +50,21 @@ impl Runtime {
             Runtime::Exec => "exec",
             Runtime::Lambda => "lambda",
             Runtime::Wasm => "wasm",
+            Runtime::Sequence => "sequence",
+            Runtime::Workflow => "workflow",
         }
     }
 
-    /// Whether the event must be JSON (python, node, lambda) rather than any bytes (exec, wasm).
+    /// Whether the event must be JSON (python, node, lambda, workflow) rather than any bytes
+    /// (exec, wasm; a sequence's first component checks its own).
     pub fn json_events(self) -> bool {
-        !matches!(self, Runtime::Exec | Runtime::Wasm)
+        !matches!(self, Runtime::Exec | Runtime::Wasm | Runtime::Sequence)
+    }
+
+    /// Whether functions of this kind are made of other functions (run by the controller, with
+    /// no code and no instance of their own).
+    pub fn is_composition(self) -> bool {
+        matches!(self, Runtime::Sequence | Runtime::Workflow)
     }
 
     /// Whether the code's files are made executable when unpacked (exec, lambda's `bootstrap`).
@@ -91,12 +106,14 @@ impl FromStr for Runtime {
             "exec" => Ok(Runtime::Exec),
             "lambda" => Ok(Runtime::Lambda),
             "wasm" => Ok(Runtime::Wasm),
+            "sequence" => Ok(Runtime::Sequence),
+            "workflow" => Ok(Runtime::Workflow),
             other => Runtime::from_lambda_name(other).ok_or_else(|| {
                 SpecError::new(
                     "runtime",
                     format!(
                         "unknown runtime {other:?}; expected one of python, node, exec, lambda, \
-                         wasm (or a Lambda name: python3.x, nodejs20.x, provided.al2023)"
+                         wasm, sequence, workflow (or a Lambda name: python3.x, nodejs20.x, provided.al2023)"
                     ),
                 )
             }),
@@ -261,6 +278,12 @@ pub struct FunctionSpec {
     /// CreateFunction and UpdateFunctionConfiguration), kept to answer as Lambda would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<LambdaConfig>,
+    /// A sequence's components, in order: `name` or `name@version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// A workflow's definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowDef>,
 }
 
 /// Settings of a function made through the AWS Lambda API that Ignis keeps but does not use.
@@ -361,6 +384,8 @@ impl FunctionSpec {
             cors_origins: Vec::new(),
             tmp_mb: Self::default_tmp_mb(),
             lambda: None,
+            components: Vec::new(),
+            workflow: None,
         }
     }
 
@@ -488,7 +513,49 @@ impl FunctionSpec {
         if let Some(l) = &self.lambda {
             l.validate()?;
         }
+        self.validate_composition()?;
         self.validate_handler()
+    }
+
+    fn validate_composition(&self) -> Result<(), SpecError> {
+        match self.runtime {
+            Runtime::Sequence => {
+                if self.workflow.is_some() {
+                    return Err(SpecError::new("workflow", "only for workflow functions"));
+                }
+                crate::composition::validate_components(&self.components)?;
+            }
+            Runtime::Workflow => {
+                if !self.components.is_empty() {
+                    return Err(SpecError::new("components", "only for sequence functions"));
+                }
+                self.workflow
+                    .as_ref()
+                    .ok_or_else(|| SpecError::new("workflow", "required for a workflow function"))?
+                    .validate()?;
+            }
+            _ => {
+                if !self.components.is_empty() {
+                    return Err(SpecError::new(
+                        "components",
+                        "only for sequence functions (runtime sequence)",
+                    ));
+                }
+                if self.workflow.is_some() {
+                    return Err(SpecError::new(
+                        "workflow",
+                        "only for workflow functions (runtime workflow)",
+                    ));
+                }
+            }
+        }
+        if self.runtime.is_composition() && self.min_instances > 0 {
+            return Err(SpecError::new(
+                "min_instances",
+                "a composition has no instances of its own",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_handler(&self) -> Result<(), SpecError> {
@@ -539,6 +606,14 @@ impl FunctionSpec {
                     return Err(SpecError::new(
                         "handler",
                         format!("{h:?} must be a relative path inside the code"),
+                    ));
+                }
+            }
+            Runtime::Sequence | Runtime::Workflow => {
+                if !h.is_empty() {
+                    return Err(SpecError::new(
+                        "handler",
+                        format!("a {} has no handler", self.runtime),
                     ));
                 }
             }

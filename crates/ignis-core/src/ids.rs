@@ -50,6 +50,27 @@ impl ActivationId {
         ActivationId(bytes)
     }
 
+    /// An id derived from this one and `salt`, the same every time: a workflow step keeps the
+    /// activation id of its attempt across a restart of the server.
+    pub fn derived(&self, salt: &str) -> ActivationId {
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let (mut a, mut b) = (0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64);
+        for &byte in self.0.iter().chain(salt.as_bytes()) {
+            a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            b = (b ^ u64::from(byte))
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(17);
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&mix(a).to_be_bytes());
+        bytes[8..].copy_from_slice(&mix(b ^ a.rotate_left(32)).to_be_bytes());
+        ActivationId(bytes)
+    }
+
     /// Parses the 32-hex-digit form.
     pub fn parse(s: &str) -> Option<Self> {
         if s.len() != 32 {
@@ -104,6 +125,14 @@ pub fn new_secret() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        let a = ActivationId::new();
+        assert_eq!(a.derived("s/0/1"), a.derived("s/0/1"));
+        assert_ne!(a.derived("s/0/1"), a.derived("s/0/2"));
+        assert_ne!(a.derived("s/0/1"), ActivationId::new().derived("s/0/1"));
+    }
 
     #[test]
     fn ids_round_trip_and_differ() {

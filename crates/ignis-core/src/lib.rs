@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod composition;
 mod function;
 mod ids;
 mod json;
@@ -16,6 +17,10 @@ mod trigger;
 
 pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
+};
+pub use composition::{
+    ExecutionRecord, ExecutionStatus, FunctionRef, StepRecord, StepStatus, WorkflowDef,
+    WorkflowStep,
 };
 pub use function::{
     CodeFormat, CodeRef, FunctionSpec, FunctionVersion, LambdaConfig, Network, Runtime, SpecError,

@@ -152,6 +152,9 @@ struct DeployBody {
     #[serde(default)]
     env: BTreeMap<String, String>,
     code: Option<CodeBody>,
+    #[serde(default)]
+    components: Vec<String>,
+    workflow: Option<ignis_core::WorkflowDef>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +183,8 @@ struct SpecParts<'a> {
     cors_origins: Vec<String>,
     tmp_mb: Option<u32>,
     env: BTreeMap<String, String>,
+    components: Vec<String>,
+    workflow: Option<ignis_core::WorkflowDef>,
 }
 
 fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
@@ -199,12 +204,14 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         cors_origins,
         tmp_mb,
         env,
+        components,
+        workflow,
     } = parts;
     let runtime: Runtime = runtime
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "runtime",
-                "invalid runtime: required (python, node, exec or wasm)",
+                "invalid runtime: required (python, node, exec, lambda, wasm, sequence or workflow)",
             )
         })?
         .parse()
@@ -243,6 +250,8 @@ fn spec_from(parts: SpecParts<'_>) -> ApiResult<FunctionSpec> {
         spec.tmp_mb = t;
     }
     spec.env = env;
+    spec.components = components;
+    spec.workflow = workflow;
     Ok(spec)
 }
 
@@ -322,6 +331,8 @@ pub async fn put_function(
                 cors_origins: b.cors_origins,
                 tmp_mb: b.tmp_mb,
                 env: b.env,
+                components: b.components,
+                workflow: b.workflow,
             })?;
             (spec, code)
         }
@@ -394,6 +405,8 @@ pub async fn put_function(
                     .collect(),
                 tmp_mb: get("tmp_mb").map(|v| parse_num("tmp_mb", v)).transpose()?,
                 env,
+                components: Vec::new(),
+                workflow: None,
             })?;
             let code = if content_type == "application/octet-stream" {
                 CodeUpload::File {
@@ -645,4 +658,43 @@ pub async fn activation_logs(
     Ok(Json(
         json!({ "id": a.id, "logs": a.logs, "truncated": a.logs_truncated }),
     ))
+}
+
+/// `GET /v1/namespaces/{ns}/executions`: workflow executions, newest first, without steps.
+pub async fn list_executions(
+    State(state): State<Arc<AppState>>,
+    Path(ns): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let (mut function, mut limit) = (None, 50);
+    for (k, v) in query_pairs(raw.as_deref())? {
+        match k.as_str() {
+            "function" => function = Some(v),
+            "limit" => {
+                limit = query_num("limit", &v)?;
+                if !(1..=200).contains(&limit) {
+                    return Err(ApiError::bad_request("limit must be between 1 and 200"));
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let list = state
+        .controller
+        .list_executions(&ns, function, limit)
+        .await?;
+    Ok(Json(json!({ "executions": list })))
+}
+
+/// `GET /v1/namespaces/{ns}/executions/{id}`: one execution with its ended steps.
+pub async fn get_execution(
+    State(state): State<Arc<AppState>>,
+    Path((ns, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let e = state.controller.get_execution(&ns, &id).await?;
+    Ok(Json(serde_json::to_value(e).unwrap_or_default()))
 }

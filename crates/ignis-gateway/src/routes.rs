@@ -136,6 +136,12 @@ pub static ROUTES: &[Route] = &[
         Read,
         || get(handlers::activation_logs),
     ),
+    route("GET", "/v1/namespaces/{ns}/executions", Read, || {
+        get(handlers::list_executions)
+    }),
+    route("GET", "/v1/namespaces/{ns}/executions/{id}", Read, || {
+        get(handlers::get_execution)
+    }),
     route("GET", "/v1/namespaces/{ns}/dlq", Read, || {
         get(handlers::list_dead_letters)
     }),

@@ -67,6 +67,7 @@ fn noop(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             "noop.wat",
             include_bytes!("../../ignis-wasm/fixtures/noop.wat"),
         ),
+        Runtime::Sequence | Runtime::Workflow => unreachable!("not in Runtime::ALL"),
     }
 }
 
@@ -139,6 +140,7 @@ fn warm_invoke(c: &mut Criterion) {
             Runtime::Python => python.is_some(),
             Runtime::Node => node.is_some(),
             Runtime::Exec | Runtime::Lambda | Runtime::Wasm => true,
+            Runtime::Sequence | Runtime::Workflow => false,
         })
         .collect();
     let mut code = MemoryCode::default();

@@ -410,7 +410,11 @@ impl ProcessInstance {
                 args.push(sandbox.runtime_path(rt_dir, "ignis_bootstrap.js").into());
                 (inner.config.node.clone(), args, None)
             }
-            Runtime::Exec | Runtime::Lambda | Runtime::Wasm => {
+            Runtime::Exec
+            | Runtime::Lambda
+            | Runtime::Wasm
+            | Runtime::Sequence
+            | Runtime::Workflow => {
                 unreachable!("{runtime} functions have no bootstrap of Ignis's")
             }
         };

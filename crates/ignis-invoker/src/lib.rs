@@ -532,6 +532,20 @@ impl Invoker {
             })
         };
         let (kind, cold) = match f.spec.runtime {
+            // The controller runs compositions itself; one reaching the invoker is a bug.
+            Runtime::Sequence | Runtime::Workflow => {
+                return Err(instance::RunEnd {
+                    status: Status::PlatformError,
+                    body: Bytes::new(),
+                    error: Some(ActivationError {
+                        kind: "NotRunnable".into(),
+                        message: format!("{} functions are run by the controller", f.spec.runtime),
+                        stack: None,
+                        phase: ErrorPhase::Init,
+                    }),
+                    reusable: false,
+                });
+            }
             Runtime::Wasm => {
                 let (slot, loaded) = wasm::create(&self.inner, f).await?;
                 (instance::InstanceKind::Wasm(slot), loaded)

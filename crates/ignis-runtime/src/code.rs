@@ -206,6 +206,8 @@ pub fn check_handler(
             vec![spec.handler.trim_start_matches("./").to_string()]
         }
         Runtime::Lambda => vec![LAMBDA_BOOTSTRAP.to_string()],
+        // Compositions have no code of their own to check.
+        Runtime::Sequence | Runtime::Workflow => return Ok(None),
     };
     if candidates.iter().any(|c| has(c)) {
         return Ok(None);

@@ -6,12 +6,13 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod executions;
 mod sqlite;
 mod topics;
 
 use ignis_core::{
-    ActivationId, ActivationRecord, CodeRef, Firing, FunctionSpec, FunctionVersion, Rule, Status,
-    Trigger,
+    ActivationId, ActivationRecord, CodeRef, ExecutionRecord, Firing, FunctionSpec,
+    FunctionVersion, Rule, Status, StepRecord, Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -447,6 +448,23 @@ pub trait Store: Send + Sync {
         namespace: &str,
         filter: &ActivationFilter,
     ) -> Result<ActivationPage>;
+
+    /// Inserts or replaces a workflow execution (its steps are saved apart); dropped if its
+    /// namespace no longer exists.
+    fn save_execution(&self, execution: &ExecutionRecord) -> Result<()>;
+    /// Stores ended steps `(execution id, namespace, step)`, all in one transaction.
+    fn save_steps(&self, steps: &[(ActivationId, String, StepRecord)]) -> Result<()>;
+    /// One execution with its ended steps.
+    fn get_execution(&self, namespace: &str, id: ActivationId) -> Result<Option<ExecutionRecord>>;
+    /// A namespace's executions (of one function if given), newest first, without steps.
+    fn list_executions(
+        &self,
+        namespace: &str,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>>;
+    /// Every execution still running, with its ended steps (to resume after a restart).
+    fn running_executions(&self) -> Result<Vec<ExecutionRecord>>;
 }
 
 #[cfg(test)]

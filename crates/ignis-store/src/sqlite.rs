@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use ignis_core::{
-    ActivationId, ActivationRecord, Firing, FunctionVersion, LogLine, Rule, Trigger, now_ms,
+    ActivationId, ActivationRecord, ExecutionRecord, Firing, FunctionVersion, LogLine, Rule,
+    StepRecord, Trigger, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -137,6 +138,7 @@ impl SqliteStore {
         }
         let write = open_conn(path)?;
         write.execute_batch(SCHEMA)?;
+        write.execute_batch(crate::executions::SCHEMA)?;
         // Added after the first release: namespaces' own quotas, JSON.
         if write
             .prepare("SELECT quotas FROM namespaces LIMIT 0")
@@ -484,6 +486,8 @@ impl Store for SqliteStore {
             "topics",
             "topic_messages",
             "topic_deliveries",
+            "executions",
+            "execution_steps",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
@@ -936,6 +940,31 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
+    fn save_execution(&self, execution: &ExecutionRecord) -> Result<()> {
+        crate::executions::save(&self.w(), execution)
+    }
+
+    fn save_steps(&self, steps: &[(ActivationId, String, StepRecord)]) -> Result<()> {
+        crate::executions::save_steps(&mut self.w(), steps)
+    }
+
+    fn get_execution(&self, namespace: &str, id: ActivationId) -> Result<Option<ExecutionRecord>> {
+        crate::executions::get(&self.r(), namespace, id)
+    }
+
+    fn list_executions(
+        &self,
+        namespace: &str,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>> {
+        crate::executions::list(&self.r(), namespace, function, limit)
+    }
+
+    fn running_executions(&self) -> Result<Vec<ExecutionRecord>> {
+        crate::executions::running(&self.r())
+    }
+
     fn get_activation(
         &self,
         namespace: &str,
@@ -1356,6 +1385,81 @@ mod tests {
         ));
         assert!(s.delete_key("ik_default").unwrap());
         assert!(!s.delete_key("ik_default").unwrap());
+    }
+
+    #[test]
+    fn executions_keep_their_steps_and_go_with_their_namespace() {
+        use ignis_core::{ExecutionStatus, StepStatus};
+        let (_d, s) = store();
+        s.create_namespace("team").unwrap();
+        let exec = |ns: &str| ExecutionRecord {
+            id: ActivationId::new(),
+            namespace: ns.into(),
+            function: "wf".into(),
+            version: 1,
+            status: ExecutionStatus::Running,
+            input: serde_json::json!({"x": 1}),
+            output: None,
+            error: None,
+            start_ms: 10,
+            end_ms: None,
+            trigger: None,
+            resumed: 0,
+            parent: None,
+            steps: Vec::new(),
+        };
+        let (a, b) = (exec("team"), exec("default"));
+        s.save_execution(&a).unwrap();
+        s.save_execution(&b).unwrap();
+        let step = |name: &str, index: Option<u32>, end_ms: u64| StepRecord {
+            step: name.into(),
+            index,
+            function: "f".into(),
+            status: StepStatus::Succeeded,
+            activation_id: Some(ActivationId::new()),
+            attempts: 1,
+            start_ms: 11,
+            end_ms,
+            output: Some(serde_json::json!(index)),
+            error: None,
+        };
+        s.save_steps(&[
+            (a.id, "team".into(), step("one", None, 12)),
+            (a.id, "team".into(), step("map", Some(0), 13)),
+            (a.id, "team".into(), step("map", Some(1), 14)),
+        ])
+        .unwrap();
+        let got = s.get_execution("team", a.id).unwrap().unwrap();
+        assert_eq!(got.steps.len(), 3);
+        assert_eq!(got.steps[2].index, Some(1));
+        assert!(s.get_execution("default", a.id).unwrap().is_none());
+        assert_eq!(s.running_executions().unwrap().len(), 2);
+        let done = ExecutionRecord {
+            status: ExecutionStatus::Succeeded,
+            end_ms: Some(20),
+            ..b.clone()
+        };
+        s.save_execution(&done).unwrap();
+        let running = s.running_executions().unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].steps.len(), 3);
+        assert_eq!(
+            s.list_executions("default", Some("wf"), 10).unwrap().len(),
+            1
+        );
+        assert!(
+            s.list_executions("default", Some("other"), 10)
+                .unwrap()
+                .is_empty()
+        );
+        s.delete_namespace("team").unwrap();
+        assert!(s.get_execution("team", a.id).unwrap().is_none());
+        assert!(s.running_executions().unwrap().is_empty());
+        // A late write for the deleted namespace is dropped.
+        s.save_execution(&a).unwrap();
+        s.save_steps(&[(a.id, "team".into(), step("late", None, 30))])
+            .unwrap();
+        assert!(s.running_executions().unwrap().is_empty());
     }
 
     #[test]

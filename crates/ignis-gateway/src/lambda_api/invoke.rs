@@ -299,6 +299,7 @@ mod tests {
             cold: false,
             instance: String::new(),
             duration_ms: 1,
+            duration_us: 1000,
             init_ms: 0,
         };
         let r = outcome(&o);

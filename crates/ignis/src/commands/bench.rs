@@ -83,6 +83,12 @@ impl BenchCommand {
         }
         let (name, deployed) = match &self.function {
             Some(name) => (name.clone(), false),
+            None if runtime.is_composition() => {
+                return Err(ClientError::Config(format!(
+                    "--runtime {runtime}: deploy a {runtime} and give it with --function"
+                ))
+                .into());
+            }
             None => {
                 let f = deploy_noop(&client, runtime, self.concurrency).await?;
                 eprintln!(
@@ -207,6 +213,7 @@ fn noop_code(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
             "bench_noop.wat",
             b"(module (memory (export \"memory\") 1) (func (export \"_start\")))\n",
         ),
+        Runtime::Sequence | Runtime::Workflow => unreachable!("refused before deploying"),
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ignis_client::display::{Table, rfc3339_s};
 use ignis_client::{Client, ClientError, CodeUpload, DeployRequest, package_code};
-use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Network, Runtime, Web};
+use ignis_core::{CodeFormat, FunctionSpec, FunctionVersion, Network, Runtime, Web, WorkflowDef};
 
 use super::GlobalOpts;
 
@@ -49,10 +49,22 @@ struct DeployArgs {
     /// The code: a file (uploaded as is) or a directory (uploaded as a zip, `.git` left out).
     /// Without it the latest version's code is kept and only the configuration changes
     path: Option<PathBuf>,
-    /// Runtime: python, node, exec, lambda or wasm (Lambda names too: python3.12, nodejs20.x,
-    /// provided.al2023)
+    /// Runtime: python, node, exec, lambda, wasm (Lambda names too: python3.12, nodejs20.x,
+    /// provided.al2023), sequence or workflow; implied by --sequence and --workflow
     #[arg(long, short = 'r')]
-    runtime: Runtime,
+    runtime: Option<Runtime>,
+    /// Make a sequence of these functions (NAME or NAME@VERSION, comma-separated): the output
+    /// of each is the input of the next
+    #[arg(
+        long,
+        alias = "components",
+        value_name = "F1,F2,…",
+        value_delimiter = ','
+    )]
+    sequence: Vec<String>,
+    /// Make a workflow from this definition file (YAML or JSON; see docs/composition.md)
+    #[arg(long, value_name = "FILE", conflicts_with = "sequence")]
+    workflow: Option<PathBuf>,
     /// `module.function` for python and node (e.g. app.handler); for exec, the executable's
     /// path inside the code; for wasm, the module's file name (default: the uploaded file)
     #[arg(long)]
@@ -135,7 +147,34 @@ impl FnCommand {
     }
 }
 
+/// Reads a workflow definition: YAML (JSON is YAML too).
+fn read_workflow(path: &std::path::Path) -> anyhow::Result<WorkflowDef> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let def: WorkflowDef = serde_yaml::from_str(&text)
+        .map_err(|e| ClientError::Config(format!("--workflow {}: {e}", path.display())))?;
+    Ok(def)
+}
+
 async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result<()> {
+    let runtime = match (args.runtime, args.sequence.is_empty(), &args.workflow) {
+        (Some(r), _, _) => r,
+        (None, false, _) => Runtime::Sequence,
+        (None, true, Some(_)) => Runtime::Workflow,
+        (None, true, None) => {
+            return Err(ClientError::Config(
+                "--runtime is required (or --sequence, or --workflow)".into(),
+            )
+            .into());
+        }
+    };
+    let workflow = args.workflow.as_deref().map(read_workflow).transpose()?;
+    if runtime.is_composition() && args.path.is_some() {
+        return Err(ClientError::Config(format!(
+            "a {runtime} has no code: give --sequence or --workflow, not a path"
+        ))
+        .into());
+    }
     let code = match args.path {
         Some(path) => {
             let shown = path.display().to_string();
@@ -147,13 +186,15 @@ async fn deploy(client: &Client, args: DeployArgs, json: bool) -> anyhow::Result
     let handler = match (args.handler, &code) {
         (Some(h), _) => h,
         (None, Some(CodeUpload::File { filename, .. }))
-            if matches!(args.runtime, Runtime::Exec | Runtime::Wasm) =>
+            if matches!(runtime, Runtime::Exec | Runtime::Wasm) =>
         {
             filename.clone()
         }
         (None, _) => String::new(),
     };
-    let mut req = DeployRequest::new(args.runtime, handler, code);
+    let mut req = DeployRequest::new(runtime, handler, code);
+    req.components = args.sequence;
+    req.workflow = workflow;
     req.memory_mb = args.memory;
     req.timeout_ms = args.timeout;
     req.max_instances = args.max_instances;
@@ -201,6 +242,8 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
     spec.retries = req.retries.unwrap_or(spec.retries);
     spec.cors_origins = req.cors_origins.clone();
     spec.env = req.env.clone();
+    spec.components = req.components.clone();
+    spec.workflow = req.workflow.clone();
     spec.validate().map_err(|e| {
         let flag = match e.field {
             "memory_mb" => "--memory",
@@ -213,6 +256,8 @@ fn check_spec(req: &DeployRequest) -> Result<(), ClientError> {
             "cors_origins" => "--cors-origin",
             "env" => "--env",
             "handler" => "--handler",
+            "components" => "--sequence",
+            "workflow" => "--workflow",
             other => other,
         };
         ClientError::Config(format!("{flag}: {}", e.message))
@@ -281,7 +326,23 @@ fn describe(v: &FunctionVersion) -> String {
     t.row(["namespace", &v.namespace]);
     t.row(["version", &v.version.to_string()]);
     t.row(["runtime", v.spec.runtime.as_str()]);
-    t.row(["handler", &v.spec.handler]);
+    if !v.spec.runtime.is_composition() {
+        t.row(["handler", &v.spec.handler]);
+    }
+    if !v.spec.components.is_empty() {
+        t.row(["components", &v.spec.components.join(" → ")]);
+    }
+    if let Some(w) = &v.spec.workflow {
+        let steps: Vec<String> = w
+            .steps
+            .iter()
+            .map(|s| match &s.map {
+                Some(_) => format!("{} (map {})", s.name, s.function),
+                None => format!("{} ({})", s.name, s.function),
+            })
+            .collect();
+        t.row(["steps", &steps.join(", ")]);
+    }
     t.row(["memory", &format!("{} MB", v.spec.memory_mb)]);
     t.row(["timeout", &format_duration_ms(v.spec.timeout_ms)]);
     t.row(["max instances", &v.spec.max_instances.to_string()]);

@@ -3,6 +3,7 @@
 mod activations;
 mod bench;
 mod dlq;
+mod execution;
 mod function;
 mod invoke;
 mod key;
@@ -63,6 +64,9 @@ pub enum Command {
     /// List and inspect activations (records of invocations)
     #[command(alias = "activation")]
     Activations(activations::ActivationsCommand),
+    /// List workflow executions and show one as a tree of its steps
+    #[command(alias = "executions")]
+    Execution(execution::ExecutionCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
     /// API keys: the one in use (and its AWS credentials), create, list, revoke
@@ -85,6 +89,7 @@ impl Command {
             Command::Rule(c) => c.execute(global).await,
             Command::Publish(c) => c.execute(global).await,
             Command::Topic(c) => c.execute(global).await,
+            Command::Execution(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,

@@ -487,6 +487,13 @@ impl ServeCommand {
             cli_written.as_deref(),
         );
 
+        // Before the async worker, so that a queued workflow invocation delivered again joins
+        // its execution instead of driving it twice.
+        match controller.resume_workflows().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(executions = n, "resumed workflow executions"),
+            Err(e) => tracing::error!(error = %e, "cannot resume workflow executions"),
+        }
         controller.start_async_worker();
         controller.start_pruner(prune_interval());
         controller.start_scheduler();

@@ -147,6 +147,7 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
             "{id}" => match prev {
                 "activations" => w.activation.clone(),
                 "dlq" => "0".repeat(32),
+                "executions" => "0".repeat(32),
                 "keys" => "ik_nosuchkey".to_string(),
                 other => panic!("teach the authorization test the {{id}} of {other:?}"),
             },

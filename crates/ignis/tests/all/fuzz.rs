@@ -256,13 +256,7 @@ fn the_api_answers_any_request_without_failing() {
         } else {
             vec![("authorization", auth.as_str())]
         };
-        let r = s.raw_request(
-            &req.method,
-            &req.path,
-            &headers,
-            req.content_type,
-            &req.body,
-        );
+        let r = s.raw_request(req.method, &req.path, &headers, req.content_type, &req.body);
         *statuses.borrow_mut().entry(r.status).or_default() += 1;
         prop_assert!(
             !matches!(r.status, 500 | 503) && r.status >= 200,

@@ -7,6 +7,7 @@ mod authz;
 mod bad_input;
 mod bench;
 mod cli;
+mod compose;
 mod events;
 mod fuzz;
 mod hardening;
