@@ -770,5 +770,6 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientErro
     }
 }
 
+mod data;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod data;
 mod queue;
 mod quotas;
 mod recorder;
@@ -25,10 +26,11 @@ use ignis_core::{
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{
-    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, Store,
-    StoreError,
+    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, ObjectFiles,
+    Store, StoreError,
 };
 
+pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
 pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
@@ -60,6 +62,13 @@ pub enum ControllerError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// A condition of the request does not hold (a compare-and-swap's version, an increment of
+    /// a value that is not an integer).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The request's body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
     /// Shutting down.
     #[error("the server is shutting down")]
     Unavailable,
@@ -157,6 +166,7 @@ pub struct Controller {
 struct Inner {
     store: Arc<dyn Store>,
     blobs: BlobStore,
+    objects: ObjectFiles,
     invoker: Invoker,
     registry: registry::Registry,
     recorder: Recorder,
@@ -166,8 +176,13 @@ struct Inner {
 }
 
 impl Controller {
-    /// A controller over a store, a blob directory and an invoker.
-    pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
+    /// A controller over a store, a blob directory, the object bodies and an invoker.
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        objects: ObjectFiles,
+        invoker: Invoker,
+    ) -> std::io::Result<Self> {
         let recorder = Recorder::start(store.clone())?;
         let quotas = quotas::Quotas::default();
         for ns in store.namespaces().map_err(std::io::Error::other)? {
@@ -178,6 +193,7 @@ impl Controller {
                 registry: registry::Registry::default(),
                 store,
                 blobs,
+                objects,
                 invoker,
                 recorder,
                 in_flight: InFlight::default(),
@@ -237,7 +253,7 @@ impl Controller {
     }
 
     /// Starts the task that deletes, every `every`, the activations that namespaces' retention
-    /// quotas (days, count) no longer keep.
+    /// quotas (days, count) no longer keep, and the expired key-value entries.
     pub fn start_pruner(&self, every: std::time::Duration) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -245,6 +261,12 @@ impl Controller {
                 tokio::time::sleep(every).await;
                 if let Err(e) = this.prune_activations().await {
                     tracing::error!(error = %e, "activation pruning");
+                }
+                let purged = this
+                    .blocking(|i| Ok(i.store.kv_purge_expired(now_ms())?))
+                    .await;
+                if let Err(e) = purged {
+                    tracing::error!(error = %e, "purging expired key-value entries");
                 }
             }
         });
@@ -331,6 +353,14 @@ impl Controller {
             .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
         self.inner.registry.forget_namespace(namespace);
         self.inner.quotas.forget(namespace);
+        self.inner.invoker.tokens().revoke_namespace(namespace);
+        let ns = namespace.to_string();
+        self.blocking(move |i| {
+            i.objects
+                .remove_namespace(&ns)
+                .map_err(|e| ControllerError::Internal(format!("deleting object bodies: {e}")))
+        })
+        .await?;
         for name in &functions {
             self.inner.invoker.evict_function(namespace, name);
         }

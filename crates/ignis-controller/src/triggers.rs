@@ -115,12 +115,31 @@ impl Schedule {
 }
 
 fn check_trigger_spec(spec: &TriggerSpec) -> Result<()> {
+    if spec.kind != TriggerKind::Storage {
+        for (field, set) in [
+            ("bucket", spec.bucket.is_some()),
+            ("events", !spec.events.is_empty()),
+            ("prefix", spec.prefix.is_some()),
+            ("suffix", spec.suffix.is_some()),
+        ] {
+            if set {
+                return Err(SpecError::new(field, "only storage triggers have this").into());
+            }
+        }
+    }
     match spec.kind {
-        TriggerKind::Plain => {
+        TriggerKind::Plain | TriggerKind::Storage => {
             if spec.schedule.is_some() {
                 return Err(
                     SpecError::new("schedule", "only cron triggers have a schedule").into(),
                 );
+            }
+            if spec.kind == TriggerKind::Storage {
+                let Some(bucket) = &spec.bucket else {
+                    return Err(SpecError::new("bucket", "required for a storage trigger").into());
+                };
+                ignis_core::data::validate_bucket_name(bucket)
+                    .map_err(|e| SpecError::new("bucket", e.to_string()))?;
             }
         }
         TriggerKind::Cron => {
@@ -317,7 +336,7 @@ impl Controller {
         self.fire(trigger, payload, None).await
     }
 
-    async fn fire(
+    pub(crate) async fn fire(
         &self,
         trigger: Trigger,
         payload: Bytes,

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+pub mod data;
 mod function;
 mod ids;
 pub mod lambda;
@@ -20,7 +21,7 @@ pub use function::{
 };
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use names::{NameError, validate_function_name, validate_namespace_name};
-pub use trigger::{Caused, Firing, Rule, Trigger, TriggerKind, TriggerSpec};
+pub use trigger::{Caused, Firing, Rule, StorageEvent, Trigger, TriggerKind, TriggerSpec};
 
 /// Largest request payload (event) accepted by invoke, like Lambda's synchronous limit.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod data;
 pub mod error;
 mod handlers;
 mod lambda_api;

@@ -16,7 +16,7 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::{AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, tenancy, triggers, web};
+use crate::{AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, tenancy, triggers, web};
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
 
@@ -49,7 +49,7 @@ fn payload_limit() -> DefaultBodyLimit {
     DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)
 }
 
-use Access::{Admin, AnyKey, Handler as Own, Invoke, Public, Read, Write};
+use Access::{Admin, AnyKey, DataRead, DataWrite, Handler as Own, Invoke, Public, Read, Write};
 
 /// Every route of the HTTP API (documented in docs/api.md).
 pub static ROUTES: &[Route] = &[
@@ -192,6 +192,61 @@ pub static ROUTES: &[Route] = &[
         "/v1/namespaces/{ns}/rules/{name}/disable",
         Write,
         || post(triggers::disable_rule),
+    ),
+    route("GET", "/v1/namespaces/{ns}/kv", DataRead, || {
+        get(data::kv_list)
+    }),
+    route("GET", "/v1/namespaces/{ns}/kv/{*key}", DataRead, || {
+        get(data::kv_get)
+    }),
+    route("PUT", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        put(data::kv_put).layer(DefaultBodyLimit::max(ignis_core::data::MAX_KV_VALUE_BYTES))
+    }),
+    route("POST", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        post(data::kv_increment)
+    }),
+    route("DELETE", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        delete(data::kv_delete)
+    }),
+    route("GET", "/v1/namespaces/{ns}/buckets", DataRead, || {
+        get(data::list_buckets)
+    }),
+    route(
+        "PUT",
+        "/v1/namespaces/{ns}/buckets/{bucket}",
+        DataWrite,
+        || put(data::create_bucket),
+    ),
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/buckets/{bucket}",
+        DataWrite,
+        || delete(data::delete_bucket),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects",
+        DataRead,
+        || get(data::list_objects),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataRead,
+        || get(data::get_object),
+    ),
+    route(
+        "PUT",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataWrite,
+        // Streamed to disk, up to 5 GiB (counted by the controller).
+        || put(data::put_object).layer(DefaultBodyLimit::disable()),
+    ),
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataWrite,
+        || delete(data::delete_object),
     ),
     route("*", "/fn/{ns}/{name}", Own, || {
         any(web::handle).layer(payload_limit())

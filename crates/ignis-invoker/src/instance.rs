@@ -122,6 +122,8 @@ pub(crate) struct ProcessInstance {
     next_id: u64,
     /// For a specialised stem cell: the directory its /code shows, removed with it.
     pub(crate) slot: Option<crate::stem::CodeSlot>,
+    /// Its data access (token, relay), from INIT on.
+    pub(crate) data: Option<crate::data::InstanceData>,
 }
 
 /// What came out of the channel while pumping.
@@ -280,7 +282,9 @@ pub(crate) fn process_spec(
         channel: protocol,
         stdin: !protocol,
         background: false,
-        loopback_listener: None,
+        // python/node instances reach their namespace's data through it (see `data.rs`).
+        loopback_listener: (protocol && inner.sandbox.own_network(place.network == Network::Host))
+            .then_some(crate::data::DATA_PORT),
     }
 }
 
@@ -352,7 +356,7 @@ impl ProcessInstance {
     ) -> Result<ProcessInstance, RunEnd> {
         let mut inst = Self::spawn(inner, f.spec.runtime, Placement::of(f), code_dir, true).await?;
         let code = inner.sandbox.code_path(code_dir);
-        inst.init(f, &code, logs, deadline).await?;
+        inst.init(inner, f, &code, logs, deadline).await?;
         Ok(inst)
     }
 
@@ -375,7 +379,7 @@ impl ProcessInstance {
             }
         };
         let code = inner.sandbox.code_path(code_dir);
-        inst.init(f, &code, logs, deadline).await?;
+        inst.init(inner, f, &code, logs, deadline).await?;
         Ok(inst)
     }
 
@@ -487,6 +491,7 @@ impl ProcessInstance {
             rbuf: BytesMut::with_capacity(64 * 1024),
             next_id: 1,
             slot: None,
+            data: None,
         };
         // A bootstrap that cannot even start says so on stderr; its READY is due at once.
         let deadline = TokioInstant::now() + std::time::Duration::from_secs(30);
@@ -512,6 +517,7 @@ impl ProcessInstance {
     /// sandbox) and the function's environment; waits for INIT_OK.
     pub async fn init(
         &mut self,
+        inner: &Inner,
         f: &FunctionVersion,
         code: &std::path::Path,
         logs: &mut LogCollector,
@@ -525,7 +531,12 @@ impl ProcessInstance {
             version: f.version,
             memory_mb: f.spec.memory_mb,
             timeout_ms: f.spec.timeout_ms,
-            env: function_env(f),
+            env: {
+                let mut env = function_env(f);
+                let listener = self.proc.listener.take();
+                self.data = inner.data.attach(&f.namespace, listener, &mut env);
+                env
+            },
             concurrency: f.spec.instance_concurrency,
         };
         let payload = serde_json::to_vec(&init).unwrap_or_default();

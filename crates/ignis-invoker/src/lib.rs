@@ -19,6 +19,7 @@
 //! in-process instances (`wasm.rs`).
 #![warn(missing_docs)]
 
+mod data;
 mod instance;
 mod lambda;
 mod logs;
@@ -181,6 +182,7 @@ pub(crate) struct Inner {
     stem: std::sync::OnceLock<stem::StemCells>,
     registry: Arc<registry::Registry>,
     wasm: std::sync::OnceLock<Result<ignis_wasm::WasmEngine, String>>,
+    pub(crate) data: data::DataAccess,
 }
 
 impl Inner {
@@ -214,6 +216,7 @@ impl Invoker {
             stem: std::sync::OnceLock::new(),
             registry: Arc::new(registry::Registry::new(config_budget)),
             wasm: std::sync::OnceLock::new(),
+            data: data::DataAccess::default(),
         });
         let _ = inner
             .stem
@@ -236,6 +239,17 @@ impl Invoker {
             }
         });
         this
+    }
+
+    /// Where instances reach the API for their namespace's data: the server's listening
+    /// address, set once it is bound. Until then instances get no data access.
+    pub fn set_data_endpoint(&self, addr: std::net::SocketAddr) {
+        self.inner.data.set_endpoint(addr);
+    }
+
+    /// The tokens of running instances, which the gateway accepts for their namespace's data.
+    pub fn tokens(&self) -> &Arc<ignis_core::data::InstanceTokens> {
+        &self.inner.data.tokens
     }
 
     /// The sandbox instances run in.

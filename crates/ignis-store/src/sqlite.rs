@@ -114,6 +114,7 @@ impl SqliteStore {
         }
         let write = open_conn(path)?;
         write.execute_batch(SCHEMA)?;
+        write.execute_batch(crate::data::DATA_SCHEMA)?;
         // Added after the first release: namespaces' own quotas, JSON.
         if write
             .prepare("SELECT quotas FROM namespaces LIMIT 0")
@@ -132,11 +133,11 @@ impl SqliteStore {
         })
     }
 
-    fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -421,7 +422,10 @@ impl Store for SqliteStore {
             "firings",
             "activations",
             "async_queue",
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::data::DATA_TABLES)
+        {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
                 [namespace],

@@ -107,8 +107,11 @@ impl From<ControllerError> for LambdaError {
     fn from(e: ControllerError) -> Self {
         match e {
             ControllerError::InvalidSpec(s) => LambdaError::invalid(s.to_string()),
-            ControllerError::BadRequest(m) => {
+            ControllerError::BadRequest(m) | ControllerError::PreconditionFailed(m) => {
                 LambdaError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", m)
+            }
+            ControllerError::TooLarge(m) => {
+                LambdaError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", m)
             }
             ControllerError::NotFound(what) => LambdaError::not_found(format!("{what} not found")),
             ControllerError::Conflict(what) => LambdaError::new(

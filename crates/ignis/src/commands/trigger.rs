@@ -29,13 +29,26 @@ pub struct TriggerCommand {
 
 #[derive(Subcommand)]
 enum TriggerAction {
-    /// Create (or replace) a trigger: plain (fired by API) or cron (on a schedule)
+    /// Create (or replace) a trigger: plain (fired by API), cron (on a schedule) or storage
+    /// (on object changes in a bucket)
     Create {
         /// Trigger name
         name: String,
         /// A cron schedule: 5 fields (minute hour day month weekday) or 6 (seconds first)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bucket")]
         cron: Option<String>,
+        /// A storage trigger: fire when objects of this bucket change
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Storage events that fire it: object:created, object:deleted [default: both]
+        #[arg(long = "event", requires = "bucket", value_name = "EVENT")]
+        events: Vec<String>,
+        /// Only objects whose key starts with this
+        #[arg(long, requires = "bucket")]
+        prefix: Option<String>,
+        /// Only objects whose key ends with this
+        #[arg(long, requires = "bucket")]
+        suffix: Option<String>,
         /// Time zone of the schedule (IANA name) [default: UTC]
         #[arg(long, requires = "cron")]
         timezone: Option<String>,
@@ -78,6 +91,10 @@ impl TriggerCommand {
             TriggerAction::Create {
                 name,
                 cron,
+                bucket,
+                events,
+                prefix,
+                suffix,
                 timezone,
                 catch_up,
                 payload,
@@ -88,7 +105,24 @@ impl TriggerCommand {
                     .map_err(|e| {
                         ignis_client::ClientError::Config(format!("--payload is not JSON: {e}"))
                     })?;
-                let mut body = json!({ "kind": if cron.is_some() { "cron" } else { "plain" } });
+                let kind = match (&cron, &bucket) {
+                    (Some(_), _) => "cron",
+                    (None, Some(_)) => "storage",
+                    (None, None) => "plain",
+                };
+                let mut body = json!({ "kind": kind });
+                if let Some(b) = bucket {
+                    body["bucket"] = Value::from(b);
+                }
+                if !events.is_empty() {
+                    body["events"] = Value::from(events);
+                }
+                if let Some(p) = prefix {
+                    body["prefix"] = Value::from(p);
+                }
+                if let Some(s) = suffix {
+                    body["suffix"] = Value::from(s);
+                }
                 if let Some(s) = cron {
                     body["schedule"] = Value::from(s);
                 }

@@ -42,6 +42,8 @@ fn allowed(access: Access, who: Who) -> bool {
         Access::Read => matches!(who, Admin | OwnerA | ReadA),
         Access::Invoke => matches!(who, Admin | OwnerA | InvokeA),
         Access::Write => matches!(who, Admin | OwnerA),
+        Access::DataRead => matches!(who, Admin | OwnerA | ReadA),
+        Access::DataWrite => matches!(who, Admin | OwnerA),
         Access::Handler => unreachable!("handler routes are expanded first"),
     }
 }
@@ -142,6 +144,8 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
                 other => panic!("teach the authorization test the {{name}} of {other:?}"),
             },
             "{version}" => "1".to_string(),
+            "{bucket}" => "no-such-bucket".to_string(),
+            "{*key}" => "some/key".to_string(),
             "{id}" => match prev {
                 "activations" => w.activation.clone(),
                 "dlq" => "0".repeat(32),
