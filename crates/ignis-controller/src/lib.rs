@@ -31,6 +31,7 @@ use ignis_store::{
 };
 
 pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
+pub use ignis_store::WrittenObject;
 pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};

@@ -340,20 +340,89 @@ pub(crate) fn http_date(ms: u64) -> String {
         .to_string()
 }
 
-/// A response streaming an open object file.
-pub(crate) fn stream_file(file: std::fs::File, headers: HeaderMap, head: bool) -> Response {
+/// The byte range (first, last, inclusive) a `Range: bytes=…` header asks of `size` bytes:
+/// `Ok(None)` without one (or with several ranges, answered whole, as HTTP allows), `Err` for
+/// a range outside the object (416).
+pub(crate) fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(first), Ok(last)) if first <= last => (first, last.min(size.saturating_sub(1))),
+        (Ok(first), Err(_)) if b.is_empty() => (first, size.saturating_sub(1)),
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => {
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        _ => return Err(()),
+    };
+    if size == 0 || range.0 >= size {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+/// A response streaming an open object file, or the part of it `range` asks (206).
+pub(crate) fn stream_file(
+    mut file: std::fs::File,
+    mut headers: HeaderMap,
+    head: bool,
+    range: Option<(u64, u64)>,
+    size: u64,
+) -> Response {
+    use std::io::Seek;
+    use tokio::io::AsyncReadExt;
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let mut status = StatusCode::OK;
+    let len = match range {
+        Some((first, last)) => {
+            status = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+            if file.seek(std::io::SeekFrom::Start(first)).is_err() {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            last - first + 1
+        }
+        None => size,
+    };
     let body = if head {
         Body::empty()
     } else {
-        let file = tokio::fs::File::from_std(file);
+        let file = tokio::fs::File::from_std(file).take(len);
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             file,
             256 * 1024,
         ))
     };
     let mut resp = Response::new(body);
+    *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// 416 for a range outside the object.
+pub(crate) fn range_not_satisfiable(size: u64) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        format!("the object has {size} bytes"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    r
 }
 
 pub async fn get_object(
@@ -361,6 +430,7 @@ pub async fn get_object(
     Path((ns, bucket, key)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
     method: axum::http::Method,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     query(raw.as_deref(), &[])?;
     if method == axum::http::Method::HEAD {
@@ -370,7 +440,11 @@ pub async fn get_object(
         return Ok(resp);
     }
     let (meta, file) = state.controller.open_object(&ns, &bucket, &key).await?;
-    Ok(stream_file(file, object_headers(&meta, META_PREFIX), false))
+    let Ok(range) = byte_range(&headers, meta.size) else {
+        return Ok(range_not_satisfiable(meta.size));
+    };
+    let h = object_headers(&meta, META_PREFIX);
+    Ok(stream_file(file, h, false, range, meta.size))
 }
 
 pub async fn delete_object(

@@ -10,6 +10,7 @@ pub mod error;
 mod handlers;
 mod lambda_api;
 pub mod routes;
+pub mod s3;
 pub mod secrets;
 pub mod sigv4;
 mod tenancy;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// What `GET /v1/system/info` answers.
     pub info: serde_json::Value,
+    /// Multipart uploads of the S3 API in progress.
+    pub multipart: s3::MultipartUploads,
 }
 
 async fn not_found(uri: Uri) -> ApiError {

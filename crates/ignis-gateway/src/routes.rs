@@ -16,7 +16,7 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::{AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, tenancy, triggers, web};
+use crate::{AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, s3, tenancy, triggers, web};
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
 
@@ -256,6 +256,16 @@ pub static ROUTES: &[Route] = &[
     }),
     route("*", "/fn/{ns}/{name}/{*path}", Own, || {
         any(web::handle).layer(payload_limit())
+    }),
+    // The S3-compatible API: SigV4 checked by its handler, bodies streamed.
+    route("*", "/s3", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
+    }),
+    route("*", "/s3/", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
+    }),
+    route("*", "/s3/{*rest}", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
     }),
     route("*", "/2015-03-31/functions", Own, || {
         any(lambda_api::handle)

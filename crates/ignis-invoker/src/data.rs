@@ -17,6 +17,9 @@ use tokio::task::JoinSet;
 /// The port of the data listener inside an instance's network namespace.
 pub const DATA_PORT: u16 = 9400;
 
+/// Bytes a relayed connection moves per read, each way (objects stream through it).
+const RELAY_BUFFER: usize = 256 * 1024;
+
 /// Connections one instance may have open to the API at once.
 const MAX_CONNECTIONS: usize = 32;
 
@@ -125,7 +128,13 @@ async fn relay(listener: tokio::net::TcpListener, endpoint: SocketAddr) {
             };
             let _ = to.set_nodelay(true);
             let _ = from.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut from,
+                &mut to,
+                RELAY_BUFFER,
+                RELAY_BUFFER,
+            )
+            .await;
         });
     }
 }

@@ -35,18 +35,21 @@ class VersionConflict(IgnisError):
     """412: a compare-and-swap's condition did not hold."""
 
 
-def _conn():
+def _conn(own=False):
+    """The thread's keep-alive connection; with `own`, a new one (a streamed response holds
+    its connection until it is read: the next request must not share it)."""
     import http.client
     from urllib.parse import urlsplit
 
     url = _os.environ.get("IGNIS_API_URL")
     if not url:
         raise IgnisError(0, "unavailable", "no IGNIS_API_URL: this instance has no data access")
-    c = getattr(_local, "conn", None)
+    c = None if own else getattr(_local, "conn", None)
     if c is None or getattr(_local, "url", None) != url:
         u = urlsplit(url)
         c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=300, blocksize=1 << 20)
-        _local.conn, _local.url = c, url
+        if not own:
+            _local.conn, _local.url = c, url
     return c
 
 
@@ -59,14 +62,15 @@ def _request(method, path, body=None, headers=None, stream=False):
     h = {"Authorization": "Bearer " + _os.environ.get("IGNIS_TOKEN", "")}
     h.update(headers or {})
     for attempt in (0, 1):
-        c = _conn()
+        c = _conn(own=stream)
         try:
             c.request(method, path, body=body, headers=h)
             resp = c.getresponse()
             break
         except (ConnectionError, OSError) as exc:
             c.close()
-            _local.conn = None
+            if not stream:
+                _local.conn = None
             seekable = body is None or isinstance(body, (bytes, str))
             if attempt or not seekable:
                 raise IgnisError(0, "unavailable", f"cannot reach the API: {exc}") from None

@@ -410,6 +410,7 @@ impl ServeCommand {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
+            multipart: Default::default(),
         });
         state.keys.accept_instance_tokens(instance_tokens);
 
