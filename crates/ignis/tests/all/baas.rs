@@ -690,10 +690,7 @@ fn boto3_s3_client_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     // What boto3 stored is what the REST API sees, and a bearer key is refused on /s3.
-    assert_eq!(
-        s.get(&format!("{BUCKETS}")).json()["buckets"],
-        serde_json::json!([])
-    );
+    assert_eq!(s.get(BUCKETS).json()["buckets"], serde_json::json!([]));
     let r = s.request("GET", "/s3/", None, b"");
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
