@@ -575,12 +575,7 @@ impl DataStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::Store;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("ignis.db")).unwrap();
-        (dir, s)
-    }
+    use crate::sqlite::tests::store;
 
     #[test]
     fn kv_compare_and_swap_increment_and_ttl() {

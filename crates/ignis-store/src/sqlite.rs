@@ -937,11 +937,12 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ignis_core::{CodeFormat, CodeRef, FunctionSpec, Runtime, Status};
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
+    /// A store in a temporary directory.
+    pub(crate) fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("ignis.db")).unwrap();
         (dir, s)

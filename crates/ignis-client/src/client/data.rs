@@ -50,6 +50,21 @@ fn version_of(headers: &hyper::HeaderMap) -> u64 {
 }
 
 impl Client {
+    /// Sends a request; its body on success, an API error otherwise.
+    async fn send_ok(
+        &self,
+        method: Method,
+        url: String,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Result<(hyper::HeaderMap, Bytes), ClientError> {
+        let (status, headers, body) = self.send(method, url, content_type, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &headers, &body));
+        }
+        Ok((headers, body))
+    }
+
     fn kv_url(&self, key: &str, q: &str) -> String {
         let mut url = format!("{}/kv/", self.inner.ns_url);
         push_key(&mut url, key);
@@ -94,12 +109,9 @@ impl Client {
             ("if_absent", if_absent.then(|| "true".to_string())),
         ]);
         let ct = HeaderValue::from_static("application/octet-stream");
-        let (status, headers, body) = self
-            .send(Method::PUT, self.kv_url(key, &q), Some(ct), value)
+        let (headers, _) = self
+            .send_ok(Method::PUT, self.kv_url(key, &q), Some(ct), value)
             .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &headers, &body));
-        }
         Ok(version_of(&headers))
     }
 
@@ -161,17 +173,9 @@ impl Client {
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), ClientError> {
-        let (status, headers, body) = self
-            .send(
-                Method::DELETE,
-                self.object_url(bucket, None),
-                None,
-                Bytes::new(),
-            )
+        let url = self.object_url(bucket, None);
+        self.send_ok(Method::DELETE, url, None, Bytes::new())
             .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &headers, &body));
-        }
         Ok(())
     }
 
@@ -202,17 +206,8 @@ impl Client {
     ) -> Result<serde_json::Value, ClientError> {
         let ct = HeaderValue::from_str(content_type.unwrap_or("application/octet-stream"))
             .map_err(|_| ClientError::Config("invalid content type".into()))?;
-        let (status, headers, resp) = self
-            .send(
-                Method::PUT,
-                self.object_url(bucket, Some(key)),
-                Some(ct),
-                body,
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &headers, &resp));
-        }
+        let url = self.object_url(bucket, Some(key));
+        let (_, resp) = self.send_ok(Method::PUT, url, Some(ct), body).await?;
         serde_json::from_slice(&resp).map_err(|source| ClientError::Decode {
             what: "object",
             source,
@@ -221,33 +216,15 @@ impl Client {
 
     /// An object's body.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Bytes, ClientError> {
-        let (status, headers, body) = self
-            .send(
-                Method::GET,
-                self.object_url(bucket, Some(key)),
-                None,
-                Bytes::new(),
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &headers, &body));
-        }
-        Ok(body)
+        let url = self.object_url(bucket, Some(key));
+        Ok(self.send_ok(Method::GET, url, None, Bytes::new()).await?.1)
     }
 
     /// Deletes an object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), ClientError> {
-        let (status, headers, body) = self
-            .send(
-                Method::DELETE,
-                self.object_url(bucket, Some(key)),
-                None,
-                Bytes::new(),
-            )
+        let url = self.object_url(bucket, Some(key));
+        self.send_ok(Method::DELETE, url, None, Bytes::new())
             .await?;
-        if !status.is_success() {
-            return Err(api_error(status, &headers, &body));
-        }
         Ok(())
     }
 }
