@@ -1,4 +1,4 @@
-//! How a python or node instance reaches its namespace's data (docs/baas.md): the server's
+//! How an instance (python, node, exec) reaches its namespace's data (docs/baas.md): the server's
 //! HTTP API, through a listener the sandbox made at `127.0.0.1:9400` inside the instance's
 //! own network namespace (so `network: none` functions reach it too), with a token for its
 //! namespace. Both come in the environment of INIT: `IGNIS_API_URL`, `IGNIS_TOKEN`.
@@ -35,6 +35,7 @@ pub(crate) struct DataAccess {
 #[derive(Debug)]
 pub(crate) struct InstanceData {
     _token: InstanceToken,
+    endpoint: SocketAddr,
     relay: Option<tokio::task::AbortHandle>,
 }
 
@@ -42,6 +43,17 @@ impl Drop for InstanceData {
     fn drop(&mut self) {
         if let Some(r) = &self.relay {
             r.abort();
+        }
+    }
+}
+
+impl InstanceData {
+    /// Relays the connections of the instance's own listener (bound at [`DATA_PORT`] in its
+    /// network namespace) to the API.
+    pub fn serve(&mut self, listener: std::net::TcpListener) {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => self.relay = Some(tokio::spawn(relay(l, self.endpoint)).abort_handle()),
+            Err(e) => tracing::error!(error = %e, "the data listener of an instance"),
         }
     }
 }
@@ -61,13 +73,13 @@ impl DataAccess {
         let _ = self.endpoint.set(addr);
     }
 
-    /// Gives an instance of `namespace` its token and, through `listener` (the instance's
-    /// own, or `None` for one on the host's network), the API: adds both to `env`. Nothing
-    /// when the server has no endpoint (an invoker without an API).
+    /// Gives an instance of `namespace` its token and the API's URL in `env`: its own
+    /// listener's with `own_network` (then [`InstanceData::serve`] it), else the server's
+    /// address. Nothing when the server has no endpoint (an invoker without an API).
     pub fn attach(
         &self,
         namespace: &str,
-        listener: Option<std::net::TcpListener>,
+        own_network: bool,
         env: &mut BTreeMap<String, String>,
     ) -> Option<InstanceData> {
         let endpoint = *self.endpoint.get()?;
@@ -78,29 +90,17 @@ impl DataAccess {
                 return None;
             }
         };
-        let relay = match listener {
-            Some(l) => match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    env.insert(
-                        "IGNIS_API_URL".into(),
-                        format!("http://127.0.0.1:{DATA_PORT}"),
-                    );
-                    Some(tokio::spawn(relay(l, endpoint)).abort_handle())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the data listener of an instance");
-                    None
-                }
-            },
-            None => {
-                env.insert("IGNIS_API_URL".into(), format!("http://{endpoint}"));
-                None
-            }
+        let url = if own_network {
+            format!("http://127.0.0.1:{DATA_PORT}")
+        } else {
+            format!("http://{endpoint}")
         };
+        env.insert("IGNIS_API_URL".into(), url);
         env.insert("IGNIS_TOKEN".into(), token.token.clone());
         Some(InstanceData {
             _token: token,
-            relay,
+            endpoint,
+            relay: None,
         })
     }
 }

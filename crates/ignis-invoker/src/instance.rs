@@ -534,7 +534,12 @@ impl ProcessInstance {
             env: {
                 let mut env = function_env(f);
                 let listener = self.proc.listener.take();
-                self.data = inner.data.attach(&f.namespace, listener, &mut env);
+                self.data = inner
+                    .data
+                    .attach(&f.namespace, listener.is_some(), &mut env);
+                if let (Some(data), Some(l)) = (self.data.as_mut(), listener) {
+                    data.serve(l);
+                }
                 env
             },
             concurrency: f.spec.instance_concurrency,
@@ -765,16 +770,18 @@ pub(crate) async fn run_exec(
         .cgroups
         .is_none()
         .then_some(f.spec.memory_mb as u64 * 1024 * 1024);
+    let own_network = inner.sandbox.own_network(f.spec.network == Network::Host);
+    let mut env = function_env(f);
+    // Data access for this process only: its token dies with the invocation.
+    let mut data = inner.data.attach(&f.namespace, own_network, &mut env);
     let mut spec = ProcessSpec {
         program: inner.sandbox.code_path(code_dir).join(handler),
         data_limit_bytes: data_limit,
+        loopback_listener: (data.is_some() && own_network).then_some(crate::data::DATA_PORT),
         ..process_spec(inner, Placement::of(f), code_dir, false)
     };
-    spec.env.extend(
-        function_env(f)
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into())),
-    );
+    spec.env
+        .extend(env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let mut proc = match inner.sandbox.spawn(&spec).await {
         Ok(p) => p,
         Err(e) => {
@@ -786,6 +793,9 @@ pub(crate) async fn run_exec(
             );
         }
     };
+    if let (Some(d), Some(l)) = (data.as_mut(), proc.listener.take()) {
+        d.serve(l);
+    }
     if let Some(mut stdin) = proc.stdin.take() {
         tokio::spawn(async move {
             // A process that does not read its stdin is fine: the write just fails.

@@ -699,3 +699,27 @@ fn boto3_s3_client_round_trip() {
         r.text()
     );
 }
+
+/// Other languages use HTTP: an exec function (bash, with no network) increments a counter
+/// through `$IGNIS_API_URL` with `$IGNIS_TOKEN`.
+#[test]
+fn an_exec_function_reaches_its_data_over_http() {
+    let s = Server::start();
+    let script = r#"#!/bin/bash
+hostport=${IGNIS_API_URL#http://}
+exec 3<>/dev/tcp/${hostport%:*}/${hostport##*:}
+printf 'POST /v1/namespaces/%s/kv/exec-hits HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"increment":1}' "$IGNIS_NAMESPACE" "$IGNIS_TOKEN" >&3
+body=$(cat <&3 | tail -n 1)
+echo "$IGNIS_API_URL $body"
+"#;
+    let r = s.deploy_file("hits", "runtime=exec&handler=run.sh", "run.sh", script);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for want in [1, 2] {
+        let r = s.invoke("hits", "{}");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let out = r.text();
+        assert!(out.starts_with("http://127.0.0.1:9400 "), "{out}");
+        assert!(out.contains(&format!(r#""value":{want}"#)), "{out}");
+    }
+    assert_eq!(s.get(&format!("{KV}/exec-hits")).text(), "2");
+}
