@@ -36,9 +36,22 @@ pub struct WrittenObject {
 }
 
 impl ObjectFiles {
-    /// Opens (creating) the directory.
+    /// Opens (creating) the directory, and removes the temporary files of uploads a crash
+    /// cut short. Call before serving: an upload in progress has one.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        for ns in std::fs::read_dir(dir)?.flatten() {
+            let Ok(files) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
         Ok(ObjectFiles {
             dir: dir.to_path_buf(),
         })
@@ -150,6 +163,13 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(left.len(), 1, "the unfinished body is gone");
+        // A crash mid-upload leaves a temporary file: gone at the next open.
+        let w = files.writer("team").unwrap();
+        std::mem::forget(w);
+        let count = || std::fs::read_dir(dir.path().join("team")).unwrap().count();
+        assert_eq!(count(), 2);
+        let files = ObjectFiles::open(dir.path()).unwrap();
+        assert_eq!(count(), 1);
         files.remove("team", &done.file);
         assert!(!path.exists());
         files.remove_namespace("team").unwrap();

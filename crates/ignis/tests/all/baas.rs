@@ -723,3 +723,55 @@ echo "$IGNIS_API_URL $body"
     }
     assert_eq!(s.get(&format!("{KV}/exec-hits")).text(), "2");
 }
+
+/// Entries and objects acknowledged before a `kill -9` are there after the restart, bodies
+/// whole; an upload cut off mid-body leaves nothing.
+#[test]
+fn data_survives_kill_9() {
+    let mut s = Server::start();
+    let tmp = s.take_dir().unwrap();
+    assert_eq!(put(&s, &format!("{KV}/k?ttl=3600"), b"v1").status, 200);
+    let r = s.request(
+        "POST",
+        &format!("{KV}/n"),
+        Some("application/json"),
+        br#"{"increment": 41}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(put(&s, &format!("{BUCKETS}/keep"), b"").status, 201);
+    let body = vec![7u8; 3 << 20];
+    assert_eq!(
+        put(&s, &format!("{BUCKETS}/keep/objects/o"), &body).status,
+        200
+    );
+    // An upload the server never finishes receiving.
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "PUT {BUCKETS}/keep/objects/partial HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 1000000\r\n\r\n",
+        s.key
+    )
+    .unwrap();
+    conn.write_all(&[1u8; 4096]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.kill();
+    drop(conn);
+    let s = Server::launch(tmp.path(), &[]);
+    assert_eq!(s.get(&format!("{KV}/k")).text(), "v1");
+    let r = s.request(
+        "POST",
+        &format!("{KV}/n"),
+        Some("application/json"),
+        br#"{"increment": 1}"#,
+    );
+    assert_eq!(r.json()["value"], 42);
+    let r = s.get(&format!("{BUCKETS}/keep/objects/o"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the body is whole");
+    assert_eq!(
+        s.get(&format!("{BUCKETS}/keep/objects/partial")).status,
+        404
+    );
+    let listed = s.get(&format!("{BUCKETS}/keep/objects")).json();
+    assert_eq!(names_in(&listed["objects"], "key"), ["o"]);
+}
