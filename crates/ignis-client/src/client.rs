@@ -823,5 +823,6 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientErro
     }
 }
 
+mod data;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod compose;
+mod data;
 mod nats;
 mod queue;
 mod quotas;
@@ -28,10 +29,12 @@ use ignis_core::{
 pub use ignis_invoker::LambdaContext;
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{
-    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, Store,
-    StoreError,
+    ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, ObjectFiles,
+    Store, StoreError,
 };
 
+pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
+pub use ignis_store::WrittenObject;
 pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
@@ -64,7 +67,14 @@ pub enum ControllerError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
-    /// An upload is larger than its limit.
+    /// A function's code is larger than its namespace's quota.
+    #[error("{0}")]
+    CodeTooLarge(String),
+    /// A condition of the request does not hold (a compare-and-swap's version, an increment of
+    /// a value that is not an integer).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The request's body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
     /// Shutting down.
@@ -166,6 +176,7 @@ pub struct Controller {
 struct Inner {
     store: Arc<dyn Store>,
     blobs: BlobStore,
+    objects: ObjectFiles,
     invoker: Invoker,
     registry: registry::Registry,
     recorder: Recorder,
@@ -178,8 +189,13 @@ struct Inner {
 }
 
 impl Controller {
-    /// A controller over a store, a blob directory and an invoker.
-    pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
+    /// A controller over a store, a blob directory, the object bodies and an invoker.
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        objects: ObjectFiles,
+        invoker: Invoker,
+    ) -> std::io::Result<Self> {
         let recorder = Recorder::start(store.clone())?;
         let quotas = Arc::new(quotas::Quotas::default());
         for ns in store.namespaces().map_err(std::io::Error::other)? {
@@ -193,6 +209,7 @@ impl Controller {
                 registry: registry::Registry::default(),
                 store,
                 blobs,
+                objects,
                 invoker,
                 recorder,
                 in_flight: InFlight::default(),
@@ -265,7 +282,7 @@ impl Controller {
     }
 
     /// Starts the task that deletes, every `every`, the activations that namespaces' retention
-    /// quotas (days, count) no longer keep.
+    /// quotas (days, count) no longer keep, and the expired key-value entries.
     pub fn start_pruner(&self, every: std::time::Duration) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -273,6 +290,12 @@ impl Controller {
                 tokio::time::sleep(every).await;
                 if let Err(e) = this.prune_activations().await {
                     tracing::error!(error = %e, "activation pruning");
+                }
+                let purged = this
+                    .blocking(|i| Ok(i.store.kv_purge_expired(now_ms())?))
+                    .await;
+                if let Err(e) = purged {
+                    tracing::error!(error = %e, "purging expired key-value entries");
                 }
             }
         });
@@ -361,6 +384,14 @@ impl Controller {
         self.inner.quotas.forget(namespace);
         // Its nats triggers went with it: their subscriptions stop.
         self.inner.nats.changed();
+        self.inner.invoker.tokens().revoke_namespace(namespace);
+        let ns = namespace.to_string();
+        self.blocking(move |i| {
+            i.objects
+                .remove_namespace(&ns)
+                .map_err(|e| ControllerError::Internal(format!("deleting object bodies: {e}")))
+        })
+        .await?;
         for name in &functions {
             self.inner.invoker.evict_function(namespace, name);
         }

@@ -50,7 +50,7 @@ impl From<CodeError> for ControllerError {
             CodeError::Handler(s) => ControllerError::InvalidSpec(s),
             CodeError::Io(e) => ControllerError::Internal(e.to_string()),
             CodeError::TooLarge(m) => {
-                ControllerError::TooLarge(format!("the code is too large: {m}"))
+                ControllerError::CodeTooLarge(format!("the code is too large: {m}"))
             }
             other => ControllerError::InvalidSpec(SpecError::new("code", other.to_string())),
         }
@@ -121,7 +121,7 @@ pub(crate) fn deploy(
     };
     const MIB: u64 = 1024 * 1024;
     if limits.code_mb > 0 && bytes.len() as u64 > u64::from(limits.code_mb) * MIB {
-        return Err(ControllerError::TooLarge(format!(
+        return Err(ControllerError::CodeTooLarge(format!(
             "the code is too large: {} bytes, more than the namespace's quota of {} MiB",
             bytes.len(),
             limits.code_mb

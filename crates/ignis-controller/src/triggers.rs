@@ -122,13 +122,16 @@ fn only_for(set: bool, field: &'static str, kind: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a trigger's spec; a spec with a `topic` or `nats` and no kind gets that kind.
+/// Checks a trigger's spec; a spec with a `topic`, `nats` or `bucket` and no kind gets that
+/// kind.
 fn check_trigger_spec(spec: &mut TriggerSpec) -> Result<()> {
     if spec.kind == TriggerKind::Plain {
         if spec.topic.is_some() {
             spec.kind = TriggerKind::Topic;
         } else if spec.nats.is_some() {
             spec.kind = TriggerKind::Nats;
+        } else if spec.bucket.is_some() {
+            spec.kind = TriggerKind::Storage;
         }
     }
     let kind = spec.kind;
@@ -143,6 +146,12 @@ fn check_trigger_spec(spec: &mut TriggerSpec) -> Result<()> {
     }
     if kind != TriggerKind::Nats {
         only_for(spec.nats.is_some(), "nats", "nats")?;
+    }
+    if kind != TriggerKind::Storage {
+        only_for(spec.bucket.is_some(), "bucket", "storage")?;
+        only_for(!spec.events.is_empty(), "events", "storage")?;
+        only_for(spec.prefix.is_some(), "prefix", "storage")?;
+        only_for(spec.suffix.is_some(), "suffix", "storage")?;
     }
     match kind {
         TriggerKind::Plain => {}
@@ -163,6 +172,13 @@ fn check_trigger_spec(spec: &mut TriggerSpec) -> Result<()> {
         }
         TriggerKind::Topic => crate::topics::check_topic_trigger(spec)?,
         TriggerKind::Nats => crate::nats::check_nats_source(spec.nats.as_ref())?,
+        TriggerKind::Storage => {
+            let Some(bucket) = &spec.bucket else {
+                return Err(SpecError::new("bucket", "required for a storage trigger").into());
+            };
+            ignis_core::data::validate_bucket_name(bucket)
+                .map_err(|e| SpecError::new("bucket", e.to_string()))?;
+        }
     }
     Ok(())
 }

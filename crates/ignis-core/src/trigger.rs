@@ -19,6 +19,30 @@ pub enum TriggerKind {
     Topic,
     /// Fired by the messages of a subject of an external NATS server.
     Nats,
+    /// Fired when an object of the namespace's storage is created or deleted (and through the
+    /// API).
+    Storage,
+}
+
+/// A change to object storage that fires `storage` triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StorageEvent {
+    /// An object was written (created or replaced).
+    #[serde(rename = "object:created")]
+    ObjectCreated,
+    /// An object was deleted.
+    #[serde(rename = "object:deleted")]
+    ObjectDeleted,
+}
+
+impl StorageEvent {
+    /// The name used in trigger specs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageEvent::ObjectCreated => "object:created",
+            StorageEvent::ObjectDeleted => "object:deleted",
+        }
+    }
 }
 
 /// Most messages in one batch of a topic trigger.
@@ -73,6 +97,29 @@ pub struct TriggerSpec {
     /// For nats: the server and subject subscribed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsSource>,
+    /// For storage: the bucket watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// For storage: which changes fire it (default: both).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StorageEvent>,
+    /// For storage: only keys starting with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// For storage: only keys ending with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+}
+
+impl TriggerSpec {
+    /// Whether a storage trigger fires for `event` on `key` in `bucket`.
+    pub fn matches_storage(&self, bucket: &str, key: &str, event: StorageEvent) -> bool {
+        self.kind == TriggerKind::Storage
+            && self.bucket.as_deref() == Some(bucket)
+            && (self.events.is_empty() || self.events.contains(&event))
+            && self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
+            && self.suffix.as_deref().is_none_or(|s| key.ends_with(s))
+    }
 }
 
 /// A stored trigger.

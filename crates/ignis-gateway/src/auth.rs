@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
+use ignis_core::data::{INSTANCE_TOKEN_PREFIX, InstanceTokens};
 use ignis_store::{ApiKeyRecord, Role};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -48,6 +49,12 @@ pub enum Access {
     Invoke,
     /// Changing the route's namespace (functions, triggers, rules, keys): admin, owner.
     Write,
+    /// Reading the namespace's data (key-value entries, objects): admin, owner, read, and the
+    /// token of an instance of the namespace.
+    DataRead,
+    /// Changing the namespace's data: admin, owner, and the token of an instance of the
+    /// namespace.
+    DataWrite,
     /// The handler authenticates itself: web functions (a key with [`Access::Invoke`] unless the
     /// function is public) and the Lambda API (AWS Signature Version 4).
     Handler,
@@ -62,6 +69,8 @@ pub struct Principal {
     pub role: Role,
     /// Its namespace; `None` for an admin key.
     pub namespace: Option<String>,
+    /// The token of an instance (docs/baas.md): its namespace's data, nothing else.
+    pub instance: bool,
 }
 
 impl Principal {
@@ -70,6 +79,16 @@ impl Principal {
             key_id: k.id.clone(),
             role: k.role,
             namespace: k.namespace.clone(),
+            instance: false,
+        }
+    }
+
+    fn instance(namespace: &str) -> Principal {
+        Principal {
+            key_id: "instance".into(),
+            role: Role::Owner,
+            namespace: Some(namespace.to_string()),
+            instance: true,
         }
     }
 
@@ -86,8 +105,18 @@ impl Principal {
                 "this key may not act in namespace {ns:?}"
             )));
         }
+        if self.instance {
+            return match access {
+                Access::DataRead | Access::DataWrite | Access::Public => Ok(()),
+                _ => Err(forbidden(
+                    "an instance token may only reach its namespace's data".into(),
+                )),
+            };
+        }
         let ok = match access {
             Access::Public | Access::AnyKey | Access::Handler => true,
+            Access::DataRead => matches!(self.role, Role::Owner | Role::Read),
+            Access::DataWrite => self.role == Role::Owner,
             Access::Admin => false,
             Access::Read => matches!(self.role, Role::Owner | Role::Read),
             Access::Invoke => matches!(self.role, Role::Owner | Role::Invoke),
@@ -183,6 +212,7 @@ pub struct KeyRing {
     verified: RwLock<HashMap<[u8; 32], Arc<Principal>>>,
     verifying: tokio::sync::Semaphore,
     master: Arc<MasterKey>,
+    instance_tokens: std::sync::OnceLock<Arc<InstanceTokens>>,
 }
 
 impl KeyRing {
@@ -193,11 +223,33 @@ impl KeyRing {
             verified: RwLock::default(),
             verifying: tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
             master,
+            instance_tokens: std::sync::OnceLock::new(),
         };
         for k in keys {
             ring.insert(k);
         }
         ring
+    }
+
+    /// Accepts, from now on, the tokens of running instances (`ibt_…`), each for its
+    /// namespace's data only.
+    pub fn accept_instance_tokens(&self, tokens: Arc<InstanceTokens>) {
+        let _ = self.instance_tokens.set(tokens);
+    }
+
+    /// The principal of an instance token, if `token` is a live one.
+    fn instance_principal(&self, token: &str) -> Option<Result<Arc<Principal>, ApiError>> {
+        if !token.starts_with(INSTANCE_TOKEN_PREFIX) {
+            return None;
+        }
+        let ns = self
+            .instance_tokens
+            .get()
+            .and_then(|t| t.namespace_of(token));
+        Some(match ns {
+            Some(ns) => Ok(Arc::new(Principal::instance(&ns))),
+            None => Err(unauthorized("invalid or expired instance token")),
+        })
     }
 
     /// The master key.
@@ -268,6 +320,9 @@ impl KeyRing {
     /// argon2id hash (tens of milliseconds): async code calls [`KeyRing::authenticate_async`].
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
         let token = presented_token(headers)?;
+        if let Some(p) = self.instance_principal(&token) {
+            return p;
+        }
         match self.cached(&token) {
             Some(p) => Ok(p),
             None => self.verify(&token),
@@ -282,6 +337,9 @@ impl KeyRing {
         headers: &HeaderMap,
     ) -> Result<Arc<Principal>, ApiError> {
         let token = presented_token(headers)?;
+        if let Some(p) = self.instance_principal(&token) {
+            return p;
+        }
         if let Some(p) = self.cached(&token) {
             return Ok(p);
         }
@@ -431,24 +489,29 @@ mod tests {
             key_id: "ik_x".into(),
             role,
             namespace: ns.map(str::to_string),
+            instance: false,
         };
         use Access::*;
         let admin = p(Role::Admin, None);
-        for a in [Public, AnyKey, Admin, Read, Invoke, Write, Handler] {
+        for a in [
+            Public, AnyKey, Admin, Read, Invoke, Write, Handler, DataRead, DataWrite,
+        ] {
             admin.allows(a, Some("any")).unwrap();
         }
         let cases = [
-            (Role::Owner, [true, true, true, false]),
-            (Role::Invoke, [false, true, false, false]),
-            (Role::Read, [true, false, false, false]),
+            (Role::Owner, [true, true, true, false, true, true]),
+            (Role::Invoke, [false, true, false, false, false, false]),
+            (Role::Read, [true, false, false, false, true, false]),
         ];
-        for (role, [read, invoke, write, admin_ok]) in cases {
+        for (role, [read, invoke, write, admin_ok, data_read, data_write]) in cases {
             let key = p(role, Some("team"));
             for (access, ok) in [
                 (Read, read),
                 (Invoke, invoke),
                 (Write, write),
                 (Admin, admin_ok),
+                (DataRead, data_read),
+                (DataWrite, data_write),
             ] {
                 assert_eq!(
                     key.allows(access, Some("team")).is_ok(),
@@ -460,6 +523,41 @@ mod tests {
             }
             key.allows(AnyKey, None).unwrap();
         }
+    }
+
+    #[test]
+    fn instance_tokens_reach_their_namespace_s_data_only() {
+        let ring = KeyRing::new(vec![], master());
+        let tokens = Arc::new(InstanceTokens::default());
+        let t = tokens.issue("team").unwrap();
+        let h = headers(&format!("Bearer {}", t.token));
+        assert_eq!(
+            ring.authenticate(&h).unwrap_err().status,
+            401,
+            "not yet accepted"
+        );
+        ring.accept_instance_tokens(tokens.clone());
+        let p = ring.authenticate(&h).unwrap();
+        assert!(p.instance);
+        p.allows(Access::DataRead, Some("team")).unwrap();
+        p.allows(Access::DataWrite, Some("team")).unwrap();
+        for (access, ns) in [
+            (Access::DataRead, "other"),
+            (Access::DataWrite, "other"),
+            (Access::Read, "team"),
+            (Access::Invoke, "team"),
+            (Access::Write, "team"),
+            (Access::AnyKey, "team"),
+            (Access::Handler, "team"),
+        ] {
+            assert_eq!(
+                p.allows(access, Some(ns)).unwrap_err().status,
+                403,
+                "{access:?} in {ns}"
+            );
+        }
+        drop(t);
+        assert_eq!(ring.authenticate(&h).unwrap_err().status, 401, "revoked");
     }
 
     #[test]

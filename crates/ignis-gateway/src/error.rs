@@ -92,9 +92,15 @@ impl From<ControllerError> for ApiError {
                 e.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
                 e
             }
-            ControllerError::TooLarge(m) => {
+            ControllerError::CodeTooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
                     .with("field", "code")
+            }
+            ControllerError::PreconditionFailed(m) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m)
+            }
+            ControllerError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
             }
             ControllerError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

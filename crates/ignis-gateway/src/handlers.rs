@@ -52,7 +52,7 @@ pub(crate) fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>>
 }
 
 /// A number in a query parameter that is not part of a function spec.
-fn query_num<T: std::str::FromStr>(name: &str, v: &str) -> ApiResult<T> {
+pub(crate) fn query_num<T: std::str::FromStr>(name: &str, v: &str) -> ApiResult<T> {
     v.parse()
         .map_err(|_| ApiError::bad_request(format!("invalid {name}: {v:?} is not a number")))
 }

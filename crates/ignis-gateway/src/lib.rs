@@ -5,10 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod data;
 pub mod error;
 mod handlers;
 mod lambda_api;
 pub mod routes;
+pub mod s3;
 pub mod secrets;
 pub mod serve;
 pub mod sigv4;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// What `GET /v1/system/info` answers.
     pub info: serde_json::Value,
+    /// Multipart uploads of the S3 API in progress.
+    pub multipart: s3::MultipartUploads,
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -16,7 +16,9 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::{AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, tenancy, topics, triggers, web};
+use crate::{
+    AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, s3, tenancy, topics, triggers, web,
+};
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
 
@@ -49,7 +51,7 @@ fn payload_limit() -> DefaultBodyLimit {
     DefaultBodyLimit::max(ignis_core::MAX_PAYLOAD_BYTES)
 }
 
-use Access::{Admin, AnyKey, Handler as Own, Invoke, Public, Read, Write};
+use Access::{Admin, AnyKey, DataRead, DataWrite, Handler as Own, Invoke, Public, Read, Write};
 
 /// Every route of the HTTP API (documented in docs/api.md).
 pub static ROUTES: &[Route] = &[
@@ -202,9 +204,67 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/namespaces/{ns}/topics", Read, || {
         get(topics::list_topics)
     }),
-    route("POST", "/v1/namespaces/{ns}/topics/{topic}", Write, || {
-        post(topics::publish).layer(payload_limit())
+    route(
+        "POST",
+        "/v1/namespaces/{ns}/topics/{topic}",
+        DataWrite,
+        || post(topics::publish).layer(payload_limit()),
+    ),
+    route("GET", "/v1/namespaces/{ns}/kv", DataRead, || {
+        get(data::kv_list)
     }),
+    route("GET", "/v1/namespaces/{ns}/kv/{*key}", DataRead, || {
+        get(data::kv_get)
+    }),
+    route("PUT", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        put(data::kv_put).layer(DefaultBodyLimit::max(ignis_core::data::MAX_KV_VALUE_BYTES))
+    }),
+    route("POST", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        post(data::kv_increment)
+    }),
+    route("DELETE", "/v1/namespaces/{ns}/kv/{*key}", DataWrite, || {
+        delete(data::kv_delete)
+    }),
+    route("GET", "/v1/namespaces/{ns}/buckets", DataRead, || {
+        get(data::list_buckets)
+    }),
+    route(
+        "PUT",
+        "/v1/namespaces/{ns}/buckets/{bucket}",
+        DataWrite,
+        || put(data::create_bucket),
+    ),
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/buckets/{bucket}",
+        DataWrite,
+        || delete(data::delete_bucket),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects",
+        DataRead,
+        || get(data::list_objects),
+    ),
+    route(
+        "GET",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataRead,
+        || get(data::get_object),
+    ),
+    route(
+        "PUT",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataWrite,
+        // Streamed to disk, up to 5 GiB (counted by the controller).
+        || put(data::put_object).layer(DefaultBodyLimit::disable()),
+    ),
+    route(
+        "DELETE",
+        "/v1/namespaces/{ns}/buckets/{bucket}/objects/{*key}",
+        DataWrite,
+        || delete(data::delete_object),
+    ),
     route("*", "/fn/{ns}/{name}", Own, || {
         any(web::handle).layer(payload_limit())
     }),
@@ -213,6 +273,16 @@ pub static ROUTES: &[Route] = &[
     }),
     route("*", "/fn/{ns}/{name}/{*path}", Own, || {
         any(web::handle).layer(payload_limit())
+    }),
+    // The S3-compatible API: SigV4 checked by its handler, bodies streamed.
+    route("*", "/s3", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
+    }),
+    route("*", "/s3/", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
+    }),
+    route("*", "/s3/{*rest}", Own, || {
+        any(s3::handle).layer(DefaultBodyLimit::disable())
     }),
     route("*", "/2015-03-31/functions", Own, || {
         any(lambda_api::handle)

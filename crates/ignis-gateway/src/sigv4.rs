@@ -205,17 +205,28 @@ fn canonical_query(query: &str) -> String {
 
 /// The canonical request of `req` over `signed_headers`.
 pub fn canonical_request(req: &Request<'_>, signed_headers: &[&str], payload_hash: &str) -> String {
+    canonical_request_of(req, signed_headers, payload_hash, false)
+}
+
+/// [`canonical_request`] for `s3`, which signs the path as sent (not encoded once more).
+fn canonical_request_of(
+    req: &Request<'_>,
+    signed_headers: &[&str],
+    payload_hash: &str,
+    s3: bool,
+) -> String {
     let mut path = String::new();
-    // Services other than S3 sign the path as sent, encoded once more.
-    uri_encode(
-        if req.path.is_empty() {
-            b"/"
-        } else {
-            req.path.as_bytes()
-        },
-        true,
-        &mut path,
-    );
+    let sent: &[u8] = if req.path.is_empty() {
+        b"/"
+    } else {
+        req.path.as_bytes()
+    };
+    if s3 {
+        path.push_str(&String::from_utf8_lossy(sent));
+    } else {
+        // Services other than S3 sign the path as sent, encoded once more.
+        uri_encode(sent, true, &mut path);
+    }
     let mut headers = String::new();
     for name in signed_headers {
         let values: Vec<String> = req
@@ -337,6 +348,39 @@ pub fn verify<'a>(
     service: &str,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<&'a str, SigV4Error> {
+    verify_of(req, now, region, service, false, secret_of).map(|(key, _)| key)
+}
+
+/// What an S3 request says of its body's SHA-256 (`x-amz-content-sha256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadHash {
+    /// `UNSIGNED-PAYLOAD`: the body is not covered.
+    Unsigned,
+    /// The hex SHA-256 the body must have: checked by the caller as it reads the body.
+    Sha256(String),
+}
+
+/// [`verify`] for S3 (service `s3`): the path is signed as sent, and the payload hash is the
+/// one `x-amz-content-sha256` claims — the body is not read here (it may be gigabytes); the
+/// caller checks a [`PayloadHash::Sha256`] while streaming it. Chunked signing
+/// (`STREAMING-…`) is refused as malformed.
+pub fn verify_s3<'a>(
+    req: &Request<'a>,
+    now: u64,
+    region: &str,
+    secret_of: impl FnOnce(&str) -> Option<String>,
+) -> Result<(&'a str, PayloadHash), SigV4Error> {
+    verify_of(req, now, region, "s3", true, secret_of)
+}
+
+fn verify_of<'a>(
+    req: &Request<'a>,
+    now: u64,
+    region: &str,
+    service: &str,
+    s3: bool,
+    secret_of: impl FnOnce(&str) -> Option<String>,
+) -> Result<(&'a str, PayloadHash), SigV4Error> {
     let value = req
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -378,13 +422,34 @@ pub fn verify<'a>(
         return Err(SigV4Error::Skewed(amz_date.to_string(), now.to_string()));
     }
     let secret = secret_of(auth.access_key).ok_or(SigV4Error::UnknownKey)?;
-    let payload_hash = hex::encode(Sha256::digest(req.body));
-    if let Some(claimed) = req.headers.get("x-amz-content-sha256")
-        && claimed.as_bytes() != payload_hash.as_bytes()
-    {
-        return Err(SigV4Error::Mismatch);
-    }
-    let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
+    let (payload_hash, payload) = if s3 {
+        let claimed = req
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| malformed("the x-amz-content-sha256 header is required"))?;
+        let payload = match claimed {
+            "UNSIGNED-PAYLOAD" => PayloadHash::Unsigned,
+            h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                PayloadHash::Sha256(h.to_ascii_lowercase())
+            }
+            other => {
+                return Err(malformed(format!(
+                    "x-amz-content-sha256 {other:?} is not supported: send the body's SHA-256 or UNSIGNED-PAYLOAD"
+                )));
+            }
+        };
+        (claimed.to_string(), payload)
+    } else {
+        let payload_hash = hex::encode(Sha256::digest(req.body));
+        if let Some(claimed) = req.headers.get("x-amz-content-sha256")
+            && claimed.as_bytes() != payload_hash.as_bytes()
+        {
+            return Err(SigV4Error::Mismatch);
+        }
+        (payload_hash, PayloadHash::Unsigned)
+    };
+    let canonical = canonical_request_of(req, &auth.signed_headers, &payload_hash, s3);
     let scope = format!("{}/{region}/{service}/aws4_request", auth.date);
     let expected = signature(
         &secret,
@@ -399,7 +464,7 @@ pub fn verify<'a>(
     ) {
         return Err(SigV4Error::Mismatch);
     }
-    Ok(auth.access_key)
+    Ok((auth.access_key, payload))
 }
 
 /// Signs a request as an AWS SDK would (adds nothing: `headers` must hold `host` and

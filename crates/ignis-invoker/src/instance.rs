@@ -122,6 +122,8 @@ pub(crate) struct ProcessInstance {
     next_id: u64,
     /// For a specialised stem cell: the directory its /code shows, removed with it.
     pub(crate) slot: Option<crate::stem::CodeSlot>,
+    /// Its data access (token, relay), from INIT on.
+    pub(crate) data: Option<crate::data::InstanceData>,
 }
 
 /// What came out of the channel while pumping.
@@ -280,7 +282,9 @@ pub(crate) fn process_spec(
         channel: protocol,
         stdin: !protocol,
         background: false,
-        loopback_listener: None,
+        // python/node instances reach their namespace's data through it (see `data.rs`).
+        loopback_listener: (protocol && inner.sandbox.own_network(place.network == Network::Host))
+            .then_some(crate::data::DATA_PORT),
     }
 }
 
@@ -352,7 +356,7 @@ impl ProcessInstance {
     ) -> Result<ProcessInstance, RunEnd> {
         let mut inst = Self::spawn(inner, f.spec.runtime, Placement::of(f), code_dir, true).await?;
         let code = inner.sandbox.code_path(code_dir);
-        inst.init(f, &code, logs, deadline).await?;
+        inst.init(inner, f, &code, logs, deadline).await?;
         Ok(inst)
     }
 
@@ -375,7 +379,7 @@ impl ProcessInstance {
             }
         };
         let code = inner.sandbox.code_path(code_dir);
-        inst.init(f, &code, logs, deadline).await?;
+        inst.init(inner, f, &code, logs, deadline).await?;
         Ok(inst)
     }
 
@@ -491,6 +495,7 @@ impl ProcessInstance {
             rbuf: BytesMut::with_capacity(64 * 1024),
             next_id: 1,
             slot: None,
+            data: None,
         };
         // A bootstrap that cannot even start says so on stderr; its READY is due at once.
         let deadline = TokioInstant::now() + std::time::Duration::from_secs(30);
@@ -516,6 +521,7 @@ impl ProcessInstance {
     /// sandbox) and the function's environment; waits for INIT_OK.
     pub async fn init(
         &mut self,
+        inner: &Inner,
         f: &FunctionVersion,
         code: &std::path::Path,
         logs: &mut LogCollector,
@@ -529,7 +535,17 @@ impl ProcessInstance {
             version: f.version,
             memory_mb: f.spec.memory_mb,
             timeout_ms: f.spec.timeout_ms,
-            env: function_env(f),
+            env: {
+                let mut env = function_env(f);
+                let listener = self.proc.listener.take();
+                self.data = inner
+                    .data
+                    .attach(&f.namespace, listener.is_some(), &mut env);
+                if let (Some(data), Some(l)) = (self.data.as_mut(), listener) {
+                    data.serve(l);
+                }
+                env
+            },
             concurrency: f.spec.instance_concurrency,
         };
         let payload = serde_json::to_vec(&init).unwrap_or_default();
@@ -758,16 +774,18 @@ pub(crate) async fn run_exec(
         .cgroups
         .is_none()
         .then_some(f.spec.memory_mb as u64 * 1024 * 1024);
+    let own_network = inner.sandbox.own_network(f.spec.network == Network::Host);
+    let mut env = function_env(f);
+    // Data access for this process only: its token dies with the invocation.
+    let mut data = inner.data.attach(&f.namespace, own_network, &mut env);
     let mut spec = ProcessSpec {
         program: inner.sandbox.code_path(code_dir).join(handler),
         data_limit_bytes: data_limit,
+        loopback_listener: (data.is_some() && own_network).then_some(crate::data::DATA_PORT),
         ..process_spec(inner, Placement::of(f), code_dir, false)
     };
-    spec.env.extend(
-        function_env(f)
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into())),
-    );
+    spec.env
+        .extend(env.into_iter().map(|(k, v)| (k.into(), v.into())));
     let mut proc = match inner.sandbox.spawn(&spec).await {
         Ok(p) => p,
         Err(e) => {
@@ -779,6 +797,9 @@ pub(crate) async fn run_exec(
             );
         }
     };
+    if let (Some(d), Some(l)) = (data.as_mut(), proc.listener.take()) {
+        d.serve(l);
+    }
     if let Some(mut stdin) = proc.stdin.take() {
         tokio::spawn(async move {
             // A process that does not read its stdin is fine: the write just fails.

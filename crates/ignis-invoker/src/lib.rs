@@ -19,6 +19,7 @@
 //! in-process instances (`wasm.rs`).
 #![warn(missing_docs)]
 
+mod data;
 mod instance;
 mod lambda;
 mod logs;
@@ -192,6 +193,7 @@ pub(crate) struct Inner {
     registry: Arc<registry::Registry>,
     wasm: std::sync::OnceLock<Result<ignis_wasm::WasmEngine, String>>,
     namespace_memory: std::sync::OnceLock<NamespaceMemoryQuota>,
+    pub(crate) data: data::DataAccess,
 }
 
 /// The memory quota (MiB, 0 for none) of a namespace's instances, as the controller knows it.
@@ -229,6 +231,7 @@ impl Invoker {
             registry: Arc::new(registry::Registry::new(config_budget)),
             wasm: std::sync::OnceLock::new(),
             namespace_memory: std::sync::OnceLock::new(),
+            data: data::DataAccess::default(),
         });
         let _ = inner
             .stem
@@ -256,6 +259,17 @@ impl Invoker {
     /// Tells the invoker the memory quota of each namespace (once; later calls are ignored).
     pub fn set_namespace_memory_quota(&self, quota: NamespaceMemoryQuota) {
         let _ = self.inner.namespace_memory.set(quota);
+    }
+
+    /// Where instances reach the API for their namespace's data: the server's listening
+    /// address, set once it is bound. Until then instances get no data access.
+    pub fn set_data_endpoint(&self, addr: std::net::SocketAddr) {
+        self.inner.data.set_endpoint(addr);
+    }
+
+    /// The tokens of running instances, which the gateway accepts for their namespace's data.
+    pub fn tokens(&self) -> &Arc<ignis_core::data::InstanceTokens> {
+        &self.inner.data.tokens
     }
 
     /// The sandbox instances run in.

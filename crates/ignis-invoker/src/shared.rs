@@ -132,9 +132,11 @@ async fn drive(
         channel,
         mut rbuf,
         slot,
+        data,
         ..
     } = p;
     let _slot = slot; // a stem cell's code directory lives as long as the process
+    let _data = data; // and its token and data relay too
     let (mut rd, mut wr) = channel.into_split();
     // Writes go through their own task so that a large event never stops the reading.
     let (frames, mut to_write) = mpsc::unbounded_channel::<Vec<u8>>();

@@ -188,7 +188,7 @@ pub(crate) async fn specialise(
         .map_err(|e| platform("setting the memory limit", e))?;
     let t2 = t0.elapsed();
     let code = inner.sandbox.code_path(&slot.dir);
-    inst.init(f, &code, logs, deadline).await?;
+    inst.init(inner, f, &code, logs, deadline).await?;
     tracing::debug!(fill = ?t1, limit = ?t2, init = ?t0.elapsed(), "specialised a stem cell");
     let (mut inst, slot) = cell;
     inst.hold_slot(slot);

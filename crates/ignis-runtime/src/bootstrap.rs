@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 pub const PYTHON: &str = include_str!("../bootstrap/python/ignis_bootstrap.py");
 /// Source of the python zygote, which forks warmed python instances into sandboxes.
 pub const PYTHON_ZYGOTE: &str = include_str!("../bootstrap/python/ignis_zygote.py");
+/// The `ignis` module of python functions (data access), installed beside the bootstrap.
+pub const PYTHON_CLIENT: &str = include_str!("../bootstrap/python/ignis_client.py");
+/// The `ignis` module of node functions (data access), installed beside the bootstrap.
+pub const NODE_CLIENT: &str = include_str!("../bootstrap/node/ignis_client.js");
 /// Source of the node bootstrap.
 pub const NODE: &str = include_str!("../bootstrap/node/ignis_bootstrap.js");
 /// A module the node bootstrap loads before READY, to warm node's module loader.
@@ -40,6 +44,8 @@ pub fn install(dir: &Path) -> std::io::Result<BootstrapPaths> {
     write_if_changed(&python, PYTHON)?;
     write_if_changed(&node, NODE)?;
     write_if_changed(&dir.join("ignis_warm.js"), NODE_WARM)?;
+    write_if_changed(&dir.join("ignis_client.py"), PYTHON_CLIENT)?;
+    write_if_changed(&dir.join("ignis_client.js"), NODE_CLIENT)?;
     let python_zygote = dir.join("ignis_zygote.py");
     write_if_changed(&python_zygote, PYTHON_ZYGOTE)?;
     Ok(BootstrapPaths {

@@ -34,8 +34,11 @@ pub(crate) struct NsPlan {
     /// Bring loopback up (in a new network namespace).
     pub lo_up: bool,
     /// Bind a TCP listener at 127.0.0.1:port in the new network namespace and send it to the
-    /// server over the channel, which then closes at exec instead of becoming fd 3.
+    /// server over the channel, which then closes at exec instead of becoming fd 3 — unless
+    /// `keep_channel`.
     pub listen_port: Option<u16>,
+    /// With `listen_port`: the channel still becomes fd 3 after the listener went over it.
+    pub keep_channel: bool,
 }
 
 /// Contents of the id maps of a new user namespace.
@@ -306,7 +309,7 @@ pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
         let listener_only = plan
             .namespaces
             .as_ref()
-            .is_some_and(|ns| ns.listen_port.is_some());
+            .is_some_and(|ns| ns.listen_port.is_some() && !ns.keep_channel);
         if let Some(fd) = plan.channel_fd.filter(|_| !listener_only) {
             if fd == crate::CHANNEL_FD {
                 let flags = libc::fcntl(fd, libc::F_GETFD);

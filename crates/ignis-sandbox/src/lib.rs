@@ -216,8 +216,9 @@ pub struct ProcessSpec {
     pub background: bool,
     /// A TCP port on which the instance finds a listener at 127.0.0.1 inside its own network
     /// namespace, accepted on by the server ([`SandboxedProcess::listener`]): how a server
-    /// serves an instance with no network. Requires [`Sandbox::own_network`]; takes the place
-    /// of the channel (no fd 3).
+    /// serves an instance with no network. Requires [`Sandbox::own_network`]. Without
+    /// [`ProcessSpec::channel`] it goes over the channel's socketpair (no fd 3); with it, the
+    /// channel is fd 3 as usual.
     pub loopback_listener: Option<u16>,
 }
 
@@ -633,6 +634,7 @@ impl Sandbox {
                 }),
                 lo_up: !spec.host_network,
                 listen_port: spec.loopback_listener,
+                keep_channel: spec.channel,
             }
         });
         let plan = ChildPlan {
@@ -724,6 +726,9 @@ impl Sandbox {
                 let listener = std::net::TcpListener::from(fd);
                 listener.set_nonblocking(true)?;
                 proc.listener = Some(listener);
+                if spec.channel {
+                    proc.channel = Some(from_child);
+                }
             }
             (_, ch) => proc.channel = ch,
         }

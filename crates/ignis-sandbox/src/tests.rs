@@ -164,6 +164,7 @@ async fn loopback_listener_serves_an_instance_without_network() {
     );
     s.program = "/bin/bash".into();
     s.loopback_listener = Some(9001);
+    s.channel = false;
     let mut p = sb.spawn(&s).await.unwrap();
     assert!(p.channel.is_none(), "the listener replaces the channel");
     let listener = tokio::net::TcpListener::from_std(p.listener.take().unwrap()).unwrap();
@@ -181,6 +182,16 @@ async fn loopback_listener_serves_an_instance_without_network() {
     let out = read_all(&mut p.stdout).await;
     assert!(status.success(), "{out}{}", read_all(&mut p.stderr).await);
     assert_eq!(out, "got pong\n0\n", "no fd 3 and the reply came through");
+
+    // With a channel asked for too, both: the listener, and the channel as fd 3.
+    let mut both = spec("[ -e /proc/$$/fd/3 ] && echo 1 || echo 0");
+    both.program = "/bin/bash".into();
+    both.loopback_listener = Some(9001);
+    both.channel = true;
+    let mut p = sb.spawn(&both).await.unwrap();
+    assert!(p.channel.is_some() && p.listener.is_some());
+    p.child.wait().await.unwrap();
+    assert_eq!(read_all(&mut p.stdout).await, "1\n");
 
     // Where the instance shares the host's network there is nothing to bind it in.
     let mut host = spec("true");

@@ -6,7 +6,9 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod data;
 mod executions;
+mod objects;
 mod sqlite;
 mod topics;
 
@@ -17,6 +19,10 @@ use ignis_core::{
 use serde::{Deserialize, Serialize};
 
 pub use blobs::{BlobStore, sha256_hex};
+pub use data::{
+    BucketRecord, DataStore, Expect, IncrementError, KvEntry, ObjectMeta, VersionMismatch,
+};
+pub use objects::{ObjectFiles, ObjectWriter, WrittenObject};
 pub use sqlite::SqliteStore;
 
 /// A store operation that failed.
@@ -310,7 +316,7 @@ pub struct Delivery {
 }
 
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
-pub trait Store: Send + Sync {
+pub trait Store: DataStore + Send + Sync {
     /// Whether a namespace exists.
     fn namespace_exists(&self, namespace: &str) -> Result<bool>;
     /// Every namespace, by name.
@@ -327,7 +333,8 @@ pub trait Store: Send + Sync {
     fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool>;
     /// Deletes a namespace and everything in it, in one transaction: functions and their
     /// versions, triggers, rules, firings, activations, queued and dead asynchronous
-    /// invocations, topics and their messages, and its keys. Returns the names of the functions it had, or `None` if the
+    /// invocations, topics and their messages, its keys, key-value entries, buckets and object
+    /// records (the caller deletes the object bodies). Returns the names of the functions it had, or `None` if the
     /// namespace did not exist. Code blobs are shared by content and stay.
     fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>>;
 

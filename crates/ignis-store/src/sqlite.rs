@@ -139,6 +139,7 @@ impl SqliteStore {
         let write = open_conn(path)?;
         write.execute_batch(SCHEMA)?;
         write.execute_batch(crate::executions::SCHEMA)?;
+        write.execute_batch(crate::data::DATA_SCHEMA)?;
         // Added after the first release: namespaces' own quotas, JSON.
         if write
             .prepare("SELECT quotas FROM namespaces LIMIT 0")
@@ -172,11 +173,11 @@ impl SqliteStore {
         result
     }
 
-    fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn r(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -488,7 +489,10 @@ impl Store for SqliteStore {
             "topic_deliveries",
             "executions",
             "execution_steps",
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::data::DATA_TABLES)
+        {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
                 [namespace],
@@ -1049,11 +1053,12 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ignis_core::{CodeFormat, CodeRef, FunctionSpec, Runtime, Status};
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
+    /// A store in a temporary directory.
+    pub(crate) fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("ignis.db")).unwrap();
         (dir, s)

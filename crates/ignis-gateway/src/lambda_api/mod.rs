@@ -107,7 +107,7 @@ impl From<ControllerError> for LambdaError {
     fn from(e: ControllerError) -> Self {
         match e {
             ControllerError::InvalidSpec(s) => LambdaError::invalid(s.to_string()),
-            ControllerError::BadRequest(m) => {
+            ControllerError::BadRequest(m) | ControllerError::PreconditionFailed(m) => {
                 LambdaError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", m)
             }
             ControllerError::NotFound(what) => LambdaError::not_found(format!("{what} not found")),
@@ -136,7 +136,7 @@ impl From<ControllerError> for LambdaError {
                     format!("Rate Exceeded: {message}"),
                 )
             },
-            ControllerError::TooLarge(m) => LambdaError::new(
+            ControllerError::TooLarge(m) | ControllerError::CodeTooLarge(m) => LambdaError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLargeException",
                 m,

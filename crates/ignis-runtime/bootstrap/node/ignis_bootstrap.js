@@ -92,9 +92,23 @@ function start(net, fs, path, url, asyncHooks) {
     return { type, message: message.slice(0, MAX_TEXT), stack: stack.slice(0, MAX_TEXT) };
   }
 
+  // `require('ignis')` and the global `ignis`: the data client (ignis_client.js beside this
+  // file), loaded on first use.
+  function installClient() {
+    const client = path.join(__dirname, 'ignis_client.js');
+    if (!fs.existsSync(client)) return;
+    const Module = require('module');
+    const resolve = Module._resolveFilename;
+    Module._resolveFilename = function (request, ...rest) {
+      return request === 'ignis' ? client : resolve.call(this, request, ...rest);
+    };
+    Object.defineProperty(globalThis, 'ignis', { get: () => require(client), configurable: true });
+  }
+
   async function init(msg) {
     for (const [k, v] of Object.entries(msg.env || {})) process.env[k] = String(v);
     process.chdir(msg.code_dir);
+    installClient();
     timeoutMs = Number(msg.timeout_ms) || 60000;
     const { namespace = '', function: name = '', version = 0 } = msg;
     fn = {

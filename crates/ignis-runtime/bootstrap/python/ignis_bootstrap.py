@@ -135,6 +135,19 @@ loop = None  # asyncio loop, created when the first coroutine handler is seen
 timeout_ms = 60000
 
 
+def install_client(here):
+    """Makes `import ignis` give the data client (ignis_client.py beside this file)."""
+    path = os.path.join(here, "ignis_client.py")
+    if "ignis" in sys.modules or not os.path.exists(path):
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ignis", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["ignis"] = module
+
+
 def load_handler(init):
     """Loads the handler named by INIT; returns the style. Raises on any failure."""
     global handler, style, timeout_ms
@@ -144,6 +157,7 @@ def load_handler(init):
     os.chdir(code_dir)
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [code_dir] + [p for p in sys.path if p not in ("", here)]
+    install_client(here)
     timeout_ms = int(init.get("timeout_ms") or 60000)
     ns, name, version = init.get("namespace", ""), init.get("function", ""), init.get("version", 0)
     Context.function_name = name

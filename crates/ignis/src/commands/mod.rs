@@ -2,6 +2,7 @@
 
 mod activations;
 mod bench;
+mod data;
 mod dlq;
 mod execution;
 mod function;
@@ -71,6 +72,11 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// API keys: the one in use (and its AWS credentials), create, list, revoke
     Key(key::KeyCommand),
+    /// The namespace's key-value store: get, put (TTL, compare-and-swap), incr, delete, list
+    Kv(data::KvCommand),
+    /// The namespace's object storage: buckets, put, get, list, delete
+    #[command(alias = "object")]
+    Objects(data::ObjectsCommand),
     /// Namespaces (tenants): create, list, delete (admin keys only)
     #[command(alias = "namespace")]
     Ns(ns::NsCommand),
@@ -93,6 +99,8 @@ impl Command {
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,
+            Command::Kv(c) => c.execute(global).await,
+            Command::Objects(c) => c.execute(global).await,
         }
     }
 }

@@ -399,7 +399,9 @@ impl ServeCommand {
             Arc::new(Blobs(blobs.clone())),
         );
         let invoker_region = invoker.aws_region().to_string();
-        let controller = Controller::new(store.clone(), blobs, invoker)?;
+        let objects = ignis_store::ObjectFiles::open(&data_dir.join("objects"))?;
+        let instance_tokens = invoker.tokens().clone();
+        let controller = Controller::new(store.clone(), blobs, objects, invoker.clone())?;
         controller.set_quota_defaults(ignis_controller::QuotaDefaults::default().overridden_by(
             ignis_store::NamespaceQuotas {
                 concurrency: cfg.namespace_concurrency,
@@ -436,6 +438,7 @@ impl ServeCommand {
 
         let listener = listen_on(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        invoker.set_data_endpoint(bound);
         let url = format!(
             "http://{}:{}",
             if bound.ip().is_unspecified() {
@@ -475,7 +478,9 @@ impl ServeCommand {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
+            multipart: Default::default(),
         });
+        state.keys.accept_instance_tokens(instance_tokens);
 
         print_banner(
             &url,

@@ -59,14 +59,27 @@ pub struct TriggerCommand {
 
 #[derive(Subcommand)]
 enum TriggerAction {
-    /// Create (or replace) a trigger: plain (fired by API), cron (on a schedule), topic (by
-    /// the messages published to a topic) or nats (by the messages of a NATS subject)
+    /// Create (or replace) a trigger: plain (fired by API), cron (on a schedule), storage (on
+    /// object changes in a bucket), topic (by the messages published to a topic) or nats (by the
+    /// messages of a NATS subject)
     Create {
         /// Trigger name
         name: String,
         /// A cron schedule: 5 fields (minute hour day month weekday) or 6 (seconds first)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bucket")]
         cron: Option<String>,
+        /// A storage trigger: fire when objects of this bucket change
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Storage events that fire it: object:created, object:deleted [default: both]
+        #[arg(long = "event", requires = "bucket", value_name = "EVENT")]
+        events: Vec<String>,
+        /// Only objects whose key starts with this
+        #[arg(long, requires = "bucket")]
+        prefix: Option<String>,
+        /// Only objects whose key ends with this
+        #[arg(long, requires = "bucket")]
+        suffix: Option<String>,
         /// Time zone of the schedule (IANA name) [default: UTC]
         #[arg(long, requires = "cron")]
         timezone: Option<String>,
@@ -77,7 +90,7 @@ enum TriggerAction {
         #[arg(long, short = 'd', value_name = "JSON")]
         payload: Option<String>,
         /// Fire on the messages published to this topic of the namespace
-        #[arg(long, conflicts_with_all = ["cron", "nats_url"])]
+        #[arg(long, conflicts_with_all = ["cron", "nats_url", "bucket"])]
         topic: Option<String>,
         /// Most messages per invocation (topic triggers) [default: 1]
         #[arg(long, requires = "topic")]
@@ -86,7 +99,7 @@ enum TriggerAction {
         #[arg(long, requires = "topic", value_name = "MS")]
         batch_window_ms: Option<u64>,
         /// Fire on the messages of a subject of this NATS server (nats://host:port)
-        #[arg(long, requires = "nats_subject", conflicts_with = "cron")]
+        #[arg(long, requires = "nats_subject", conflicts_with_all = ["cron", "bucket"])]
         nats_url: Option<String>,
         /// The NATS subject (wildcards allowed: orders.*, orders.>)
         #[arg(long, requires = "nats_url")]
@@ -127,6 +140,10 @@ impl TriggerCommand {
             TriggerAction::Create {
                 name,
                 cron,
+                bucket,
+                events,
+                prefix,
+                suffix,
                 timezone,
                 catch_up,
                 payload,
@@ -145,6 +162,8 @@ impl TriggerCommand {
                     })?;
                 let kind = if cron.is_some() {
                     "cron"
+                } else if bucket.is_some() {
+                    "storage"
                 } else if topic.is_some() {
                     "topic"
                 } else if nats_url.is_some() {
@@ -153,6 +172,18 @@ impl TriggerCommand {
                     "plain"
                 };
                 let mut body = json!({ "kind": kind });
+                if let Some(b) = bucket {
+                    body["bucket"] = Value::from(b);
+                }
+                if !events.is_empty() {
+                    body["events"] = Value::from(events);
+                }
+                if let Some(p) = prefix {
+                    body["prefix"] = Value::from(p);
+                }
+                if let Some(s) = suffix {
+                    body["suffix"] = Value::from(s);
+                }
                 if let Some(t) = topic {
                     body["topic"] = Value::from(t);
                 }

@@ -42,6 +42,8 @@ fn allowed(access: Access, who: Who) -> bool {
         Access::Read => matches!(who, Admin | OwnerA | ReadA),
         Access::Invoke => matches!(who, Admin | OwnerA | InvokeA),
         Access::Write => matches!(who, Admin | OwnerA),
+        Access::DataRead => matches!(who, Admin | OwnerA | ReadA),
+        Access::DataWrite => matches!(who, Admin | OwnerA),
         Access::Handler => unreachable!("handler routes are expanded first"),
     }
 }
@@ -144,6 +146,8 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
             "{version}" => "1".to_string(),
             // The body "not json" is refused after authorization: nothing is published.
             "{topic}" => "orders".to_string(),
+            "{bucket}" => "no-such-bucket".to_string(),
+            "{*key}" => "some/key".to_string(),
             "{id}" => match prev {
                 "activations" => w.activation.clone(),
                 "dlq" => "0".repeat(32),
@@ -189,6 +193,17 @@ fn handler_routes(path: &str) -> Vec<(&'static str, String, Access)> {
                 Access::Write,
             ),
         ],
+        "/s3" => vec![("GET", "/s3".to_string(), Access::DataRead)],
+        "/s3/" => vec![("GET", "/s3/".to_string(), Access::DataRead)],
+        "/s3/{*rest}" => vec![
+            ("GET", "/s3/no-such-bucket".to_string(), Access::DataRead),
+            ("PUT", "/s3/no-such-bucket/k".to_string(), Access::DataWrite),
+            (
+                "DELETE",
+                "/s3/no-such-bucket".to_string(),
+                Access::DataWrite,
+            ),
+        ],
         other => panic!("teach the authorization test how to call {other}"),
     }
 }
@@ -213,11 +228,38 @@ fn check(route: &str, who: Who, should: bool, r: &Resp, refused_code: &str) {
     );
     if refused {
         assert_eq!(r.status, 403, "{route} as {who:?}: {}", r.text());
-        let code = r
-            .header("x-amzn-errortype")
-            .map_or_else(|| r.error_code(), str::to_string);
+        let text = r.text();
+        let code = match (r.header("x-amzn-errortype"), text.split_once("<Code>")) {
+            (Some(t), _) => t.to_string(),
+            (None, Some((_, rest))) => rest.split('<').next().unwrap_or_default().to_string(),
+            (None, None) => r.error_code(),
+        };
         assert_eq!(code, refused_code, "{route} as {who:?}: {}", r.text());
     }
+}
+
+/// Headers of an S3 request signed by `key` (service `s3`, an empty body).
+fn s3_signed(s: &Server, key: &str, method: &str, path: &str) -> Vec<(String, String)> {
+    let date = ignis_gateway::sigv4::amz_date(ignis_core::now_ms() / 1000);
+    let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("host", s.addr.parse().unwrap());
+    headers.insert("x-amz-date", date.parse().unwrap());
+    headers.insert("x-amz-content-sha256", empty.parse().unwrap());
+    let (id, secret) = key.split_once(':').unwrap();
+    let req = ignis_gateway::sigv4::Request {
+        method,
+        path,
+        query: "",
+        headers: &headers,
+        body: b"",
+    };
+    let auth = ignis_gateway::sigv4::authorization(&req, id, secret, "us-east-1", "s3");
+    vec![
+        ("x-amz-date".into(), date),
+        ("x-amz-content-sha256".into(), empty.into()),
+        ("authorization".into(), auth),
+    ]
 }
 
 #[test]
@@ -229,20 +271,26 @@ fn every_route_gives_each_role_exactly_its_due() {
             for (method, path, access) in handler_routes(route.path) {
                 let name = format!("{method} {path}");
                 for who in EVERYONE {
-                    // A Lambda API key acts in its own namespace: owner B's calls are B's.
-                    let should = if path.starts_with("/2015") && who == Who::OwnerB {
+                    // A Lambda or S3 API key acts in its own namespace: owner B's calls are B's.
+                    let aws = path.starts_with("/2015") || path.starts_with("/s3");
+                    let should = if aws && who == Who::OwnerB {
                         true
                     } else {
                         allowed(access, who)
                     };
-                    let r = if path.starts_with("/2015") {
+                    let r = if path.starts_with("/s3") {
+                        let h = s3_signed(&w.s, w.key(who), method, &path);
+                        lambda_call(&w.s, method, &path, &h, b"")
+                    } else if path.starts_with("/2015") {
                         let body: &[u8] = if method == "GET" { b"" } else { b"{}" };
                         let h = signed_with(&w.s, w.key(who), method, &path, body, 0);
                         lambda_call(&w.s, method, &path, &h, body)
                     } else {
                         call(&w, Some(who), method, &path, b"")
                     };
-                    let code = if path.starts_with("/2015") {
+                    let code = if path.starts_with("/s3") {
+                        "AccessDenied"
+                    } else if path.starts_with("/2015") {
                         "AccessDeniedException"
                     } else {
                         "forbidden"

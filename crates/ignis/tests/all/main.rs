@@ -4,6 +4,7 @@
 mod harness;
 
 mod authz;
+mod baas;
 mod bad_input;
 mod bench;
 mod cli;

@@ -1,0 +1,526 @@
+//! The data services of a namespace (docs/baas.md): the key-value store and object storage,
+//! whose changes fire `storage` triggers.
+//!
+//! Object bodies are streamed: [`ObjectUpload`] hands chunks to a writer on the blocking pool
+//! through a bounded channel (the MD5 is computed there, as the bytes go to disk), so an upload
+//! holds a few chunks in memory whatever its size.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ignis_core::data::{
+    MAX_KV_VALUE_BYTES, MAX_OBJECT_BYTES, validate_bucket_name, validate_data_key,
+};
+use ignis_core::{StorageEvent, TriggerKind, now_ms};
+use ignis_store::{
+    BucketRecord, Expect, IncrementError, KvEntry, ObjectMeta, VersionMismatch, WrittenObject,
+};
+use tokio::sync::mpsc;
+
+use crate::{Controller, ControllerError, Result};
+
+/// Chunks an upload may have in flight to its writer.
+const UPLOAD_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Objects listed at most per page.
+pub const MAX_LIST: usize = 1000;
+
+fn bad_key(what: &str, key: &str) -> Result<()> {
+    validate_data_key(what, key).map_err(|e| ControllerError::BadRequest(e.to_string()))
+}
+
+fn bad_bucket(bucket: &str) -> Result<()> {
+    validate_bucket_name(bucket).map_err(|e| ControllerError::BadRequest(e.to_string()))
+}
+
+fn mismatch(key: &str, m: VersionMismatch) -> ControllerError {
+    ControllerError::PreconditionFailed(match m.0 {
+        Some(v) => format!("key {key:?} is at version {v}"),
+        None => format!("key {key:?} does not exist"),
+    })
+}
+
+fn expiry(ttl_secs: Option<u64>) -> Result<Option<u64>> {
+    match ttl_secs {
+        Some(0) => Err(ControllerError::BadRequest(
+            "ttl must be at least 1 second".into(),
+        )),
+        Some(s) => Ok(Some(now_ms().saturating_add(s.saturating_mul(1000)))),
+        None => Ok(None),
+    }
+}
+
+/// An object being uploaded: feed it with [`ObjectUpload::write`], then
+/// [`ObjectUpload::finish`]. Dropped before that, nothing is stored.
+pub struct ObjectUpload {
+    tx: mpsc::Sender<Option<Bytes>>,
+    writer: tokio::task::JoinHandle<std::io::Result<WrittenObject>>,
+    size: u64,
+}
+
+impl ObjectUpload {
+    /// Appends a chunk; waits while the writer is behind.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.size += chunk.len() as u64;
+        if self.size > MAX_OBJECT_BYTES {
+            return Err(ControllerError::TooLarge(format!(
+                "an object may have at most {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        if self.tx.send(Some(chunk)).await.is_err() {
+            // The writer stopped: its error is what `finish` reports.
+            return Err(self.writer_error().await);
+        }
+        Ok(())
+    }
+
+    async fn writer_error(&mut self) -> ControllerError {
+        match (&mut self.writer).await {
+            Ok(Err(e)) => ControllerError::Internal(format!("writing an object: {e}")),
+            Ok(Ok(_)) => ControllerError::Internal("the object writer ended early".into()),
+            Err(e) => ControllerError::Internal(e.to_string()),
+        }
+    }
+
+    /// Makes the body durable.
+    async fn finish(mut self) -> Result<WrittenObject> {
+        if self.tx.send(None).await.is_err() {
+            return Err(self.writer_error().await);
+        }
+        match (&mut self.writer).await {
+            Ok(Ok(w)) => Ok(w),
+            Ok(Err(e)) => Err(ControllerError::Internal(format!("writing an object: {e}"))),
+            Err(e) => Err(ControllerError::Internal(e.to_string())),
+        }
+    }
+}
+
+/// What an object is written with, besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectAttributes {
+    /// Its content type (default `application/octet-stream`).
+    pub content_type: Option<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Controller {
+    /// One key-value entry; `NotFound` if absent or expired.
+    pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<KvEntry> {
+        bad_key("key", key)?;
+        let (ns, k) = (namespace.to_string(), key.to_string());
+        self.blocking(move |i| Ok(i.store.kv_get(&ns, &k, now_ms())?))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("key {key:?}")))
+    }
+
+    /// Writes an entry if `expect` holds (else `PreconditionFailed`); returns its version.
+    pub async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Bytes,
+        ttl_secs: Option<u64>,
+        expect: Expect,
+    ) -> Result<u64> {
+        bad_key("key", key)?;
+        if value.len() > MAX_KV_VALUE_BYTES {
+            return Err(ControllerError::TooLarge(format!(
+                "a value may have at most {MAX_KV_VALUE_BYTES} bytes"
+            )));
+        }
+        let expires = expiry(ttl_secs)?;
+        let (ns, k) = (namespace.to_string(), key.to_string());
+        self.blocking(move |i| Ok(i.store.kv_put(&ns, &k, &value, expires, expect, now_ms())?))
+            .await?
+            .map_err(|m| mismatch(key, m))
+    }
+
+    /// Deletes an entry if `expect` holds; `NotFound` if there was none.
+    pub async fn kv_delete(&self, namespace: &str, key: &str, expect: Expect) -> Result<()> {
+        bad_key("key", key)?;
+        let (ns, k) = (namespace.to_string(), key.to_string());
+        let existed = self
+            .blocking(move |i| Ok(i.store.kv_delete(&ns, &k, expect, now_ms())?))
+            .await?
+            .map_err(|m| mismatch(key, m))?;
+        if existed {
+            Ok(())
+        } else {
+            Err(ControllerError::NotFound(format!("key {key:?}")))
+        }
+    }
+
+    /// Adds `by` to an integer entry atomically; returns the new value and version.
+    pub async fn kv_increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        by: i64,
+        ttl_secs: Option<u64>,
+    ) -> Result<(i64, u64)> {
+        bad_key("key", key)?;
+        let expires = expiry(ttl_secs)?;
+        let (ns, k) = (namespace.to_string(), key.to_string());
+        self.blocking(move |i| {
+            i.store
+                .kv_increment(&ns, &k, by, expires, now_ms())
+                .map_err(|e| match e {
+                    IncrementError::NotAnInteger(m) => ControllerError::PreconditionFailed(m),
+                    IncrementError::Store(e) => e.into(),
+                })
+        })
+        .await
+    }
+
+    /// Entries whose key starts with `prefix`, after `after`; with the key to continue from.
+    pub async fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<KvEntry>, Option<String>)> {
+        let limit = limit.clamp(1, MAX_LIST);
+        let (ns, p) = (namespace.to_string(), prefix.to_string());
+        let mut entries = self
+            .blocking(move |i| {
+                Ok(i.store
+                    .kv_list(&ns, &p, after.as_deref(), limit + 1, now_ms())?)
+            })
+            .await?;
+        let next = (entries.len() > limit).then(|| {
+            entries.truncate(limit);
+            entries.last().map(|e| e.key.clone()).unwrap_or_default()
+        });
+        Ok((entries, next))
+    }
+
+    /// Creates a bucket; true if new.
+    pub async fn create_bucket(&self, namespace: &str, bucket: &str) -> Result<bool> {
+        bad_bucket(bucket)?;
+        let (ns, b) = (namespace.to_string(), bucket.to_string());
+        self.blocking(move |i| Ok(i.store.create_bucket(&ns, &b)?))
+            .await
+    }
+
+    /// The buckets of a namespace.
+    pub async fn list_buckets(&self, namespace: &str) -> Result<Vec<BucketRecord>> {
+        let ns = namespace.to_string();
+        self.blocking(move |i| Ok(i.store.list_buckets(&ns)?)).await
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, namespace: &str, bucket: &str) -> Result<()> {
+        let (ns, b) = (namespace.to_string(), bucket.to_string());
+        if self
+            .blocking(move |i| Ok(i.store.delete_bucket(&ns, &b)?))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ControllerError::NotFound(format!("bucket {bucket:?}")))
+        }
+    }
+
+    async fn check_bucket(&self, namespace: &str, bucket: &str) -> Result<()> {
+        bad_bucket(bucket)?;
+        let (ns, b) = (namespace.to_string(), bucket.to_string());
+        match self
+            .blocking(move |i| Ok(i.store.get_bucket(&ns, &b)?))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(ControllerError::NotFound(format!("bucket {bucket:?}"))),
+        }
+    }
+
+    /// Starts an upload into `bucket` (`NotFound` if it does not exist, before any byte is
+    /// read).
+    pub async fn begin_upload(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectUpload> {
+        self.check_bucket(namespace, bucket).await?;
+        bad_key("object key", key)?;
+        let files = self.inner.objects.clone();
+        let ns = namespace.to_string();
+        let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(UPLOAD_CHUNKS_IN_FLIGHT);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = files.writer(&ns)?;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Some(chunk) => w.write(&chunk)?,
+                    None => return w.finish(),
+                }
+            }
+            // The upload was dropped: `w` removes its temporary file.
+            Err(std::io::Error::other("upload abandoned"))
+        });
+        Ok(ObjectUpload {
+            tx,
+            writer,
+            size: 0,
+        })
+    }
+
+    /// Finishes an upload: the body is made durable, then recorded (replacing any object of
+    /// that key), then `object:created` fires the bucket's storage triggers.
+    pub async fn finish_upload(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+        upload: ObjectUpload,
+        attrs: ObjectAttributes,
+    ) -> Result<ObjectMeta> {
+        let written = upload.finish().await?;
+        let meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: written.size,
+            etag: hex::encode(written.md5),
+            content_type: attrs
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            metadata: attrs.metadata,
+            modified_ms: now_ms(),
+            file: written.file,
+        };
+        self.record_object(namespace, meta).await
+    }
+
+    /// Makes an upload's body durable without recording an object: a part of a multipart
+    /// upload, assembled later by [`Controller::complete_parts`].
+    pub async fn finish_part(&self, upload: ObjectUpload) -> Result<WrittenObject> {
+        upload.finish().await
+    }
+
+    /// Assembles parts (in order) into one object, records it (firing `object:created`) and
+    /// deletes the parts. Its ETag is S3's for a multipart upload: the MD5 of the parts' MD5s,
+    /// `-` and their number.
+    pub async fn complete_parts(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+        parts: Vec<WrittenObject>,
+        attrs: ObjectAttributes,
+    ) -> Result<ObjectMeta> {
+        self.check_bucket(namespace, bucket).await?;
+        let ns = namespace.to_string();
+        let written = self
+            .blocking(move |i| {
+                let io =
+                    |e: std::io::Error| ControllerError::Internal(format!("assembling parts: {e}"));
+                let mut w = i.objects.writer(&ns).map_err(io)?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut md5s = Vec::with_capacity(parts.len() * 16);
+                for p in &parts {
+                    let mut f = std::fs::File::open(i.objects.path(&ns, &p.file)).map_err(io)?;
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io)?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.write(&buf[..n]).map_err(io)?;
+                    }
+                    md5s.extend_from_slice(&p.md5);
+                }
+                let whole = w.finish().map_err(io)?;
+                for p in &parts {
+                    i.objects.remove(&ns, &p.file);
+                }
+                use md5::Digest as _;
+                let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len());
+                Ok((whole, etag))
+            })
+            .await?;
+        let (whole, etag) = written;
+        let meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: whole.size,
+            etag,
+            content_type: attrs
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            metadata: attrs.metadata,
+            modified_ms: now_ms(),
+            file: whole.file,
+        };
+        self.record_object(namespace, meta).await
+    }
+
+    /// Deletes the bodies of parts never assembled (an aborted multipart upload).
+    pub fn discard_parts(&self, namespace: &str, parts: &[WrittenObject]) {
+        for p in parts {
+            self.inner.objects.remove(namespace, &p.file);
+        }
+    }
+
+    /// Records an object whose body is durable, deletes the body it replaces and fires
+    /// `object:created`.
+    pub(crate) async fn record_object(
+        &self,
+        namespace: &str,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        let ns = namespace.to_string();
+        let m = meta.clone();
+        let recorded = self
+            .blocking(move |i| match i.store.put_object(&ns, &m) {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        i.objects.remove(&ns, &old.file);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    i.objects.remove(&ns, &m.file);
+                    Err(e.into())
+                }
+            })
+            .await;
+        recorded?;
+        self.storage_event(namespace, StorageEvent::ObjectCreated, &meta)
+            .await;
+        Ok(meta)
+    }
+
+    /// An object's metadata.
+    pub async fn head_object(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectMeta> {
+        let (ns, b, k) = (namespace.to_string(), bucket.to_string(), key.to_string());
+        self.blocking(move |i| Ok(i.store.get_object(&ns, &b, &k)?))
+            .await?
+            .ok_or_else(|| {
+                ControllerError::NotFound(format!("object {key:?} in bucket {bucket:?}"))
+            })
+    }
+
+    /// An object's metadata and its body, open (so that a concurrent replacement does not cut
+    /// the read short).
+    pub async fn open_object(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectMeta, std::fs::File)> {
+        let (ns, b, k) = (namespace.to_string(), bucket.to_string(), key.to_string());
+        self.blocking(move |i| {
+            // Replaced between the two reads: read again.
+            for _ in 0..3 {
+                let Some(meta) = i.store.get_object(&ns, &b, &k)? else {
+                    break;
+                };
+                match std::fs::File::open(i.objects.path(&ns, &meta.file)) {
+                    Ok(f) => return Ok((meta, f)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(ControllerError::Internal(e.to_string())),
+                }
+            }
+            Err(ControllerError::NotFound(format!(
+                "object {k:?} in bucket {b:?}"
+            )))
+        })
+        .await
+    }
+
+    /// Deletes an object and fires `object:created`'s counterpart, `object:deleted`.
+    pub async fn delete_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<()> {
+        let (ns, b, k) = (namespace.to_string(), bucket.to_string(), key.to_string());
+        let gone = self
+            .blocking(move |i| {
+                let gone = i.store.delete_object(&ns, &b, &k)?;
+                if let Some(m) = &gone {
+                    i.objects.remove(&ns, &m.file);
+                }
+                Ok(gone)
+            })
+            .await?
+            .ok_or_else(|| {
+                ControllerError::NotFound(format!("object {key:?} in bucket {bucket:?}"))
+            })?;
+        self.storage_event(namespace, StorageEvent::ObjectDeleted, &gone)
+            .await;
+        Ok(())
+    }
+
+    /// Objects of a bucket whose key starts with `prefix`, after `after`; with the key to
+    /// continue from.
+    pub async fn list_objects(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+        self.check_bucket(namespace, bucket).await?;
+        let limit = limit.clamp(1, MAX_LIST);
+        let (ns, b, p) = (
+            namespace.to_string(),
+            bucket.to_string(),
+            prefix.to_string(),
+        );
+        let mut objects = self
+            .blocking(move |i| {
+                Ok(i.store
+                    .list_objects(&ns, &b, &p, after.as_deref(), limit + 1)?)
+            })
+            .await?;
+        let next = (objects.len() > limit).then(|| {
+            objects.truncate(limit);
+            objects.last().map(|o| o.key.clone()).unwrap_or_default()
+        });
+        Ok((objects, next))
+    }
+
+    /// Fires the namespace's storage triggers that watch this change. A failure is logged: the
+    /// change itself is done.
+    async fn storage_event(&self, namespace: &str, event: StorageEvent, meta: &ObjectMeta) {
+        let ns = namespace.to_string();
+        let triggers = match self
+            .blocking(move |i| Ok(i.store.list_triggers(&ns)?))
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(namespace, error = %e, "storage triggers could not be read");
+                return;
+            }
+        };
+        for t in triggers {
+            if t.spec.kind != TriggerKind::Storage
+                || !t.spec.matches_storage(&meta.bucket, &meta.key, event)
+            {
+                continue;
+            }
+            let payload = serde_json::json!({
+                "event": event.as_str(),
+                "namespace": namespace,
+                "bucket": meta.bucket,
+                "key": meta.key,
+                "size": meta.size,
+                "etag": meta.etag,
+                "content_type": meta.content_type,
+                "time_ms": now_ms(),
+                "trigger": t.name,
+            });
+            let name = t.name.clone();
+            if let Err(e) = self.fire(t, Bytes::from(payload.to_string()), None).await {
+                tracing::error!(namespace, trigger = name, error = %e, "storage trigger not fired");
+            }
+        }
+    }
+}

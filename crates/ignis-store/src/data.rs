@@ -1,0 +1,715 @@
+//! The data of namespaces (docs/baas.md): key-value entries, buckets and object metadata in
+//! the SQLite file, object bodies as files ([`ObjectFiles`]).
+//!
+//! Every key-value operation is one transaction on the write connection, so compare-and-swap
+//! and increment are atomic. An entry whose expiry has passed is absent for every operation;
+//! [`DataStore::kv_purge_expired`] removes such rows for good.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::sqlite::SqliteStore;
+use crate::{Result, StoreError};
+
+/// One entry of the key-value store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    /// Its key.
+    pub key: String,
+    /// Its value (empty in listings).
+    #[serde(skip)]
+    pub value: Vec<u8>,
+    /// Bumped by every write; 1 when created.
+    pub version: u64,
+    /// When it expires (ms since epoch), if it has a TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// When it was last written.
+    pub updated_ms: u64,
+    /// Size of the value.
+    pub size: u64,
+}
+
+/// What a write expects of the entry it replaces (compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything.
+    Any,
+    /// No entry.
+    Absent,
+    /// The entry at this version.
+    Version(u64),
+}
+
+/// A conditional write refused: the entry's current version (`None`: there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionMismatch(pub Option<u64>);
+
+/// Why an increment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncrementError {
+    /// The current value is not a 64-bit integer, or the sum overflows.
+    #[error("{0}")]
+    NotAnInteger(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// Its name.
+    pub name: String,
+    /// When it was made.
+    pub created_ms: u64,
+}
+
+/// An object's metadata; its body is the file `file` of [`ObjectFiles`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Its bucket.
+    pub bucket: String,
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// MD5 of the body, hex (S3's ETag for a single upload), or `<md5 of part md5s>-<parts>`.
+    pub etag: String,
+    /// Its content type.
+    pub content_type: String,
+    /// User metadata (`x-amz-meta-*` / `x-ignis-meta-*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// When it was written.
+    pub modified_ms: u64,
+    /// Name of its body under the namespace's object directory.
+    pub file: String,
+}
+
+/// The data of namespaces. Object-safe, a supertrait of [`crate::Store`].
+pub trait DataStore: Send + Sync {
+    /// An entry, unless absent or expired at `now_ms`.
+    fn kv_get(&self, namespace: &str, key: &str, now_ms: u64) -> Result<Option<KvEntry>>;
+    /// Writes an entry if `expect` holds; returns its new version.
+    fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expires_ms: Option<u64>,
+        expect: Expect,
+        now_ms: u64,
+    ) -> Result<Result<u64, VersionMismatch>>;
+    /// Deletes an entry if `expect` holds; `Ok(false)` if there was none.
+    fn kv_delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        expect: Expect,
+        now_ms: u64,
+    ) -> Result<Result<bool, VersionMismatch>>;
+    /// Adds `by` to an entry holding a decimal integer (absent: 0), atomically; returns the new
+    /// value and version. `expires_ms` replaces the expiry if given.
+    fn kv_increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        by: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(i64, u64), IncrementError>;
+    /// Entries (without values) whose key starts with `prefix`, after `after`, by key.
+    fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<KvEntry>>;
+    /// Deletes entries expired at `now_ms`; how many went.
+    fn kv_purge_expired(&self, now_ms: u64) -> Result<u64>;
+
+    /// Creates a bucket; false if it existed.
+    fn create_bucket(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// One bucket.
+    fn get_bucket(&self, namespace: &str, name: &str) -> Result<Option<BucketRecord>>;
+    /// The buckets of a namespace, by name.
+    fn list_buckets(&self, namespace: &str) -> Result<Vec<BucketRecord>>;
+    /// Deletes an empty bucket: false if unknown, `Conflict` if it holds objects.
+    fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// Records an object (its body already durable); returns the one it replaced, whose file
+    /// the caller deletes. `NotFound` if the bucket does not exist.
+    fn put_object(&self, namespace: &str, meta: &ObjectMeta) -> Result<Option<ObjectMeta>>;
+    /// One object's metadata.
+    fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>>;
+    /// Deletes an object's record; returns it (the caller deletes its file).
+    fn delete_object(&self, namespace: &str, bucket: &str, key: &str)
+    -> Result<Option<ObjectMeta>>;
+    /// Objects whose key starts with `prefix`, after `after`, by key.
+    fn list_objects(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>>;
+}
+
+/// The tables of [`DataStore`], created with the others.
+pub(crate) const DATA_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    expires_ms INTEGER,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS buckets (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    namespace TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (namespace, bucket, key)
+) WITHOUT ROWID;
+";
+
+/// The namespace-keyed tables of [`DATA_SCHEMA`], emptied with their namespace.
+pub(crate) const DATA_TABLES: [&str; 3] = ["kv", "buckets", "objects"];
+
+/// (version, expired) of the row of a key, if there is one.
+fn current(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    key: &str,
+    now_ms: u64,
+) -> Result<Option<(u64, bool, Vec<u8>)>> {
+    Ok(tx
+        .query_row(
+            "SELECT version, expires_ms, value FROM kv WHERE namespace = ?1 AND key = ?2",
+            params![namespace, key],
+            |r| {
+                let expires: Option<i64> = r.get(1)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    expires.is_some_and(|e| e as u64 <= now_ms),
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )
+        .optional()?)
+}
+
+/// Whether `expect` holds for a row (version, expired).
+fn holds(expect: Expect, row: Option<(u64, bool)>) -> Result<(), VersionMismatch> {
+    let live = row.filter(|(_, expired)| !expired).map(|(v, _)| v);
+    match (expect, live) {
+        (Expect::Any, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::Version(want), Some(v)) if want == v => Ok(()),
+        (_, live) => Err(VersionMismatch(live)),
+    }
+}
+
+fn kv_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KvEntry> {
+    Ok(KvEntry {
+        key: r.get(0)?,
+        value: Vec::new(),
+        version: r.get::<_, i64>(1)? as u64,
+        expires_ms: r.get::<_, Option<i64>>(2)?.map(|e| e as u64),
+        updated_ms: r.get::<_, i64>(3)? as u64,
+        size: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+fn decode_object(record: String) -> Result<ObjectMeta> {
+    Ok(serde_json::from_str(&record)?)
+}
+
+impl DataStore for SqliteStore {
+    fn kv_get(&self, namespace: &str, key: &str, now_ms: u64) -> Result<Option<KvEntry>> {
+        let conn = self.r();
+        let entry = conn
+            .query_row(
+                "SELECT key, version, expires_ms, updated_ms, length(value), value FROM kv
+                 WHERE namespace = ?1 AND key = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
+                params![namespace, key, now_ms as i64],
+                |r| {
+                    let mut e = kv_row(r)?;
+                    e.value = r.get(5)?;
+                    Ok(e)
+                },
+            )
+            .optional()?;
+        Ok(entry)
+    }
+
+    fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expires_ms: Option<u64>,
+        expect: Expect,
+        now_ms: u64,
+    ) -> Result<Result<u64, VersionMismatch>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let row = current(&tx, namespace, key, now_ms)?;
+        if let Err(m) = holds(expect, row.as_ref().map(|(v, e, _)| (*v, *e))) {
+            return Ok(Err(m));
+        }
+        let version = row.map_or(1, |(v, _, _)| v + 1);
+        tx.execute(
+            "INSERT OR REPLACE INTO kv (namespace, key, value, version, expires_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                namespace,
+                key,
+                value,
+                version as i64,
+                expires_ms.map(|e| e as i64),
+                now_ms as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Ok(version))
+    }
+
+    fn kv_delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        expect: Expect,
+        now_ms: u64,
+    ) -> Result<Result<bool, VersionMismatch>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let row = current(&tx, namespace, key, now_ms)?;
+        if let Err(m) = holds(expect, row.as_ref().map(|(v, e, _)| (*v, *e))) {
+            return Ok(Err(m));
+        }
+        tx.execute(
+            "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+            params![namespace, key],
+        )?;
+        tx.commit()?;
+        Ok(Ok(row.is_some_and(|(_, expired, _)| !expired)))
+    }
+
+    fn kv_increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        by: i64,
+        expires_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(i64, u64), IncrementError> {
+        let mut conn = self.w();
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        let row = current(&tx, namespace, key, now_ms)?;
+        let (old, version, old_expiry) = match &row {
+            Some((v, false, value)) => {
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        IncrementError::NotAnInteger(format!(
+                            "the value of {key:?} is not a 64-bit integer"
+                        ))
+                    })?;
+                let expiry: Option<i64> = tx
+                    .query_row(
+                        "SELECT expires_ms FROM kv WHERE namespace = ?1 AND key = ?2",
+                        params![namespace, key],
+                        |r| r.get(0),
+                    )
+                    .map_err(StoreError::from)?;
+                (n, v + 1, expiry.map(|e| e as u64))
+            }
+            Some((v, true, _)) => (0, v + 1, None),
+            None => (0, 1, None),
+        };
+        let new = old.checked_add(by).ok_or_else(|| {
+            IncrementError::NotAnInteger(format!("incrementing {key:?} overflows"))
+        })?;
+        tx.execute(
+            "INSERT OR REPLACE INTO kv (namespace, key, value, version, expires_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                namespace,
+                key,
+                new.to_string().into_bytes(),
+                version as i64,
+                expires_ms.or(old_expiry).map(|e| e as i64),
+                now_ms as i64
+            ],
+        )
+        .map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok((new, version))
+    }
+
+    fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<KvEntry>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, version, expires_ms, updated_ms, length(value) FROM kv
+             WHERE namespace = ?1 AND key >= ?2 AND key > ?3 AND substr(key, 1, ?4) = ?2
+               AND (expires_ms IS NULL OR expires_ms > ?5)
+             ORDER BY key LIMIT ?6",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    namespace,
+                    prefix,
+                    after.unwrap_or(""),
+                    prefix.chars().count() as i64,
+                    now_ms as i64,
+                    limit as i64
+                ],
+                kv_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn kv_purge_expired(&self, now_ms: u64) -> Result<u64> {
+        let n = self.w().execute(
+            "DELETE FROM kv WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",
+            [now_ms as i64],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn create_bucket(&self, namespace: &str, name: &str) -> Result<bool> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT 1 FROM namespaces WHERE name = ?1",
+                [namespace],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound(format!("namespace {namespace:?}")));
+        }
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO buckets (namespace, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![namespace, name, ignis_core::now_ms() as i64],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn get_bucket(&self, namespace: &str, name: &str) -> Result<Option<BucketRecord>> {
+        Ok(self
+            .r()
+            .query_row(
+                "SELECT name, created_ms FROM buckets WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+                |r| {
+                    Ok(BucketRecord {
+                        name: r.get(0)?,
+                        created_ms: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn list_buckets(&self, namespace: &str) -> Result<Vec<BucketRecord>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, created_ms FROM buckets WHERE namespace = ?1 ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([namespace], |r| {
+                Ok(BucketRecord {
+                    name: r.get(0)?,
+                    created_ms: r.get::<_, i64>(1)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let has_objects = tx
+            .query_row(
+                "SELECT 1 FROM objects WHERE namespace = ?1 AND bucket = ?2 LIMIT 1",
+                params![namespace, name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if has_objects {
+            return Err(StoreError::Conflict(format!(
+                "objects in bucket {name:?} (delete them first); the bucket"
+            )));
+        }
+        let n = tx.execute(
+            "DELETE FROM buckets WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn put_object(&self, namespace: &str, meta: &ObjectMeta) -> Result<Option<ObjectMeta>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let bucket = tx
+            .query_row(
+                "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2",
+                params![namespace, meta.bucket],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if bucket.is_none() {
+            return Err(StoreError::NotFound(format!("bucket {:?}", meta.bucket)));
+        }
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![namespace, meta.bucket, meta.key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO objects (namespace, bucket, key, record) VALUES (?1, ?2, ?3, ?4)",
+            params![namespace, meta.bucket, meta.key, serde_json::to_string(meta)?],
+        )?;
+        tx.commit()?;
+        old.map(decode_object).transpose()
+    }
+
+    fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        let record: Option<String> = self
+            .r()
+            .query_row(
+                "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![namespace, bucket, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        record.map(decode_object).transpose()
+    }
+
+    fn delete_object(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        let old: Option<String> = tx
+            .query_row(
+                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3
+                 RETURNING record",
+                params![namespace, bucket, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.commit()?;
+        old.map(decode_object).transpose()
+    }
+
+    fn list_objects(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM objects
+             WHERE namespace = ?1 AND bucket = ?2 AND key >= ?3 AND key > ?4
+               AND substr(key, 1, ?5) = ?3
+             ORDER BY key LIMIT ?6",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    namespace,
+                    bucket,
+                    prefix,
+                    after.unwrap_or(""),
+                    prefix.chars().count() as i64,
+                    limit as i64
+                ],
+                |r| r.get::<_, String>(0),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(decode_object).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use crate::sqlite::tests::store;
+
+    #[test]
+    fn kv_compare_and_swap_increment_and_ttl() {
+        let (_d, s) = store();
+        let ns = "default";
+        assert_eq!(
+            s.kv_put(ns, "a", b"1", None, Expect::Absent, 10).unwrap(),
+            Ok(1)
+        );
+        assert_eq!(
+            s.kv_put(ns, "a", b"2", None, Expect::Absent, 10).unwrap(),
+            Err(VersionMismatch(Some(1)))
+        );
+        assert_eq!(
+            s.kv_put(ns, "a", b"2", None, Expect::Version(7), 10)
+                .unwrap(),
+            Err(VersionMismatch(Some(1)))
+        );
+        assert_eq!(
+            s.kv_put(ns, "a", b"2", None, Expect::Version(1), 10)
+                .unwrap(),
+            Ok(2)
+        );
+        let e = s.kv_get(ns, "a", 10).unwrap().unwrap();
+        assert_eq!((e.value.as_slice(), e.version), (&b"2"[..], 2));
+        assert_eq!(s.kv_increment(ns, "a", 40, None, 10).unwrap(), (42, 3));
+        assert_eq!(s.kv_increment(ns, "n", -1, None, 10).unwrap(), (-1, 1));
+        s.kv_put(ns, "text", b"x", None, Expect::Any, 10)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            s.kv_increment(ns, "text", 1, None, 10),
+            Err(IncrementError::NotAnInteger(_))
+        ));
+        // TTL: gone for every operation once expired, and purged.
+        s.kv_put(ns, "t", b"v", Some(100), Expect::Any, 10)
+            .unwrap()
+            .unwrap();
+        assert!(s.kv_get(ns, "t", 99).unwrap().is_some());
+        assert!(s.kv_get(ns, "t", 100).unwrap().is_none());
+        assert_eq!(
+            s.kv_put(ns, "t", b"w", None, Expect::Absent, 100).unwrap(),
+            Ok(2)
+        );
+        s.kv_put(ns, "u", b"v", Some(50), Expect::Any, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.kv_increment(ns, "u", 5, None, 60).unwrap().0, 5);
+        s.kv_put(ns, "p", b"v", Some(50), Expect::Any, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.kv_purge_expired(60).unwrap(), 1);
+        // Listing by prefix, paged; delete with and without a condition.
+        for k in ["users/1", "users/2", "users/3", "usersx"] {
+            s.kv_put(ns, k, b"", None, Expect::Any, 10)
+                .unwrap()
+                .unwrap();
+        }
+        let keys = |after| -> Vec<String> {
+            s.kv_list(ns, "users/", after, 2, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        assert_eq!(keys(None), ["users/1", "users/2"]);
+        assert_eq!(keys(Some("users/2")), ["users/3"]);
+        assert_eq!(
+            s.kv_delete(ns, "users/1", Expect::Version(9), 10).unwrap(),
+            Err(VersionMismatch(Some(1)))
+        );
+        assert_eq!(
+            s.kv_delete(ns, "users/1", Expect::Any, 10).unwrap(),
+            Ok(true)
+        );
+        assert_eq!(
+            s.kv_delete(ns, "users/1", Expect::Any, 10).unwrap(),
+            Ok(false)
+        );
+        // Namespaces do not share keys; deleting one deletes its data.
+        s.create_namespace("team").unwrap();
+        assert!(s.kv_get("team", "a", 10).unwrap().is_none());
+        s.kv_put("team", "a", b"t", None, Expect::Any, 10)
+            .unwrap()
+            .unwrap();
+        s.create_bucket("team", "b1").unwrap();
+        s.delete_namespace("team").unwrap();
+        assert!(s.kv_get("team", "a", 10).unwrap().is_none());
+        assert!(s.list_buckets("team").unwrap().is_empty());
+        assert_eq!(s.kv_get(ns, "a", 10).unwrap().unwrap().version, 3);
+    }
+
+    #[test]
+    fn buckets_and_objects() {
+        let (_d, s) = store();
+        let ns = "default";
+        let meta = |key: &str, file: &str| ObjectMeta {
+            bucket: "b1".into(),
+            key: key.into(),
+            size: 1,
+            etag: "e".into(),
+            content_type: "text/plain".into(),
+            metadata: BTreeMap::new(),
+            modified_ms: 1,
+            file: file.into(),
+        };
+        assert!(matches!(
+            s.put_object(ns, &meta("k", "f1")),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(s.create_bucket(ns, "b1").unwrap());
+        assert!(!s.create_bucket(ns, "b1").unwrap());
+        assert!(s.create_bucket("nope", "b1").is_err());
+        assert_eq!(s.put_object(ns, &meta("k", "f1")).unwrap(), None);
+        let old = s.put_object(ns, &meta("k", "f2")).unwrap().unwrap();
+        assert_eq!(old.file, "f1");
+        s.put_object(ns, &meta("k2", "f3")).unwrap();
+        s.put_object(ns, &meta("j", "f4")).unwrap();
+        let listed: Vec<_> = s
+            .list_objects(ns, "b1", "k", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(listed, ["k", "k2"]);
+        assert!(matches!(
+            s.delete_bucket(ns, "b1"),
+            Err(StoreError::Conflict(_))
+        ));
+        for k in ["k", "k2", "j"] {
+            assert!(s.delete_object(ns, "b1", k).unwrap().is_some());
+        }
+        assert!(s.delete_object(ns, "b1", "k").unwrap().is_none());
+        assert!(s.delete_bucket(ns, "b1").unwrap());
+        assert!(!s.delete_bucket(ns, "b1").unwrap());
+    }
+}

@@ -1,0 +1,178 @@
+//! Object bodies: one file per object version, `<dir>/<namespace>/<random name>`, written to a
+//! temporary file while its MD5 is computed, fsync'd, then renamed into place — so a body the
+//! metadata points to is always whole, across `kill -9`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+/// The directory of object bodies.
+#[derive(Debug, Clone)]
+pub struct ObjectFiles {
+    dir: PathBuf,
+}
+
+/// A body being written; dropped unfinished, its temporary file is removed.
+#[derive(Debug)]
+pub struct ObjectWriter {
+    file: Option<std::fs::File>,
+    tmp: PathBuf,
+    dir: PathBuf,
+    name: String,
+    md5: Md5,
+    size: u64,
+}
+
+/// A body written durably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenObject {
+    /// Its file name (under its namespace's directory).
+    pub file: String,
+    /// Its size.
+    pub size: u64,
+    /// MD5 of its bytes.
+    pub md5: [u8; 16],
+}
+
+impl ObjectFiles {
+    /// Opens (creating) the directory, and removes the temporary files of uploads a crash
+    /// cut short. Call before serving: an upload in progress has one.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        for ns in std::fs::read_dir(dir)?.flatten() {
+            let Ok(files) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+        Ok(ObjectFiles {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn namespace_dir(&self, namespace: &str) -> PathBuf {
+        // Namespace names are `[A-Za-z0-9_.-]`, never `.` or `..`: a plain directory name.
+        self.dir.join(namespace)
+    }
+
+    /// Where a body is.
+    pub fn path(&self, namespace: &str, file: &str) -> PathBuf {
+        self.namespace_dir(namespace).join(file)
+    }
+
+    /// Starts writing a new body for `namespace`.
+    pub fn writer(&self, namespace: &str) -> std::io::Result<ObjectWriter> {
+        let dir = self.namespace_dir(namespace);
+        std::fs::create_dir_all(&dir)?;
+        let name = ignis_core::new_secret()?[..32].to_string();
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = std::fs::File::create(&tmp)?;
+        Ok(ObjectWriter {
+            file: Some(file),
+            tmp,
+            dir,
+            name,
+            md5: Md5::new(),
+            size: 0,
+        })
+    }
+
+    /// Deletes a body (a missing one is not an error).
+    pub fn remove(&self, namespace: &str, file: &str) {
+        if let Err(e) = std::fs::remove_file(self.path(namespace, file))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(namespace, file, "could not delete an object body: {e}");
+        }
+    }
+
+    /// Deletes every body of a namespace.
+    pub fn remove_namespace(&self, namespace: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.namespace_dir(namespace)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ObjectWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let f = self.file.as_mut().expect("not finished");
+        f.write_all(bytes)?;
+        self.md5.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the body durable and gives it its name.
+    pub fn finish(mut self) -> std::io::Result<WrittenObject> {
+        let f = self.file.take().expect("not finished");
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&self.tmp, self.dir.join(&self.name))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(WrittenObject {
+            file: std::mem::take(&mut self.name),
+            size: self.size,
+            md5: self.md5.clone().finalize().into(),
+        })
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ObjectFiles::open(dir.path()).unwrap();
+        let mut w = files.writer("team").unwrap();
+        w.write(b"hello ").unwrap();
+        w.write(b"world").unwrap();
+        let done = w.finish().unwrap();
+        assert_eq!(done.size, 11);
+        assert_eq!(hex::encode(done.md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        let path = files.path("team", &done.file);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        let mut w = files.writer("team").unwrap();
+        w.write(b"partial").unwrap();
+        drop(w);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("team"))
+            .unwrap()
+            .collect();
+        assert_eq!(left.len(), 1, "the unfinished body is gone");
+        // A crash mid-upload leaves a temporary file: gone at the next open.
+        let w = files.writer("team").unwrap();
+        std::mem::forget(w);
+        let count = || std::fs::read_dir(dir.path().join("team")).unwrap().count();
+        assert_eq!(count(), 2);
+        let files = ObjectFiles::open(dir.path()).unwrap();
+        assert_eq!(count(), 1);
+        files.remove("team", &done.file);
+        assert!(!path.exists());
+        files.remove_namespace("team").unwrap();
+        files.remove_namespace("team").unwrap();
+    }
+}
