@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ignis_core::{ActivationId, ActivationRecord, LogLine, Network, Runtime, Status, Web};
+use ignis_core::{
+    ActivationId, ActivationRecord, LogLine, LogStream, Network, Runtime, Status, Web,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{ClientError, CodeUpload};
@@ -233,6 +235,36 @@ pub struct ActivationLogs {
     /// Whether lines were dropped because it wrote more than the limit.
     #[serde(default)]
     pub truncated: bool,
+}
+
+/// One line of a function's logs, with the activation that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLogLine {
+    /// When Ignis read it (ms since epoch).
+    pub ts_ms: u64,
+    /// The activation (request id) that wrote it.
+    pub activation_id: ActivationId,
+    /// The function's version.
+    pub version: u32,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The text.
+    pub line: String,
+}
+
+/// Which log lines of a function to get.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only this stream.
+    pub stream: Option<LogStream>,
+    /// Only lines containing this.
+    pub grep: Option<String>,
+    /// Only this activation's lines.
+    pub activation: Option<String>,
+    /// Only this version's lines.
+    pub version: Option<u32>,
+    /// How many recent activations (not following; the server's default is 10).
+    pub tail: Option<u32>,
 }
 
 /// The first line of a body, if it is text, cut to a readable length.

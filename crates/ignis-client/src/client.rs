@@ -770,5 +770,9 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientErro
     }
 }
 
+mod observe;
+
+pub use observe::LogEvent;
+
 #[cfg(test)]
 mod tests;

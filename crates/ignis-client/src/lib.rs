@@ -27,9 +27,10 @@ mod error;
 mod package;
 
 pub use api::{
-    ActivationFilter, ActivationLogs, ActivationPage, DeployRequest, InvokeError, InvokeResponse,
+    ActivationFilter, ActivationLogs, ActivationPage, DeployRequest, FunctionLogLine, InvokeError,
+    InvokeResponse, LogQuery,
 };
-pub use client::Client;
+pub use client::{Client, LogEvent};
 pub use config::{CONFIG_ENV, CliConfig};
 pub use error::{ClientError, TransportError};
 pub use package::{CodeUpload, package_code};

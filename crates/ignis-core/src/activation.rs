@@ -96,6 +96,16 @@ pub enum LogStream {
     Stderr,
 }
 
+impl LogStream {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
 /// One line a function wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {

@@ -8,8 +8,10 @@ mod activation;
 mod function;
 mod ids;
 pub mod lambda;
+pub mod metrics;
 mod names;
 mod trigger;
+pub mod usage;
 
 pub use activation::{
     ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod lambda_api;
+mod observe;
 pub mod routes;
 pub mod secrets;
 pub mod sigv4;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// What `GET /v1/system/info` answers.
     pub info: serde_json::Value,
+    /// Whether `/metrics` is served without a key (else it needs an admin key).
+    pub metrics_public: bool,
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -16,7 +16,7 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::{AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, tenancy, triggers, web};
+use crate::{AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, observe, tenancy, triggers, web};
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
 
@@ -57,6 +57,8 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/readyz", Public, || {
         get(|| async { axum::Json(serde_json::json!({"ready": true})) })
     }),
+    // An admin key, or nobody with --metrics-public: the handler decides.
+    route("GET", "/metrics", Own, || get(observe::metrics)),
     route("GET", "/v1/system/info", AnyKey, || {
         get(handlers::system_info)
     }),
@@ -119,6 +121,12 @@ pub static ROUTES: &[Route] = &[
         || get(handlers::get_version),
     ),
     route(
+        "GET",
+        "/v1/namespaces/{ns}/functions/{name}/logs",
+        Read,
+        || get(observe::function_logs),
+    ),
+    route(
         "POST",
         "/v1/namespaces/{ns}/functions/{name}/invoke",
         Invoke,
@@ -136,6 +144,9 @@ pub static ROUTES: &[Route] = &[
         Read,
         || get(handlers::activation_logs),
     ),
+    route("GET", "/v1/namespaces/{ns}/usage", Read, || {
+        get(observe::usage)
+    }),
     route("GET", "/v1/namespaces/{ns}/dlq", Read, || {
         get(handlers::list_dead_letters)
     }),

@@ -8,6 +8,7 @@
 mod blobs;
 mod sqlite;
 
+use ignis_core::usage::UsageCell;
 use ignis_core::{
     ActivationId, ActivationRecord, CodeRef, Firing, FunctionSpec, FunctionVersion, Rule, Status,
     Trigger,
@@ -354,6 +355,12 @@ pub trait Store: Send + Sync {
         namespace: &str,
         filter: &ActivationFilter,
     ) -> Result<ActivationPage>;
+    /// The metering of a namespace's activations that started in `[from_ms, to_ms)`: one row
+    /// per function and UTC day, with exact integer sums.
+    fn usage(&self, namespace: &str, from_ms: u64, to_ms: u64) -> Result<Vec<UsageCell>>;
+
+    /// Asynchronous invocations waiting to run (not dead, not done), per namespace.
+    fn async_backlog(&self) -> Result<Vec<(String, u64)>>;
 }
 
 #[cfg(test)]

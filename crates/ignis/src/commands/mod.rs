@@ -6,9 +6,11 @@ mod dlq;
 mod function;
 mod invoke;
 mod key;
+mod logs;
 mod ns;
 mod serve;
 mod trigger;
+mod usage;
 
 use clap::{Args, Subcommand};
 
@@ -58,6 +60,10 @@ pub enum Command {
     /// List and inspect activations (records of invocations)
     #[command(alias = "activation")]
     Activations(activations::ActivationsCommand),
+    /// Print a function's logs from every instance; -f follows new lines as they are written
+    Logs(logs::LogsCommand),
+    /// Requests, GB-seconds and cost of the namespace over a period
+    Usage(usage::UsageCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
     /// API keys: the one in use (and its AWS credentials), create, list, revoke
@@ -78,6 +84,8 @@ impl Command {
             Command::Dlq(c) => c.execute(global).await,
             Command::Trigger(c) => c.execute(global).await,
             Command::Rule(c) => c.execute(global).await,
+            Command::Logs(c) => c.execute(global).await,
+            Command::Usage(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// Activations one namespace keeps at most, for namespaces without their own quota (0: no
     /// limit).
     pub activation_retention_count: Option<u32>,
+    /// Serve `/metrics` without a key (default false: an admin key is needed).
+    pub metrics_public: Option<bool>,
+    /// The price model of usage reports (`[pricing]`: per_million_requests, per_gb_second,
+    /// free_tier, free_requests_per_month, free_gb_seconds_per_month).
+    pub pricing: Option<ignis_core::usage::PriceModel>,
 }
 
 /// Run the Ignis server.
@@ -80,7 +85,7 @@ pub struct ServeCommand {
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
     /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
     /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
-    /// activation_retention_count)
+    /// activation_retention_count, metrics_public, and a [pricing] table)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -121,6 +126,19 @@ pub struct ServeCommand {
     /// `AWS_REGION` of `lambda` instances name it [default: us-east-1]
     #[arg(long, env = "IGNIS_AWS_REGION")]
     aws_region: Option<String>,
+    /// Serve /metrics to anyone, without a key (by default it needs an admin key)
+    #[arg(long, env = "IGNIS_METRICS_PUBLIC", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    metrics_public: Option<bool>,
+    /// Price of one million requests in usage reports [default: 0.20]
+    #[arg(long, env = "IGNIS_PRICE_PER_MILLION_REQUESTS")]
+    price_per_million_requests: Option<f64>,
+    /// Price of one GB-second in usage reports [default: 0.0000166667]
+    #[arg(long, env = "IGNIS_PRICE_PER_GB_SECOND")]
+    price_per_gb_second: Option<f64>,
+    /// Take a monthly free tier (1M requests, 400 000 GB-s per namespace) off usage costs
+    /// [default: false]
+    #[arg(long, env = "IGNIS_FREE_TIER", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    free_tier: Option<bool>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -246,6 +264,21 @@ impl ServeCommand {
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
+        if self.metrics_public.is_some() {
+            cfg.metrics_public = self.metrics_public;
+        }
+        let mut pricing = cfg.pricing.take().unwrap_or_default();
+        if let Some(p) = self.price_per_million_requests {
+            pricing.per_million_requests = p;
+        }
+        if let Some(p) = self.price_per_gb_second {
+            pricing.per_gb_second = p;
+        }
+        if let Some(on) = self.free_tier {
+            pricing.free_tier = on;
+        }
+        pricing.validate().map_err(anyhow::Error::msg)?;
+        cfg.pricing = Some(pricing);
         Ok(cfg)
     }
 
@@ -344,6 +377,7 @@ impl ServeCommand {
                 activation_retention_count: cfg.activation_retention_count,
             },
         ));
+        controller.set_pricing(cfg.pricing.clone().unwrap_or_default());
 
         let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;
@@ -407,6 +441,7 @@ impl ServeCommand {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
+            metrics_public: cfg.metrics_public.unwrap_or(false),
         });
 
         print_banner(

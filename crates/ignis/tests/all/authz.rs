@@ -171,6 +171,8 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
 fn handler_routes(path: &str) -> Vec<(&'static str, String, Access)> {
     let lambda = "/2015-03-31/functions";
     match path {
+        // Without --metrics-public (metrics.rs tests it), only admin keys scrape.
+        "/metrics" => vec![("GET", "/metrics".to_string(), Access::Admin)],
         "/fn/{ns}/{name}" => vec![("GET", format!("/fn/{A}/web"), Access::Invoke)],
         "/fn/{ns}/{name}/" => vec![("POST", format!("/fn/{A}/web/"), Access::Invoke)],
         "/fn/{ns}/{name}/{*path}" => vec![("GET", format!("/fn/{A}/web/x/y"), Access::Invoke)],

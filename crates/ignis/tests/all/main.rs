@@ -11,6 +11,7 @@ mod events;
 mod invoke;
 mod lambda;
 mod lifecycle;
+mod observe;
 mod sandbox;
 mod scaling;
 mod soak;
