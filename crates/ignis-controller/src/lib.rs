@@ -496,17 +496,22 @@ impl Controller {
         let event = check_event(&function, event)?;
         let this = self.clone();
         self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
-        let task = tokio::spawn(async move {
-            let _guard = InFlightGuard(&this.inner.in_flight);
-            let inv = Invocation {
-                function,
-                id,
-                event,
-                accepted,
-                lambda,
-            };
-            this.run(inv, start_ms, None).await
-        });
+        // The run goes on on its own task, in the caller's span (the gateway's request id).
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = InFlightGuard(&this.inner.in_flight);
+                let inv = Invocation {
+                    function,
+                    id,
+                    event,
+                    accepted,
+                    lambda,
+                };
+                this.run(inv, start_ms, None).await
+            },
+            span,
+        ));
         task.await
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
     }
@@ -575,6 +580,14 @@ impl Controller {
             memory_mb: function.spec.memory_mb,
             billed_ms: billed,
         };
+        tracing::debug!(
+            activation = %id,
+            status = %r.status,
+            cold = r.cold,
+            duration_ms,
+            billed_ms = billed,
+            "activation finished"
+        );
         let result = (r.status == Status::Success).then(|| r.body.clone());
         self.inner
             .recorder

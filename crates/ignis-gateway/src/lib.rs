@@ -8,7 +8,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod lambda_api;
-mod observe;
+pub mod observe;
 pub mod routes;
 pub mod secrets;
 pub mod sigv4;
@@ -24,6 +24,7 @@ use ignis_controller::Controller;
 
 pub use auth::{Access, KeyRing, NewKey, Principal, generate_key, upgrade_record};
 pub use error::ApiError;
+pub use observe::RequestId;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;
 
@@ -59,5 +60,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes::build(state.clone())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::request_span))
         .with_state(state)
 }

@@ -22,6 +22,45 @@ use crate::handlers::query_pairs;
 
 const DAY_MS: u64 = 86_400_000;
 
+/// The id of one HTTP request, made by [`request_span`] for every request. An invocation
+/// takes it as its activation id, so the same id names the request (`x-request-id`), the
+/// activation, the instance's request id (`context.aws_request_id`) and every log line of the
+/// platform for it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub ActivationId);
+
+impl RequestId {
+    /// The id of a request (a fresh one where no middleware set it, e.g. in unit tests).
+    pub(crate) fn of(ext: Option<axum::Extension<RequestId>>) -> ActivationId {
+        ext.map_or_else(ActivationId::new, |e| e.0.0)
+    }
+}
+
+/// Middleware: gives the request its [`RequestId`], runs it inside a `request` span carrying
+/// `request_id` (so every log line emitted for it names it) and returns it as `x-request-id`.
+pub(crate) async fn request_span(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let id = ActivationId::new();
+    req.extensions_mut().insert(RequestId(id));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request done"
+        )
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
 /// `GET /metrics`: every metric in the Prometheus text format. Needs an admin key unless the
 /// server runs with `--metrics-public`.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

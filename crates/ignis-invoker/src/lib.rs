@@ -322,6 +322,13 @@ impl Invoker {
         } else {
             Duration::ZERO
         };
+        tracing::debug!(
+            instance = %lease.instance().meta.meta.name,
+            cold,
+            queue_ms = queue.as_millis() as u64,
+            init_ms = init.as_millis() as u64,
+            "instance acquired"
+        );
         let run_start = Instant::now();
         let instance = lease.instance();
         let meta = &instance.meta.meta;

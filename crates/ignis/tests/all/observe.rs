@@ -366,3 +366,84 @@ fn logs_follow_sees_a_line_within_a_second() {
     let r = s.get("/v1/namespaces/default/functions/talker/logs?stream=stdin");
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+#[test]
+fn a_request_id_names_the_activation_and_every_platform_log_line_of_it() {
+    let s = Server::start_logging(
+        &[],
+        "info,ignis_gateway=debug,ignis_controller=debug,ignis_invoker=debug",
+    );
+    let code = "def handler(event, context):\n    return {'seen': context.aws_request_id}\n";
+    let r = s.deploy_file(
+        "traced",
+        "runtime=python&handler=app.handler",
+        "app.py",
+        code,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = s.invoke("traced", "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-request-id").unwrap().to_string();
+    // gateway → invoker → instance → activation: one id.
+    assert_eq!(r.header("x-ignis-activation-id"), Some(id.as_str()));
+    assert_eq!(r.json()["seen"].as_str(), Some(id.as_str()));
+    assert_eq!(
+        wait_activation(&s, &id, 5)["id"].as_str(),
+        Some(id.as_str())
+    );
+    // The platform's log lines of this invocation, from each layer, all carry it.
+    let tagged = format!("request_id={id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = s.stderr_text();
+        if log.contains("request done") && log.contains(&tagged) || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for what in ["instance acquired", "activation finished"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what) && l.contains(&tagged))
+            .unwrap_or_else(|| panic!("no {what:?} line with {tagged}:\n{log}"));
+        assert!(line.contains(&tagged), "{line}");
+    }
+    let invoke_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("instance acquired") || l.contains("activation finished"))
+        .collect();
+    assert_eq!(invoke_lines.len(), 2, "{log}");
+    assert!(invoke_lines.iter().all(|l| l.contains(&tagged)), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request done") && l.contains(&tagged) && l.contains("status=200")),
+        "{log}"
+    );
+
+    // An asynchronous invocation: the id acknowledged is the request id, and its run's lines
+    // (on the queue worker) carry it too.
+    let r = s.request(
+        "POST",
+        "/v1/namespaces/default/functions/traced/invoke?blocking=false",
+        Some("application/json"),
+        b"{}",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.header("x-request-id").unwrap().to_string();
+    assert_eq!(r.json()["activation_id"].as_str(), Some(id.as_str()));
+    let a = wait_activation(&s, &id, 10);
+    assert_eq!(a["result"]["seen"].as_str(), Some(id.as_str()), "{a}");
+    let tagged = format!("request_id={id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.stderr_text();
+        if log
+            .lines()
+            .any(|l| l.contains("activation finished") && l.contains(&tagged))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tagged async line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
