@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod sigv4;
 mod tenancy;
 mod triggers;
+mod ui;
 mod web;
 
 use std::sync::Arc;

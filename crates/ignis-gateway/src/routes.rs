@@ -16,7 +16,9 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::{AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, observe, tenancy, triggers, web};
+use crate::{
+    AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, observe, tenancy, triggers, ui, web,
+};
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
 
@@ -59,6 +61,10 @@ pub static ROUTES: &[Route] = &[
     }),
     // An admin key, or nobody with --metrics-public: the handler decides.
     route("GET", "/metrics", Own, || get(observe::metrics)),
+    // The dashboard's static files; the data it shows comes from the API, with a key.
+    route("GET", "/ui", Public, || get(ui::index)),
+    route("GET", "/ui/", Public, || get(ui::index)),
+    route("GET", "/ui/{file}", Public, || get(ui::file)),
     route("GET", "/v1/system/info", AnyKey, || {
         get(handlers::system_info)
     }),

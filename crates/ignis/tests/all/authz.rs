@@ -142,6 +142,7 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
                 other => panic!("teach the authorization test the {{name}} of {other:?}"),
             },
             "{version}" => "1".to_string(),
+            "{file}" => "app.js".to_string(),
             "{id}" => match prev {
                 "activations" => w.activation.clone(),
                 "dlq" => "0".repeat(32),

@@ -17,5 +17,6 @@ mod scaling;
 mod soak;
 mod tenancy;
 mod triggers;
+mod ui;
 mod wasm;
 mod web;
