@@ -237,21 +237,6 @@ pub struct ActivationLogs {
     pub truncated: bool,
 }
 
-/// One line of a function's logs, with the activation that wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionLogLine {
-    /// When Ignis read it (ms since epoch).
-    pub ts_ms: u64,
-    /// The activation (request id) that wrote it.
-    pub activation_id: ActivationId,
-    /// The function's version.
-    pub version: u32,
-    /// stdout or stderr.
-    pub stream: LogStream,
-    /// The text.
-    pub line: String,
-}
-
 /// Which log lines of a function to get.
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {

@@ -27,12 +27,13 @@ mod error;
 mod package;
 
 pub use api::{
-    ActivationFilter, ActivationLogs, ActivationPage, DeployRequest, FunctionLogLine, InvokeError,
-    InvokeResponse, LogQuery,
+    ActivationFilter, ActivationLogs, ActivationPage, DeployRequest, InvokeError, InvokeResponse,
+    LogQuery,
 };
 pub use client::{Client, LogEvent};
 pub use config::{CONFIG_ENV, CliConfig};
 pub use error::{ClientError, TransportError};
+pub use ignis_core::FunctionLogLine;
 pub use package::{CodeUpload, package_code};
 
 /// Re-exported so callers of [`Client::request`] need no direct dependency on hyper.

@@ -23,7 +23,7 @@ use ignis_core::{
     ActivationError, ActivationId, ActivationRecord, FunctionVersion, SpecError, Status, billed_ms,
     now_ms,
 };
-pub use ignis_invoker::{Followed, LambdaContext, LiveLogLine, LogFollower};
+pub use ignis_invoker::{Followed, LambdaContext, LogFollower};
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{
     ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, Store,

@@ -13,27 +13,6 @@ use std::sync::{Arc, RwLock};
 use ignis_core::Status;
 use ignis_core::metrics::{Exposition, Histogram};
 
-/// Every status, in the order of [`FunctionMetrics::invocations`].
-const STATUSES: [Status; 6] = [
-    Status::Success,
-    Status::ApplicationError,
-    Status::Timeout,
-    Status::Oom,
-    Status::Crash,
-    Status::PlatformError,
-];
-
-fn status_index(s: Status) -> usize {
-    match s {
-        Status::Success => 0,
-        Status::ApplicationError => 1,
-        Status::Timeout => 2,
-        Status::Oom => 3,
-        Status::Crash => 4,
-        Status::PlatformError => 5,
-    }
-}
-
 /// Why an invocation was refused with 429.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Throttle {
@@ -57,8 +36,8 @@ pub(crate) struct NamespaceMetrics {
 /// Counters of one function (all its versions).
 #[derive(Debug, Default)]
 pub(crate) struct FunctionMetrics {
-    /// `[status][cold as usize]`.
-    invocations: [[AtomicU64; 2]; 6],
+    /// `[status as usize][cold as usize]`.
+    invocations: [[AtomicU64; 2]; Status::ALL.len()],
     duration: Histogram,
     init: Histogram,
     throttles: [AtomicU64; 3],
@@ -75,7 +54,7 @@ impl FunctionMetrics {
         init: std::time::Duration,
         mb_ms: u64,
     ) {
-        self.invocations[status_index(status)][cold as usize].fetch_add(1, Ordering::Relaxed);
+        self.invocations[status as usize][cold as usize].fetch_add(1, Ordering::Relaxed);
         self.duration.observe(duration);
         if cold {
             self.init.observe(init);
@@ -169,7 +148,7 @@ impl Metrics {
             "Invocations that ran, by function, status and start (cold or warm).",
         );
         for (ns, name, m) in &functions {
-            for (i, status) in STATUSES.iter().enumerate() {
+            for (i, status) in Status::ALL.iter().enumerate() {
                 for (cold, start) in [(0, "warm"), (1, "cold")] {
                     let n = m.invocations[i][cold].load(Ordering::Relaxed);
                     if n == 0 {
@@ -188,29 +167,24 @@ impl Metrics {
                 }
             }
         }
-        e.family(
-            "ignis_function_duration_seconds",
-            "histogram",
-            "Time from acceptance to the end of an invocation (queue, init and run).",
-        );
-        for (ns, name, m) in &functions {
-            e.histogram(
+        type Pick = fn(&FunctionMetrics) -> &Histogram;
+        let histograms: [(&str, &str, Pick); 2] = [
+            (
                 "ignis_function_duration_seconds",
-                &[("namespace", ns), ("function", name)],
-                &m.duration,
-            );
-        }
-        e.family(
-            "ignis_function_init_duration_seconds",
-            "histogram",
-            "Time creating an instance and loading the code, for cold starts.",
-        );
-        for (ns, name, m) in &functions {
-            e.histogram(
+                "Time from acceptance to the end of an invocation (queue, init and run).",
+                |m| &m.duration,
+            ),
+            (
                 "ignis_function_init_duration_seconds",
-                &[("namespace", ns), ("function", name)],
-                &m.init,
-            );
+                "Time creating an instance and loading the code, for cold starts.",
+                |m| &m.init,
+            ),
+        ];
+        for (name, help, pick) in histograms {
+            e.family(name, "histogram", help);
+            for (ns, f, m) in &functions {
+                e.histogram(name, &[("namespace", ns), ("function", f)], pick(m));
+            }
         }
         e.family(
             "ignis_function_throttles_total",

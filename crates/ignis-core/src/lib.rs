@@ -14,7 +14,8 @@ mod trigger;
 pub mod usage;
 
 pub use activation::{
-    ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
+    ActivationError, ActivationRecord, ErrorPhase, FunctionLogLine, LogLine, LogStream, Status,
+    billed_ms,
 };
 pub use function::{
     CodeFormat, CodeRef, FunctionSpec, FunctionVersion, LambdaConfig, Network, Runtime, SpecError,

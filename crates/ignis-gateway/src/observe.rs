@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use ignis_controller::{Followed, LiveLogLine};
+use ignis_controller::Followed;
 use ignis_core::usage::{GroupBy, parse_date};
-use ignis_core::{ActivationId, LogStream};
+use ignis_core::{ActivationId, FunctionLogLine, LogStream};
 use ignis_store::ActivationFilter;
 use serde_json::{Value, json};
 
@@ -137,7 +137,7 @@ struct LogFilter {
 }
 
 impl LogFilter {
-    fn matches(&self, l: &LiveLogLine) -> bool {
+    fn matches(&self, l: &FunctionLogLine) -> bool {
         self.stream.is_none_or(|s| s == l.stream)
             && self.activation.is_none_or(|a| a == l.activation_id)
             && self.version.is_none_or(|v| v == l.version)
@@ -256,7 +256,7 @@ async fn recent_logs(
             .get_activation(ns, &a.id.to_string())
             .await?;
         for l in full.logs {
-            let live = LiveLogLine {
+            let live = FunctionLogLine {
                 ts_ms: l.ts_ms,
                 activation_id: a.id,
                 version: a.version,

@@ -41,7 +41,7 @@ use ignis_core::{
 use ignis_runtime::bootstrap::BootstrapPaths;
 use ignis_sandbox::Sandbox;
 
-pub use logs::{Followed, LiveLogLine, LogCollector, LogFollower, LogHub};
+pub use logs::{Followed, LogCollector, LogFollower, LogHub};
 use pool::{Acquired, Pool, PoolMap};
 pub use registry::InstanceInfo;
 

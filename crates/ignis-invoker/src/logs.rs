@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use ignis_core::{ActivationId, LogLine, LogStream, MAX_LOG_BYTES, now_ms};
-use serde::Serialize;
+use ignis_core::{ActivationId, FunctionLogLine, LogLine, LogStream, MAX_LOG_BYTES, now_ms};
 use tokio::sync::broadcast;
 
 /// Longest line kept whole; a longer run without a newline is cut into lines of this size.
@@ -35,30 +34,15 @@ pub struct LogCollector {
 /// how many it missed.
 const FOLLOW_BUFFER: usize = 1024;
 
-/// One log line as followers see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveLogLine {
-    /// When Ignis read it (ms since epoch).
-    pub ts_ms: u64,
-    /// The activation (and request id) it belongs to.
-    pub activation_id: ActivationId,
-    /// The function's version.
-    pub version: u32,
-    /// stdout or stderr.
-    pub stream: LogStream,
-    /// The text, without the newline.
-    pub line: String,
-}
-
 /// Where one activation's lines go live.
 #[derive(Debug, Clone)]
 pub struct LiveTap {
-    sender: broadcast::Sender<Arc<LiveLogLine>>,
+    sender: broadcast::Sender<Arc<FunctionLogLine>>,
     activation_id: ActivationId,
     version: u32,
 }
 
-type Channels = HashMap<String, HashMap<String, broadcast::Sender<Arc<LiveLogLine>>>>;
+type Channels = HashMap<String, HashMap<String, broadcast::Sender<Arc<FunctionLogLine>>>>;
 
 /// The live log channels, one per followed function, made on first follow and dropped with
 /// their last follower.
@@ -71,7 +55,7 @@ pub struct LogHub {
 /// A follower of one function's logs; unsubscribes when dropped.
 #[derive(Debug)]
 pub struct LogFollower {
-    rx: Option<broadcast::Receiver<Arc<LiveLogLine>>>,
+    rx: Option<broadcast::Receiver<Arc<FunctionLogLine>>>,
     hub: Arc<LogHub>,
     namespace: String,
     function: String,
@@ -81,7 +65,7 @@ pub struct LogFollower {
 #[derive(Debug)]
 pub enum Followed {
     /// A line.
-    Line(Arc<LiveLogLine>),
+    Line(Arc<FunctionLogLine>),
     /// This many lines were dropped because the follower was too slow.
     Missed(u64),
 }
@@ -215,7 +199,7 @@ impl LogCollector {
         let ts_ms = now_ms();
         if let Some(tap) = &self.tap {
             // No follower left: the send fails, and that is fine.
-            let _ = tap.sender.send(Arc::new(LiveLogLine {
+            let _ = tap.sender.send(Arc::new(FunctionLogLine {
                 ts_ms,
                 activation_id: tap.activation_id,
                 version: tap.version,

@@ -7,8 +7,9 @@ use hyper::{Method, Request, Uri};
 use ignis_core::usage::UsageReport;
 
 use super::{Client, Query, api_error};
-use crate::api::{FunctionLogLine, LogQuery};
+use crate::api::LogQuery;
 use crate::{ClientError, TransportError};
+use ignis_core::FunctionLogLine;
 
 /// What a followed log stream delivers.
 #[derive(Debug, Clone, PartialEq)]
