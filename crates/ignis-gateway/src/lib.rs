@@ -42,6 +42,9 @@ pub struct AppState {
     pub info: serde_json::Value,
     /// Whether `/metrics` is served without a key (else it needs an admin key).
     pub metrics_public: bool,
+    /// Becomes `true` when the server starts shutting down: streams that would never end
+    /// (followed logs) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -209,18 +209,30 @@ pub async fn function_logs(
     let ready = futures_util::stream::once(async {
         Ok::<_, std::convert::Infallible>(Event::default().event("ready").data("{}"))
     });
-    let lines = futures_util::stream::unfold((follower, filter), |(mut f, filter)| async move {
-        loop {
-            let event = match f.next().await {
-                Followed::Line(l) if filter.matches(&l) => Event::default()
-                    .event("log")
-                    .data(serde_json::to_string(&*l).unwrap_or_default()),
-                Followed::Line(_) => continue,
-                Followed::Missed(n) => Event::default().event("missed").data(n.to_string()),
-            };
-            return Some((Ok(event), (f, filter)));
-        }
-    });
+    let stopping = state.stopping.clone();
+    let lines = futures_util::stream::unfold(
+        (follower, filter, stopping),
+        |(mut f, filter, mut stopping)| async move {
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                let next = tokio::select! {
+                    next = f.next() => next,
+                    // Shutting down (or the server's state is gone): end the stream.
+                    _ = stopping.changed() => return None,
+                };
+                let event = match next {
+                    Followed::Line(l) if filter.matches(&l) => Event::default()
+                        .event("log")
+                        .data(serde_json::to_string(&*l).unwrap_or_default()),
+                    Followed::Line(_) => continue,
+                    Followed::Missed(n) => Event::default().event("missed").data(n.to_string()),
+                };
+                return Some((Ok(event), (f, filter, stopping)));
+            }
+        },
+    );
     let sse = Sse::new(ready.chain(lines)).keep_alive(KeepAlive::default());
     Ok(([("x-accel-buffering", "no")], sse).into_response())
 }

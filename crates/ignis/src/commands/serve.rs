@@ -437,11 +437,15 @@ impl ServeCommand {
                 "max_log_bytes": ignis_core::MAX_LOG_BYTES,
             },
         });
+        // Told when shutdown starts, so that endless responses (followed logs) end and the
+        // graceful shutdown does not wait for their clients.
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
             metrics_public: cfg.metrics_public.unwrap_or(false),
+            stopping: stopping_rx,
         });
 
         print_banner(
@@ -462,7 +466,10 @@ impl ServeCommand {
         }
         let app = ignis_gateway::router(state);
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stopping_tx.send(true);
+            })
             .await
             .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");

@@ -270,7 +270,7 @@ fn usage_adds_up_to_the_activation_records() {
 
 #[test]
 fn logs_follow_sees_a_line_within_a_second() {
-    let s = Server::start();
+    let mut s = Server::start();
     let code = "import sys, time\ndef handler(event, context):\n    print('live-line', event.get('n'))\n    sys.stdout.flush()\n    time.sleep(3)\n    print('after-sleep', file=sys.stderr)\n    return {}\n";
     let r = s.deploy_file(
         "talker",
@@ -347,9 +347,6 @@ fn logs_follow_sees_a_line_within_a_second() {
             .contains(&format!("x-ignis-activation-id: {id}")),
         "{raw}"
     );
-    follower.kill().unwrap();
-    let _ = follower.wait();
-
     // Without -f: the recent activations' lines, filtered.
     let out = ok(&s.cli(&["logs", "talker", "--stream", "stdout"]));
     let lines: Vec<&str> = out.lines().collect();
@@ -365,6 +362,27 @@ fn logs_follow_sees_a_line_within_a_second() {
     assert_eq!(r.status, 404, "{}", r.text());
     let r = s.get("/v1/namespaces/default/functions/talker/logs?stream=stdin");
     assert_eq!(r.status, 400, "{}", r.text());
+
+    // A follower does not hold up a graceful stop: its stream ends, and `ignis logs -f` with it.
+    let stopping = Instant::now();
+    assert!(s.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = follower.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("ignis logs -f did not end with the server");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
 }
 
 #[test]
