@@ -465,3 +465,63 @@ fn a_request_id_names_the_activation_and_every_platform_log_line_of_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn pricing_comes_from_the_config_file_with_its_free_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[pricing]\nper_million_requests = 1000000.0\nper_gb_second = 1.0\nfree_tier = true\nfree_requests_per_month = 1\nfree_gb_seconds_per_month = 0\n",
+    )
+    .unwrap();
+    let s = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let r = s.deploy_file(
+        "hello",
+        "runtime=python&handler=app.handler",
+        "app.py",
+        HELLO,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..2 {
+        assert_eq!(s.invoke("hello", "{}").status, 200);
+    }
+    let mb_ms: u64 = activations(&s, "hello")
+        .iter()
+        .map(|a| a["memory_mb"].as_u64().unwrap() * a["billed_ms"].as_u64().unwrap())
+        .sum();
+    let t = s.get("/v1/namespaces/default/usage").json()["total"].clone();
+    let gbs = mb_ms as f64 / 1_024_000.0;
+    // $1 a request, $1 a GB-second; the free tier takes one request off.
+    assert_eq!(t["request_cost"].as_f64(), Some(2.0), "{t}");
+    assert_eq!(t["free_tier_credit"].as_f64(), Some(1.0), "{t}");
+    assert!(
+        (t["cost"].as_f64().unwrap() - (1.0 + gbs)).abs() < 1e-12,
+        "{t}"
+    );
+    let out = ok(&s.cli(&["usage"]));
+    assert!(out.contains("free tier: −$1.000000"), "{out}");
+
+    // A price model that makes no sense stops the server at start.
+    std::fs::write(&config, "[pricing]\nper_gb_second = -1.0\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-cli-config",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pricing.per_gb_second"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
