@@ -36,7 +36,7 @@ const APPLICATION_OCTET_STREAM: HeaderValue = HeaderValue::from_static("applicat
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one Ignis server, in one namespace.
 ///
@@ -549,13 +549,14 @@ impl Client {
         &self,
         method: Method,
         name: Option<&str>,
+        body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
         let mut target = self.url_for("/v1/namespaces");
         if let Some(n) = name {
             target.push('/');
             push_segment(&mut target, n);
         }
-        self.json_at(method, target, None).await
+        self.json_at(method, target, body).await
     }
 
     /// The API keys: `/v1/keys[/{id}]` (every key, admin keys) with `admin`, else the

@@ -61,6 +61,9 @@ pub enum ControllerError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// An upload is larger than its limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Shutting down.
     #[error("the server is shutting down")]
     Unavailable,
@@ -116,9 +119,9 @@ fn check_event(function: &FunctionVersion, event: Bytes) -> Result<Bytes> {
     if event.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Bytes::from_static(b"{}"));
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(&event).map_err(|e| {
+    ignis_core::check_json(&event).map_err(|e| {
         ControllerError::BadRequest(format!(
-            "the payload is not valid JSON ({e}); {} functions take a JSON event",
+            "{e}; {} functions take a JSON event",
             function.spec.runtime
         ))
     })?;
@@ -163,7 +166,7 @@ struct Inner {
     recorder: Recorder,
     in_flight: InFlight,
     queue: queue::AsyncQueue,
-    quotas: quotas::Quotas,
+    quotas: Arc<quotas::Quotas>,
     metrics: metrics::Metrics,
     pricing: std::sync::RwLock<ignis_core::usage::PriceModel>,
 }
@@ -172,10 +175,13 @@ impl Controller {
     /// A controller over a store, a blob directory and an invoker.
     pub fn new(store: Arc<dyn Store>, blobs: BlobStore, invoker: Invoker) -> std::io::Result<Self> {
         let recorder = Recorder::start(store.clone())?;
-        let quotas = quotas::Quotas::default();
+        let quotas = Arc::new(quotas::Quotas::default());
         for ns in store.namespaces().map_err(std::io::Error::other)? {
             quotas.set_own(&ns.name, ns.quotas);
         }
+        let q = quotas.clone();
+        invoker
+            .set_namespace_memory_quota(Box::new(move |ns| u64::from(q.effective(ns).memory_mb)));
         Ok(Controller {
             inner: Arc::new(Inner {
                 registry: registry::Registry::default(),
@@ -236,7 +242,12 @@ impl Controller {
         self.inner.quotas.set_defaults(defaults);
     }
 
-    /// The quotas in force for a namespace.
+    /// Invocations of a namespace running now.
+    pub fn running_in(&self, namespace: &str) -> u32 {
+        self.inner.quotas.running(namespace)
+    }
+
+    /// The quotas in force for a namespace: its own, else the server's defaults.
     pub fn quotas_of(&self, namespace: &str) -> QuotaDefaults {
         self.inner.quotas.effective(namespace)
     }
@@ -348,7 +359,10 @@ impl Controller {
         self.check_namespace(&req.namespace).await?;
         let (ns, name) = (req.namespace.clone(), req.name.clone());
         let (fv, created) = self
-            .blocking(move |i| registry::deploy(i.store.as_ref(), &i.blobs, &i.invoker, req))
+            .blocking(move |i| {
+                let limits = i.quotas.effective(&req.namespace);
+                registry::deploy(i.store.as_ref(), &i.blobs, &i.invoker, &limits, req)
+            })
             .await?;
         let fv = Arc::new(fv);
         self.inner.registry.put_latest(&ns, &name, fv.clone());
@@ -545,6 +559,12 @@ impl Controller {
                     _ => metrics::Throttle::Memory,
                 });
                 return Err(ControllerError::Throttled(e.to_string()));
+            }
+            Err(e @ InvokeError::NamespaceMemory { .. }) => {
+                return Err(ControllerError::QuotaExceeded {
+                    message: e.to_string(),
+                    retry_after_secs: 1,
+                });
             }
             Err(InvokeError::ShuttingDown) => return Err(ControllerError::Unavailable),
         };

@@ -15,7 +15,7 @@ use std::time::Instant;
 use ignis_store::NamespaceQuotas;
 
 /// The server's quotas for namespaces that set none; `0` means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaDefaults {
     /// Invocations of one namespace running at once.
     pub concurrency: u32,
@@ -25,6 +25,14 @@ pub struct QuotaDefaults {
     pub activation_retention_days: u32,
     /// Activations one namespace keeps at most, the newest.
     pub activation_retention_count: u32,
+    /// MiB the memory limits of one namespace's live instances may add up to.
+    pub memory_mb: u32,
+    /// Functions one namespace may have.
+    pub functions: u32,
+    /// MiB of one function's code as uploaded (Lambda's 50 MiB zip).
+    pub code_mb: u32,
+    /// MiB of one function's code once unpacked (Lambda's 250 MiB).
+    pub code_unpacked_mb: u32,
 }
 
 impl Default for QuotaDefaults {
@@ -34,6 +42,10 @@ impl Default for QuotaDefaults {
             invocations_per_minute: 0,
             activation_retention_days: 0,
             activation_retention_count: 0,
+            memory_mb: 0,
+            functions: 1000,
+            code_mb: 50,
+            code_unpacked_mb: 250,
         }
     }
 }
@@ -52,6 +64,10 @@ impl QuotaDefaults {
             activation_retention_count: own
                 .activation_retention_count
                 .unwrap_or(self.activation_retention_count),
+            memory_mb: own.memory_mb.unwrap_or(self.memory_mb),
+            functions: own.functions.unwrap_or(self.functions),
+            code_mb: own.code_mb.unwrap_or(self.code_mb),
+            code_unpacked_mb: own.code_unpacked_mb.unwrap_or(self.code_unpacked_mb),
         }
     }
 }
@@ -132,6 +148,14 @@ impl Quotas {
             .entry(namespace.to_string())
             .or_default()
             .clone()
+    }
+
+    /// Invocations of the namespace running now.
+    pub fn running(&self, namespace: &str) -> u32 {
+        let usage = self.usage.read().unwrap();
+        usage
+            .get(namespace)
+            .map_or(0, |u| u.running.load(Ordering::Acquire))
     }
 
     /// Admits one run of the namespace, or says why not and for how long.

@@ -13,7 +13,7 @@ use ignis_runtime::code::{self, CodeError};
 use ignis_store::{BlobStore, NewVersion, Store};
 use ignis_wasm::{Compiled, WasmEngine, WasmError};
 
-use crate::{ControllerError, Result};
+use crate::{ControllerError, QuotaDefaults, Result};
 
 /// Uploaded code.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ impl From<CodeError> for ControllerError {
         match e {
             CodeError::Handler(s) => ControllerError::InvalidSpec(s),
             CodeError::Io(e) => ControllerError::Internal(e.to_string()),
+            CodeError::TooLarge(m) => {
+                ControllerError::TooLarge(format!("the code is too large: {m}"))
+            }
             other => ControllerError::InvalidSpec(SpecError::new("code", other.to_string())),
         }
     }
@@ -60,6 +63,7 @@ pub(crate) fn deploy(
     store: &dyn Store,
     blobs: &BlobStore,
     invoker: &Invoker,
+    limits: &QuotaDefaults,
     req: DeployRequest,
 ) -> Result<(FunctionVersion, bool)> {
     validate_function_name(&req.name)
@@ -112,7 +116,19 @@ pub(crate) fn deploy(
             (prev.code.format, prev.code.filename, Bytes::from(bytes))
         }
     };
-    let listing = code::inspect(format, filename.as_deref(), &bytes)?;
+    const MIB: u64 = 1024 * 1024;
+    if limits.code_mb > 0 && bytes.len() as u64 > u64::from(limits.code_mb) * MIB {
+        return Err(ControllerError::TooLarge(format!(
+            "the code is too large: {} bytes, more than the namespace's quota of {} MiB",
+            bytes.len(),
+            limits.code_mb
+        )));
+    }
+    let max_unpacked = match limits.code_unpacked_mb {
+        0 => u64::MAX,
+        mb => u64::from(mb) * MIB,
+    };
+    let listing = code::inspect(format, filename.as_deref(), &bytes, max_unpacked)?;
     if let Some(handler) = code::check_handler(&spec, &listing)? {
         spec.handler = handler;
     }
@@ -144,6 +160,26 @@ pub(crate) fn deploy(
             &bytes,
             &invoker.code_dir().join(code::dir_name(&code, executable)),
         )?;
+    }
+    // The count and the insert under one lock, so that concurrent deploys cannot pass the
+    // namespace's function quota together.
+    static ADDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _adding = ADDING.lock().unwrap_or_else(|e| e.into_inner());
+    if limits.functions > 0
+        && store
+            .get_version(&req.namespace, &req.name, None)?
+            .is_none()
+    {
+        let count = store.list_functions(&req.namespace)?.len();
+        if count >= limits.functions as usize {
+            return Err(ControllerError::QuotaExceeded {
+                message: format!(
+                    "namespace {:?} is at its quota of {} functions; delete one first",
+                    req.namespace, limits.functions
+                ),
+                retry_after_secs: 60,
+            });
+        }
     }
     let new = NewVersion {
         namespace: req.namespace,

@@ -309,9 +309,8 @@ impl Controller {
         let payload = if payload.iter().all(|b| b.is_ascii_whitespace()) {
             Bytes::from_static(b"{}")
         } else {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&payload).map_err(|e| {
-                ControllerError::BadRequest(format!("the payload is not valid JSON ({e})"))
-            })?;
+            ignis_core::check_json(&payload)
+                .map_err(|e| ControllerError::BadRequest(e.to_string()))?;
             payload
         };
         self.fire(trigger, payload, None).await

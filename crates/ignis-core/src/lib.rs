@@ -7,9 +7,12 @@
 mod activation;
 mod function;
 mod ids;
+mod json;
 pub mod lambda;
 pub mod metrics;
 mod names;
+#[cfg(test)]
+mod proptests;
 mod trigger;
 pub mod usage;
 
@@ -22,6 +25,7 @@ pub use function::{
     Web,
 };
 pub use ids::{ActivationId, new_secret, now_ms};
+pub use json::{JsonError, MAX_JSON_DEPTH, check_json};
 pub use names::{NameError, validate_function_name, validate_namespace_name};
 pub use trigger::{Caused, Firing, Rule, Trigger, TriggerKind, TriggerSpec};
 

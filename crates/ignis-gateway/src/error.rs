@@ -92,6 +92,10 @@ impl From<ControllerError> for ApiError {
                 e.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
                 e
             }
+            ControllerError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+                    .with("field", "code")
+            }
             ControllerError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -113,9 +117,19 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", "the request body is too large")
-        } else {
-            ApiError::new(status, "bad_request", r.body_text())
+            return ApiError::new(status, "payload_too_large", "the request body is too large");
         }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&r);
+        while let Some(e) = source {
+            if let Some(t) = e.downcast_ref::<crate::serve::BodyTimeout>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    t.to_string(),
+                );
+            }
+            source = e.source();
+        }
+        ApiError::new(status, "bad_request", r.body_text())
     }
 }

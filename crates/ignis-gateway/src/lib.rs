@@ -11,6 +11,7 @@ mod lambda_api;
 pub mod observe;
 pub mod routes;
 pub mod secrets;
+pub mod serve;
 pub mod sigv4;
 mod tenancy;
 mod triggers;
@@ -28,6 +29,7 @@ pub use error::ApiError;
 pub use observe::RequestId;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;
+pub use serve::{HttpLimits, serve};
 
 /// Largest deploy request body: a 50 MiB zip, base64-encoded in JSON, with room to spare.
 pub const MAX_DEPLOY_BYTES: usize = 100 * 1024 * 1024;

@@ -31,11 +31,10 @@ fn namespace_json(state: &AppState, record: &NamespaceRecord) -> Value {
         "name": record.name,
         "created_ms": record.created_ms,
         "quotas": record.quotas,
-        "effective_quotas": {
-            "concurrency": q.concurrency,
-            "invocations_per_minute": q.invocations_per_minute,
-            "activation_retention_days": q.activation_retention_days,
-            "activation_retention_count": q.activation_retention_count,
+        "effective_quotas": q,
+        "usage": {
+            "instance_memory_mb": state.controller.invoker().namespace_memory(&record.name),
+            "running": state.controller.running_in(&record.name),
         },
     })
 }

@@ -156,6 +156,16 @@ pub enum InvokeError {
         /// its memory limit
         memory_mb: u32,
     },
+    /// The namespace's instances hold its memory quota and every one is busy.
+    #[error(
+        "namespace {namespace:?} is at its quota of {limit_mb} MiB of instance memory: every instance is busy"
+    )]
+    NamespaceMemory {
+        /// The namespace.
+        namespace: String,
+        /// Its quota.
+        limit_mb: u64,
+    },
     /// The invoker is shutting down.
     #[error("the invoker is shutting down")]
     ShuttingDown,
@@ -184,7 +194,11 @@ pub(crate) struct Inner {
     /// Time to start a sandboxed process (fork, isolation, exec), per instance started.
     pub(crate) sandbox_setup: ignis_core::metrics::Histogram,
     log_hub: Arc<LogHub>,
+    namespace_memory: std::sync::OnceLock<NamespaceMemoryQuota>,
 }
+
+/// The memory quota (MiB, 0 for none) of a namespace's instances, as the controller knows it.
+pub type NamespaceMemoryQuota = Box<dyn Fn(&str) -> u64 + Send + Sync>;
 
 impl Inner {
     /// The wasm engine, made on first use (it reserves the address space of its pool).
@@ -219,6 +233,7 @@ impl Invoker {
             wasm: std::sync::OnceLock::new(),
             sandbox_setup: Default::default(),
             log_hub: Arc::default(),
+            namespace_memory: std::sync::OnceLock::new(),
         });
         let _ = inner
             .stem
@@ -241,6 +256,11 @@ impl Invoker {
             }
         });
         this
+    }
+
+    /// Tells the invoker the memory quota of each namespace (once; later calls are ignored).
+    pub fn set_namespace_memory_quota(&self, quota: NamespaceMemoryQuota) {
+        let _ = self.inner.namespace_memory.set(quota);
     }
 
     /// The sandbox instances run in.
@@ -288,12 +308,21 @@ impl Invoker {
         let (mut lease, cold) = match acquired {
             Acquired::Warm(lease) => (lease, false),
             Acquired::Create(slot) => {
-                let Some(memory) = self.reserve_memory(f) else {
-                    drop(slot);
-                    return Err(InvokeError::OutOfMemory {
-                        function: format!("{}/{}@{}", f.namespace, f.name, f.version),
-                        memory_mb: f.spec.memory_mb,
-                    });
+                let memory = match self.reserve_memory(f) {
+                    Ok(m) => m,
+                    Err(short) => {
+                        drop(slot);
+                        return Err(match short {
+                            registry::Short::Budget => InvokeError::OutOfMemory {
+                                function: format!("{}/{}@{}", f.namespace, f.name, f.version),
+                                memory_mb: f.spec.memory_mb,
+                            },
+                            registry::Short::Namespace => InvokeError::NamespaceMemory {
+                                namespace: f.namespace.clone(),
+                                limit_mb: self.namespace_memory_quota(&f.namespace),
+                            },
+                        });
+                    }
                 };
                 match self.create_instance(f, memory, &mut logs, deadline).await {
                     Ok((instance, loaded)) => (slot.fill(instance), loaded),
@@ -388,20 +417,35 @@ impl Invoker {
         })
     }
 
-    /// Reserves an instance's memory in the invoker's budget, evicting idle instances of any
-    /// function, least recently used first, to make room.
-    fn reserve_memory(&self, f: &FunctionVersion) -> Option<registry::MemoryGrant> {
+    fn namespace_memory_quota(&self, namespace: &str) -> u64 {
+        self.inner
+            .namespace_memory
+            .get()
+            .map_or(0, |quota| quota(namespace))
+    }
+
+    /// Reserves an instance's memory in the invoker's budget and its namespace's quota,
+    /// evicting idle instances, least recently used first, to make room: of any function for
+    /// the budget, of the namespace's functions for its quota.
+    fn reserve_memory(
+        &self,
+        f: &FunctionVersion,
+    ) -> Result<registry::MemoryGrant, registry::Short> {
         let mb = f.spec.memory_mb as u64;
+        let limit = self.namespace_memory_quota(&f.namespace);
         loop {
-            if let Some(grant) = self.inner.registry.reserve(mb) {
-                return Some(grant);
-            }
+            let short = match self.inner.registry.reserve(mb, &f.namespace, limit) {
+                Ok(grant) => return Ok(grant),
+                Err(short) => short,
+            };
             let pools = self.inner.pools.read().unwrap().all();
             let victim = pools
                 .iter()
+                .filter(|p| short == registry::Short::Budget || p.function.namespace == f.namespace)
                 .filter_map(|p| p.oldest_idle().map(|t| (t, p)))
                 .min_by_key(|(t, _)| *t)
-                .map(|(_, p)| p.clone())?;
+                .map(|(_, p)| p.clone())
+                .ok_or(short)?;
             let evicted = victim.evict_oldest();
             tracing::debug!(
                 handles = evicted.as_ref().map_or(0, Vec::len),
@@ -421,7 +465,7 @@ impl Invoker {
         let this = self.clone();
         let f = pool.function.clone();
         tokio::spawn(async move {
-            let Some(memory) = this.reserve_memory(&f) else {
+            let Ok(memory) = this.reserve_memory(&f) else {
                 tracing::warn!(function = %f.name, "no memory left to provision an instance");
                 return;
             };
@@ -469,6 +513,11 @@ impl Invoker {
     /// Every live instance.
     pub fn instances(&self) -> Vec<InstanceInfo> {
         self.inner.registry.list()
+    }
+
+    /// Memory limits of a namespace's live instances added up, in MiB.
+    pub fn namespace_memory(&self, namespace: &str) -> u64 {
+        self.inner.registry.namespace_memory(namespace)
     }
 
     /// Memory limits of live instances added up, and the budget, in MiB.

@@ -1,6 +1,7 @@
-//! Every live instance of the invoker, for `GET /v1/system/instances`, and the invoker-wide
-//! memory budget: the sum of the memory limits of live instances may not pass it. Touched when
-//! instances are created and destroyed, never on the warm path (state changes are atomics).
+//! Every live instance of the invoker, for `GET /v1/system/instances`, and the memory account:
+//! the sum of the memory limits of live instances may not pass the invoker's budget, nor those
+//! of one namespace its quota. Touched when instances are created and destroyed, never on the
+//! warm path (state changes are atomics).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -51,18 +52,37 @@ pub(crate) struct Registry {
     next: AtomicU64,
     used_mb: AtomicU64,
     budget_mb: u64,
+    /// MiB reserved by each namespace's instances.
+    by_namespace: Mutex<HashMap<String, u64>>,
+}
+
+/// Which limit a reservation ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Short {
+    /// The invoker's budget.
+    Budget,
+    /// The namespace's quota.
+    Namespace,
 }
 
 /// Memory reserved for an instance being created; given back when dropped unless it became
 /// part of a [`Registered`] instance.
 pub(crate) struct MemoryGrant {
     registry: Weak<Registry>,
+    namespace: String,
     mb: u64,
 }
 
 impl Drop for MemoryGrant {
     fn drop(&mut self) {
         if let Some(r) = self.registry.upgrade() {
+            let mut by_ns = r.by_namespace.lock().unwrap();
+            if let Some(used) = by_ns.get_mut(&self.namespace) {
+                *used -= self.mb.min(*used);
+                if *used == 0 {
+                    by_ns.remove(&self.namespace);
+                }
+            }
             r.used_mb.fetch_sub(self.mb, Ordering::AcqRel);
         }
     }
@@ -91,29 +111,48 @@ impl Registry {
             next: AtomicU64::new(1),
             used_mb: AtomicU64::new(0),
             budget_mb,
+            by_namespace: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Reserves `mb` if the budget has room.
-    pub fn reserve(self: &Arc<Self>, mb: u64) -> Option<MemoryGrant> {
+    /// Reserves `mb` for an instance of `namespace` if both the budget and the namespace's
+    /// quota (`namespace_limit_mb`, 0 for none) have room.
+    pub fn reserve(
+        self: &Arc<Self>,
+        mb: u64,
+        namespace: &str,
+        namespace_limit_mb: u64,
+    ) -> Result<MemoryGrant, Short> {
+        let mut by_ns = self.by_namespace.lock().unwrap();
+        let ns_used = by_ns.get(namespace).copied().unwrap_or(0);
+        if namespace_limit_mb > 0 && ns_used + mb > namespace_limit_mb {
+            return Err(Short::Namespace);
+        }
         let mut cur = self.used_mb.load(Ordering::Acquire);
         loop {
             if cur + mb > self.budget_mb {
-                return None;
+                return Err(Short::Budget);
             }
             match self
                 .used_mb
                 .compare_exchange(cur, cur + mb, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    return Some(MemoryGrant {
-                        registry: Arc::downgrade(self),
-                        mb,
-                    });
-                }
+                Ok(_) => break,
                 Err(now) => cur = now,
             }
         }
+        *by_ns.entry(namespace.to_string()).or_insert(0) += mb;
+        Ok(MemoryGrant {
+            registry: Arc::downgrade(self),
+            namespace: namespace.to_string(),
+            mb,
+        })
+    }
+
+    /// MiB reserved by a namespace's instances.
+    pub fn namespace_memory(&self, namespace: &str) -> u64 {
+        let by_ns = self.by_namespace.lock().unwrap();
+        by_ns.get(namespace).copied().unwrap_or(0)
     }
 
     /// Registers a new instance of `f`, holding `memory` for as long as it lives.
@@ -176,12 +215,20 @@ mod tests {
     #[test]
     fn budget_is_reserved_and_given_back() {
         let r = Arc::new(Registry::new(1000));
-        let a = r.reserve(600).unwrap();
-        assert!(r.reserve(500).is_none());
-        let b = r.reserve(400).unwrap();
+        let a = r.reserve(600, "a", 0).unwrap();
+        assert_eq!(r.reserve(500, "b", 0).err(), Some(Short::Budget));
+        // A namespace's quota is its own: "a" has no room, "b" has.
+        assert_eq!(r.reserve(300, "a", 800).err(), Some(Short::Namespace));
+        let b = r.reserve(400, "b", 400).unwrap();
         assert_eq!(r.memory(), (1000, 1000));
+        assert_eq!(
+            (r.namespace_memory("a"), r.namespace_memory("b")),
+            (600, 400)
+        );
         drop(a);
         assert_eq!(r.memory().0, 400);
+        assert_eq!(r.namespace_memory("a"), 0);
+        assert!(r.reserve(200, "a", 800).is_ok());
         let f = Arc::new(FunctionVersion {
             namespace: "default".into(),
             name: "f".into(),

@@ -10,8 +10,6 @@ use std::path::{Component, Path, PathBuf};
 
 use ignis_core::{CodeFormat, FunctionSpec, Runtime, SpecError};
 
-/// Largest unpacked size of a function's code (Lambda's 250 MiB).
-pub const MAX_UNPACKED_BYTES: u64 = 250 * 1024 * 1024;
 /// Most entries in an archive.
 pub const MAX_ENTRIES: usize = 20_000;
 /// Largest compression ratio of an entry before it is taken for a zip bomb.
@@ -62,11 +60,13 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Checks an upload and lists its files.
+/// Checks an upload and lists its files; more than `max_unpacked` bytes once unpacked is too
+/// large.
 pub fn inspect(
     format: CodeFormat,
     filename: Option<&str>,
     bytes: &[u8],
+    max_unpacked: u64,
 ) -> Result<CodeListing, CodeError> {
     if bytes.is_empty() {
         return Err(CodeError::Empty);
@@ -87,7 +87,7 @@ pub fn inspect(
                 unpacked_bytes: bytes.len() as u64,
             })
         }
-        CodeFormat::Zip => inspect_zip(bytes),
+        CodeFormat::Zip => inspect_zip(bytes, max_unpacked),
     }
 }
 
@@ -95,7 +95,7 @@ fn open_zip(bytes: &[u8]) -> Result<zip::ZipArchive<Cursor<&[u8]>>, CodeError> {
     zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::Corrupt(e.to_string()))
 }
 
-fn inspect_zip(bytes: &[u8]) -> Result<CodeListing, CodeError> {
+fn inspect_zip(bytes: &[u8], max_unpacked: u64) -> Result<CodeListing, CodeError> {
     let mut archive = open_zip(bytes)?;
     if archive.len() > MAX_ENTRIES {
         return Err(CodeError::TooLarge(format!(
@@ -125,10 +125,10 @@ fn inspect_zip(bytes: &[u8]) -> Result<CodeListing, CodeError> {
             )));
         }
         listing.unpacked_bytes += size;
-        if listing.unpacked_bytes > MAX_UNPACKED_BYTES {
+        if listing.unpacked_bytes > max_unpacked {
             return Err(CodeError::TooLarge(format!(
                 "more than {} MiB unpacked",
-                MAX_UNPACKED_BYTES / (1024 * 1024)
+                max_unpacked / (1024 * 1024)
             )));
         }
         listing
@@ -308,8 +308,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), CodeError> {
 
 fn unpack_zip(bytes: &[u8], dest: &Path, exec_runtime: bool) -> Result<(), CodeError> {
     let mut archive = open_zip(bytes)?;
-    let mut total = 0u64;
-    let mut buf = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
@@ -324,18 +322,17 @@ fn unpack_zip(bytes: &[u8], dest: &Path, exec_runtime: bool) -> Result<(), CodeE
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p)?;
         }
-        buf.clear();
-        // Bound what is read, whatever the header claims.
-        let limit = MAX_UNPACKED_BYTES - total + 1;
-        (&mut entry)
-            .take(limit)
-            .read_to_end(&mut buf)
+        // [`inspect`] bounded the sizes the headers declare; an entry that expands past its
+        // declared size is refused, whatever its data says, and it streams to the file.
+        let declared = entry.size();
+        let mut file = std::fs::File::create(&path)?;
+        let written = std::io::copy(&mut (&mut entry).take(declared + 1), &mut file)
             .map_err(|e| CodeError::Corrupt(format!("{name}: {e}")))?;
-        total += buf.len() as u64;
-        if total > MAX_UNPACKED_BYTES {
-            return Err(CodeError::TooLarge("archive expands past the limit".into()));
+        if written > declared {
+            return Err(CodeError::TooLarge(format!(
+                "{name:?} expands past the size its header declares"
+            )));
         }
-        std::fs::write(&path, &buf)?;
         let exec_bit = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
         let mode = if exec_bit || (exec_runtime && entry.unix_mode().is_none()) {
             0o755
@@ -352,6 +349,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    const LIMIT: u64 = 250 << 20;
+
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for (name, data) in entries {
@@ -365,7 +364,7 @@ mod tests {
     #[test]
     fn lists_and_checks_handlers() {
         let z = zip_of(&[("app.py", b"def handler(e, c): pass"), ("lib/util.py", b"")]);
-        let listing = inspect(CodeFormat::Zip, None, &z).unwrap();
+        let listing = inspect(CodeFormat::Zip, None, &z, LIMIT).unwrap();
         assert!(listing.files.contains("lib/util.py"));
         let spec = FunctionSpec::new(Runtime::Python, "app.handler");
         check_handler(&spec, &listing).unwrap();
@@ -381,36 +380,65 @@ mod tests {
     #[test]
     fn refuses_bad_archives() {
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, b""),
+            inspect(CodeFormat::Zip, None, b"", LIMIT),
             Err(CodeError::Empty)
         ));
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, b"not a zip at all"),
+            inspect(CodeFormat::Zip, None, b"not a zip at all", LIMIT),
             Err(CodeError::Corrupt(_))
         ));
         let slip = zip_of(&[("../../etc/evil", b"x")]);
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, &slip),
+            inspect(CodeFormat::Zip, None, &slip, LIMIT),
             Err(CodeError::UnsafePath(_))
         ));
         let abs = zip_of(&[("/etc/evil", b"x")]);
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, &abs),
+            inspect(CodeFormat::Zip, None, &abs, LIMIT),
             Err(CodeError::UnsafePath(_))
         ));
         let empty = zip_of(&[]);
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, &empty),
+            inspect(CodeFormat::Zip, None, &empty, LIMIT),
             Err(CodeError::Empty)
         ));
         let bomb = zip_of(&[("zeros", &vec![0u8; 8 * 1024 * 1024])]);
         assert!(matches!(
-            inspect(CodeFormat::Zip, None, &bomb),
+            inspect(CodeFormat::Zip, None, &bomb, LIMIT),
             Err(CodeError::TooLarge(_))
         ));
         assert!(matches!(
-            inspect(CodeFormat::File, Some("../x.py"), b"x"),
+            inspect(CodeFormat::File, Some("../x.py"), b"x", LIMIT),
             Err(CodeError::UnsafePath(_))
+        ));
+    }
+
+    #[test]
+    fn an_entry_larger_than_its_header_says_is_refused_at_unpack() {
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.start_file("app.py", stored).unwrap();
+        w.write_all(&[b'x'; 100]).unwrap();
+        let mut z = w.finish().unwrap().into_inner();
+        // The central directory now says 10 bytes unpacked.
+        let cd = z.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        z[cd + 24..cd + 28].copy_from_slice(&10u32.to_le_bytes());
+        let listing = inspect(CodeFormat::Zip, None, &z, LIMIT).unwrap();
+        assert_eq!(listing.unpacked_bytes, 10);
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack(CodeFormat::Zip, None, false, &z, &dir.path().join("c")).unwrap_err();
+        assert!(matches!(err, CodeError::TooLarge(_)), "{err}");
+        assert!(!dir.path().join("c").exists());
+    }
+
+    #[test]
+    fn the_unpacked_limit_is_the_callers() {
+        let z = zip_of(&[("a", &[1u8; 3000]), ("b", &[2u8; 3000])]);
+        assert!(inspect(CodeFormat::Zip, None, &z, 6000).is_ok());
+        assert!(matches!(
+            inspect(CodeFormat::Zip, None, &z, 5999),
+            Err(CodeError::TooLarge(_))
         ));
     }
 
@@ -459,5 +487,120 @@ mod tests {
         assert_eq!(default_filename(&s).as_deref(), Some("index.js"));
         let s = FunctionSpec::new(Runtime::Exec, "run.sh");
         assert_eq!(default_filename(&s).as_deref(), Some("run.sh"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn entry_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "app.py",
+                    "lib/util.py",
+                    "../evil",
+                    "/etc/passwd",
+                    "a/../../b",
+                    "./x",
+                    "dir/",
+                    "a\\..\\b",
+                    "\u{e9}t\u{e9}.py",
+                    "",
+                    ".",
+                    "a//b",
+                ])
+                .prop_map(String::from),
+                proptest::collection::vec(any::<char>(), 1..12).prop_map(String::from_iter),
+            ]
+        }
+
+        fn archive() -> impl Strategy<Value = Vec<u8>> {
+            let entries = proptest::collection::vec(
+                (
+                    entry_name(),
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<bool>(),
+                ),
+                0..5,
+            );
+            let flips =
+                proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4);
+            (entries, flips).prop_map(|(entries, flips)| {
+                let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+                for (name, data, stored) in entries {
+                    let opts =
+                        zip::write::SimpleFileOptions::default().compression_method(if stored {
+                            zip::CompressionMethod::Stored
+                        } else {
+                            zip::CompressionMethod::Deflated
+                        });
+                    if w.start_file(name, opts).is_ok() {
+                        let _ = w.write_all(&data);
+                    }
+                }
+                let mut z = w.finish().map(Cursor::into_inner).unwrap_or_default();
+                if !z.is_empty() {
+                    for (at, b) in flips {
+                        let i = at.index(z.len());
+                        z[i] = b;
+                    }
+                }
+                z
+            })
+        }
+
+        fn files_under(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let meta = std::fs::symlink_metadata(e.path()).unwrap();
+                assert!(!meta.file_type().is_symlink(), "a symlink was unpacked");
+                if meta.is_dir() {
+                    files_under(&e.path(), out);
+                } else {
+                    out.push((e.path(), meta.len()));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_bytes_are_checked_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..512),
+                zip_magic in any::<bool>(),
+            ) {
+                let mut b = bytes;
+                if zip_magic {
+                    b.splice(0..0, *b"PK\x03\x04");
+                }
+                let _ = inspect(CodeFormat::Zip, None, &b, LIMIT);
+            }
+
+            #[test]
+            fn what_is_accepted_unpacks_inside_its_directory_within_its_size(z in archive()) {
+                let Ok(listing) = inspect(CodeFormat::Zip, None, &z, LIMIT) else {
+                    return Ok(());
+                };
+                let dir = tempfile::tempdir().unwrap();
+                let dest = dir.path().join("code");
+                if unpack(CodeFormat::Zip, None, false, &z, &dest).is_ok() {
+                    let mut files = Vec::new();
+                    files_under(&dest, &mut files);
+                    let total: u64 = files.iter().map(|(_, n)| n).sum();
+                    prop_assert!(total <= listing.unpacked_bytes);
+                    for (p, _) in &files {
+                        prop_assert!(p.starts_with(&dest), "{} escaped", p.display());
+                    }
+                }
+                // Nothing is ever written next to the code directory.
+                let beside: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "code")
+                    .collect();
+                prop_assert!(beside.is_empty(), "{beside:?}");
+            }
+        }
     }
 }

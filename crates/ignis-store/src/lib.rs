@@ -134,6 +134,18 @@ pub struct NamespaceQuotas {
     /// Activations kept at most, the newest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_retention_count: Option<u32>,
+    /// MiB the memory limits of the namespace's live instances may add up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// Functions the namespace may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<u32>,
+    /// MiB of one function's code as uploaded (the zip or the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_mb: Option<u32>,
+    /// MiB of one function's code once unpacked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_unpacked_mb: Option<u32>,
 }
 
 /// A version to add.

@@ -136,6 +136,11 @@ impl From<ControllerError> for LambdaError {
                     format!("Rate Exceeded: {message}"),
                 )
             },
+            ControllerError::TooLarge(m) => LambdaError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                m,
+            ),
             ControllerError::Unavailable => LambdaError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceException",

@@ -66,6 +66,21 @@ pub struct ServerConfig {
     /// Activations one namespace keeps at most, for namespaces without their own quota (0: no
     /// limit).
     pub activation_retention_count: Option<u32>,
+    /// MiB the memory limits of one namespace's live instances may add up to, for namespaces
+    /// without their own quota (0: no limit but the memory budget).
+    pub namespace_memory_mb: Option<u32>,
+    /// Functions one namespace may have, for namespaces without their own quota (0: no limit).
+    pub namespace_functions: Option<u32>,
+    /// MiB of one function's code as uploaded, for namespaces without their own quota.
+    pub code_mb: Option<u32>,
+    /// MiB of one function's code once unpacked, for namespaces without their own quota.
+    pub code_unpacked_mb: Option<u32>,
+    /// HTTP connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's head; idle connections close after it too.
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall.
+    pub body_timeout_secs: Option<u64>,
     /// Serve `/metrics` without a key (default false: an admin key is needed).
     pub metrics_public: Option<bool>,
     /// The price model of usage reports (`[pricing]`: per_million_requests, per_gb_second,
@@ -85,7 +100,9 @@ pub struct ServeCommand {
     /// Server config file (TOML; keys: listen, data_dir, keep_alive_secs, queue_per_function,
     /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
     /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
-    /// activation_retention_count, metrics_public, and a [pricing] table)
+    /// activation_retention_count, namespace_memory_mb, namespace_functions, code_mb,
+    /// code_unpacked_mb, max_connections, header_timeout_secs, body_timeout_secs,
+    /// metrics_public, and a [pricing] table)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -110,6 +127,33 @@ pub struct ServeCommand {
     /// namespace's own quota wins) [default: 0]
     #[arg(long, env = "IGNIS_ACTIVATION_RETENTION_COUNT")]
     activation_retention_count: Option<u32>,
+    /// Default quota: MiB the memory limits of one namespace's live instances may add up to;
+    /// idle instances of the namespace are evicted to make room, then 429; 0 for no limit but
+    /// the memory budget (a namespace's own quota wins) [default: 0]
+    #[arg(long, env = "IGNIS_NAMESPACE_MEMORY_MB")]
+    namespace_memory_mb: Option<u32>,
+    /// Default quota: functions one namespace may have; 0 for no limit (a namespace's own
+    /// quota wins) [default: 1000]
+    #[arg(long, env = "IGNIS_NAMESPACE_FUNCTIONS")]
+    namespace_functions: Option<u32>,
+    /// Default quota: MiB of one function's code as uploaded, zip or file; 0 for no limit but
+    /// the request size (a namespace's own quota wins) [default: 50]
+    #[arg(long, env = "IGNIS_CODE_MB")]
+    code_mb: Option<u32>,
+    /// Default quota: MiB of one function's code once unpacked; 0 for no limit (a namespace's
+    /// own quota wins) [default: 250]
+    #[arg(long, env = "IGNIS_CODE_UNPACKED_MB")]
+    code_unpacked_mb: Option<u32>,
+    /// HTTP connections served at once; more wait to be accepted [default: 4096]
+    #[arg(long, env = "IGNIS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a request's line and headers (slow clients are cut off);
+    /// idle keep-alive connections are closed after it too [default: 15]
+    #[arg(long, env = "IGNIS_HEADER_TIMEOUT_SECS")]
+    header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall before the request fails with 408 [default: 30]
+    #[arg(long, env = "IGNIS_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
     /// Stem cells (pre-started sandboxed python/node instances) kept ready per runtime; 0 turns
     /// them off [default: 2]
     #[arg(long, env = "IGNIS_STEM_CELLS")]
@@ -249,6 +293,27 @@ impl ServeCommand {
         if self.activation_retention_count.is_some() {
             cfg.activation_retention_count = self.activation_retention_count;
         }
+        if self.namespace_memory_mb.is_some() {
+            cfg.namespace_memory_mb = self.namespace_memory_mb;
+        }
+        if self.namespace_functions.is_some() {
+            cfg.namespace_functions = self.namespace_functions;
+        }
+        if self.code_mb.is_some() {
+            cfg.code_mb = self.code_mb;
+        }
+        if self.code_unpacked_mb.is_some() {
+            cfg.code_unpacked_mb = self.code_unpacked_mb;
+        }
+        if self.max_connections.is_some() {
+            cfg.max_connections = self.max_connections;
+        }
+        if self.header_timeout_secs.is_some() {
+            cfg.header_timeout_secs = self.header_timeout_secs;
+        }
+        if self.body_timeout_secs.is_some() {
+            cfg.body_timeout_secs = self.body_timeout_secs;
+        }
         if self.memory_budget_mb.is_some() {
             cfg.memory_budget_mb = self.memory_budget_mb;
         }
@@ -375,6 +440,10 @@ impl ServeCommand {
                 invocations_per_minute: cfg.namespace_invocations_per_minute,
                 activation_retention_days: cfg.activation_retention_days,
                 activation_retention_count: cfg.activation_retention_count,
+                memory_mb: cfg.namespace_memory_mb,
+                functions: cfg.namespace_functions,
+                code_mb: cfg.code_mb,
+                code_unpacked_mb: cfg.code_unpacked_mb,
             },
         ));
         controller.set_pricing(cfg.pricing.clone().unwrap_or_default());
@@ -465,13 +534,25 @@ impl ServeCommand {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
         let app = ignis_gateway::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stopping_tx.send(true);
-            })
-            .await
-            .context("server failed")?;
+        let defaults = ignis_gateway::HttpLimits::default();
+        let limits = ignis_gateway::HttpLimits {
+            max_connections: cfg.max_connections.unwrap_or(defaults.max_connections),
+            header_timeout: cfg
+                .header_timeout_secs
+                .map_or(defaults.header_timeout, |s| Duration::from_secs(s.max(1))),
+            body_idle_timeout: cfg
+                .body_timeout_secs
+                .map_or(defaults.body_idle_timeout, |s| {
+                    Duration::from_secs(s.max(1))
+                }),
+            ..defaults
+        };
+        ignis_gateway::serve(listener, app, limits, async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(true);
+        })
+        .await
+        .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");
         controller.shutdown().await;
         say!("stopped");

@@ -182,6 +182,20 @@ impl Server {
         }
     }
 
+    /// A server started elsewhere (not stopped when dropped).
+    pub fn attach(addr: &str, key: &str, dir: &Path) -> Server {
+        Server {
+            child: None,
+            url: format!("http://{addr}"),
+            addr: addr.to_string(),
+            key: key.to_string(),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+        }
+    }
+
     /// Takes the temporary directory out, so that it outlives this server (for restarts).
     pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
         self._tmp.take()
@@ -352,7 +366,7 @@ impl Drop for Server {
     }
 }
 
-fn parse_response(raw: &[u8]) -> Resp {
+pub fn parse_response(raw: &[u8]) -> Resp {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

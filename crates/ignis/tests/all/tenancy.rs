@@ -323,7 +323,36 @@ fn keys_have_roles_rotate_without_downtime_and_survive_restarts() {
 #[test]
 fn the_cli_manages_namespaces_and_keys() {
     let s = Server::start();
-    ok(&s.cli(&["ns", "create", "team"]));
+    ok(&s.cli(&[
+        "ns",
+        "create",
+        "team",
+        "--quota",
+        "functions=3",
+        "--quota",
+        "memory_mb=512",
+    ]));
+    let shown = ok(&s.cli(&["ns", "get", "team"]));
+    let line = |name: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {shown}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("functions"), ["3", "3"], "{shown}");
+    assert_eq!(line("memory_mb"), ["512", "512"], "{shown}");
+    assert_eq!(line("code_mb"), ["50", "-"], "{shown}");
+    let out = s.cli(&["ns", "create", "team", "--quota", "fuctions=3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown field `fuctions`"),
+        "unknown quota names are refused: {out:?}"
+    );
+    let out = s.cli(&["ns", "create", "team", "--quota", "functions"]);
+    assert!(!out.status.success(), "{out:?}");
     let list = ok(&s.cli(&["ns", "list"]));
     assert!(list.contains("default") && list.contains("team"), "{list}");
     let key = ok(&s.cli(&["key", "create", "--role", "owner", "-n", "team"]));
@@ -500,4 +529,145 @@ fn activations_past_their_namespace_retention_are_pruned() {
     newest.sort();
     assert_eq!(kept, newest);
     assert_eq!(listed("default").len(), 5);
+}
+
+#[test]
+fn quotas_on_functions_code_size_and_instance_memory() {
+    let s = Server::start();
+    let set_quotas = |q: &str| {
+        let r = s.request(
+            "PUT",
+            "/v1/namespaces/small",
+            Some("application/json"),
+            format!(r#"{{"quotas":{q}}}"#).as_bytes(),
+        );
+        assert!(r.status == 201 || r.status == 200, "{}", r.text());
+        r.json()
+    };
+    let ns = set_quotas(r#"{"functions":2,"code_mb":1,"memory_mb":256}"#);
+    assert_eq!(ns["effective_quotas"]["functions"], 2, "{ns}");
+    assert_eq!(ns["effective_quotas"]["code_unpacked_mb"], 250, "{ns}");
+    let put = |ns: &str, name: &str, query: &str, ct: &str, body: &[u8]| {
+        s.raw_request(
+            "PUT",
+            &format!("/v1/namespaces/{ns}/functions/{name}?{query}"),
+            &[("authorization", &format!("Bearer {}", s.key))],
+            Some(ct),
+            body,
+        )
+    };
+    let sleepy = "import time\ndef handler(event, context):\n    time.sleep(event.get('s', 0))\n    return {'ok': True}\n";
+    let py = "runtime=python&handler=app.handler&filename=app.py&memory_mb=128";
+    let deploy =
+        |ns: &str, name: &str| put(ns, name, py, "application/octet-stream", sleepy.as_bytes());
+
+    // Functions: two, then 429 with Retry-After; a new version of one of the two is fine, and
+    // the default namespace is not affected.
+    assert_eq!(deploy("small", "a").status, 201);
+    assert_eq!(deploy("small", "b").status, 201);
+    let r = deploy("small", "c");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (429, "quota_exceeded".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("2 functions"), "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(deploy("small", "a").status, 200);
+    assert_eq!(deploy("default", "c").status, 201);
+
+    // Code size: more than 1 MiB uploaded is 413, naming the code.
+    let big = format!("{sleepy}\n#{}\n", "x".repeat(1_200_000));
+    let r = put("small", "a", py, "application/octet-stream", big.as_bytes());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (413, "payload_too_large".into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["error"]["field"], "code");
+    assert!(r.text().contains("1 MiB"), "{}", r.text());
+    assert_eq!(
+        put(
+            "default",
+            "a",
+            py,
+            "application/octet-stream",
+            big.as_bytes()
+        )
+        .status,
+        201
+    );
+    // Unpacked size: a zip within the upload quota that unpacks past its own quota.
+    set_quotas(r#"{"functions":2,"code_unpacked_mb":1,"memory_mb":256}"#);
+    let mut noise = Vec::with_capacity(1_500_000);
+    let mut x: u32 = 12345;
+    while noise.len() < 1_500_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        noise.push(b'a' + (x >> 16) as u8 % 26);
+    }
+    let zip = {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        w.start_file("app.py", opts).unwrap();
+        w.write_all(sleepy.as_bytes()).unwrap();
+        w.start_file("data.txt", opts).unwrap();
+        w.write_all(&noise).unwrap();
+        w.finish().unwrap().into_inner()
+    };
+    let zpy = "runtime=python&handler=app.handler&memory_mb=128";
+    let r = put("small", "a", zpy, "application/zip", &zip);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (413, "payload_too_large".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("unpacked"), "{}", r.text());
+
+    // Instance memory: two 128 MiB instances fill the namespace's 256 MiB; a third at once is
+    // refused while both are busy, and once one is idle it is evicted to make room.
+    let invoke = |ns: &str, name: &str, body: &str| {
+        as_key(
+            &s,
+            &s.key,
+            "POST",
+            &format!("/v1/namespaces/{ns}/functions/{name}/invoke"),
+            body.as_bytes(),
+        )
+    };
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| invoke("small", "a", r#"{"s": 2}"#));
+        let second = scope.spawn(|| invoke("small", "b", r#"{"s": 2}"#));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let ns = s.get("/v1/namespaces/small").json();
+        assert_eq!(ns["usage"]["instance_memory_mb"], 256, "{ns}");
+        let third = invoke("small", "a", "{}");
+        assert_eq!(
+            (third.status, third.error_code()),
+            (429, "quota_exceeded".into()),
+            "{}",
+            third.text()
+        );
+        assert!(third.text().contains("256 MiB"), "{}", third.text());
+        assert_eq!(third.header("retry-after"), Some("1"));
+        // Another namespace is not held by it.
+        assert_eq!(invoke("default", "c", "{}").status, 200);
+        assert_eq!(first.join().unwrap().status, 200);
+        assert_eq!(second.join().unwrap().status, 200);
+    });
+    // Both idle now: "b" is evicted for a second instance of "a".
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| invoke("small", "a", r#"{"s": 1}"#));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(invoke("small", "a", r#"{"s": 0.1}"#).status, 200);
+        assert_eq!(first.join().unwrap().status, 200);
+    });
+    let ns = s.get("/v1/namespaces/small").json();
+    assert!(
+        ns["usage"]["instance_memory_mb"].as_u64().unwrap() <= 256,
+        "{ns}"
+    );
 }
