@@ -544,6 +544,25 @@ impl Client {
         self.call(method, target, body, "response").await
     }
 
+    /// `POST /v1/namespaces/{ns}/topics/{topic}`: publishes a message, JSON unless
+    /// `content_type` says otherwise. Answers `{"id", "triggers"}` once it is stored.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        content_type: Option<&str>,
+        message: Bytes,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut target = format!("{}/topics/", self.inner.ns_url);
+        push_segment(&mut target, topic);
+        let ct = match content_type {
+            None => APPLICATION_JSON,
+            Some(ct) => HeaderValue::from_str(ct)
+                .map_err(|_| ClientError::Config(format!("{ct:?} is not a valid content type")))?,
+        };
+        self.call(Method::POST, target, Some((ct, message)), "publish")
+            .await
+    }
+
     /// `/v1/namespaces` (no name) or `/v1/namespaces/{name}`: namespaces, for admin keys.
     pub async fn namespaces(
         &self,

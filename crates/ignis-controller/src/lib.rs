@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 mod metrics;
+mod nats;
 mod queue;
 mod quotas;
 mod recorder;
 mod registry;
+mod topics;
 mod triggers;
 
 use std::path::PathBuf;
@@ -34,6 +36,7 @@ pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
 pub use registry::{CodeUpload, DeployRequest};
+pub use topics::{MAX_MESSAGE_BYTES, Published};
 
 /// Why a control-plane operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,8 @@ struct Inner {
     quotas: Arc<quotas::Quotas>,
     metrics: metrics::Metrics,
     pricing: std::sync::RwLock<ignis_core::usage::PriceModel>,
+    topics: topics::Topics,
+    nats: nats::NatsSources,
 }
 
 impl Controller {
@@ -194,6 +199,8 @@ impl Controller {
                 quotas,
                 metrics: metrics::Metrics::default(),
                 pricing: Default::default(),
+                topics: topics::Topics::default(),
+                nats: nats::NatsSources::default(),
             }),
         })
     }
@@ -217,6 +224,11 @@ impl Controller {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| ControllerError::Internal(e.to_string()))?
+    }
+
+    /// Whether shutdown has begun.
+    fn closing(&self) -> bool {
+        self.inner.queue.closing.load(Ordering::Acquire)
     }
 
     /// Fails with NotFound unless the namespace exists.
@@ -348,6 +360,8 @@ impl Controller {
         self.inner.registry.forget_namespace(namespace);
         self.inner.quotas.forget(namespace);
         self.inner.metrics.forget_namespace(namespace);
+        // Its nats triggers went with it: their subscriptions stop.
+        self.inner.nats.changed();
         for name in &functions {
             self.inner.invoker.evict_function(namespace, name);
         }
@@ -715,6 +729,8 @@ impl Controller {
     pub async fn shutdown(&self) {
         // Queued asynchronous invocations stay queued for the next start.
         self.inner.queue.closing.store(true, Ordering::Release);
+        self.inner.nats.stop_all();
+        self.inner.topics.wake();
         loop {
             let idle = self.inner.in_flight.idle.notified();
             if self.inner.in_flight.count.load(Ordering::Acquire) == 0 {

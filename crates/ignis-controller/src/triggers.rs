@@ -114,15 +114,38 @@ impl Schedule {
     }
 }
 
-fn check_trigger_spec(spec: &TriggerSpec) -> Result<()> {
-    match spec.kind {
-        TriggerKind::Plain => {
-            if spec.schedule.is_some() {
-                return Err(
-                    SpecError::new("schedule", "only cron triggers have a schedule").into(),
-                );
-            }
+/// Refuses a field set on a trigger of a kind that does not use it.
+fn only_for(set: bool, field: &'static str, kind: &str) -> Result<()> {
+    if set {
+        return Err(SpecError::new(field, format!("only {kind} triggers have a {field}")).into());
+    }
+    Ok(())
+}
+
+/// Checks a trigger's spec; a spec with a `topic` or `nats` and no kind gets that kind.
+fn check_trigger_spec(spec: &mut TriggerSpec) -> Result<()> {
+    if spec.kind == TriggerKind::Plain {
+        if spec.topic.is_some() {
+            spec.kind = TriggerKind::Topic;
+        } else if spec.nats.is_some() {
+            spec.kind = TriggerKind::Nats;
         }
+    }
+    let kind = spec.kind;
+    if kind != TriggerKind::Cron {
+        only_for(spec.schedule.is_some(), "schedule", "cron")?;
+        only_for(spec.timezone.is_some(), "timezone", "cron")?;
+    }
+    if kind != TriggerKind::Topic {
+        only_for(spec.topic.is_some(), "topic", "topic")?;
+        only_for(spec.batch_size.is_some(), "batch_size", "topic")?;
+        only_for(spec.batch_window_ms.is_some(), "batch_window_ms", "topic")?;
+    }
+    if kind != TriggerKind::Nats {
+        only_for(spec.nats.is_some(), "nats", "nats")?;
+    }
+    match kind {
+        TriggerKind::Plain => {}
         TriggerKind::Cron => {
             let Some(expr) = &spec.schedule else {
                 return Err(SpecError::new("schedule", "required for a cron trigger").into());
@@ -138,8 +161,55 @@ fn check_trigger_spec(spec: &TriggerSpec) -> Result<()> {
                 )
             })?;
         }
+        TriggerKind::Topic => crate::topics::check_topic_trigger(spec)?,
+        TriggerKind::Nats => crate::nats::check_nats_source(spec.nats.as_ref())?,
     }
     Ok(())
+}
+
+/// A firing of `trigger` with `payload`: one queued invocation per rule (which must be the
+/// trigger's enabled ones).
+pub(crate) fn firing_of(
+    trigger: &Trigger,
+    rules: Vec<Rule>,
+    payload: &[u8],
+    scheduled_ms: Option<u64>,
+) -> (Firing, Vec<QueuedInvocation>) {
+    let now = now_ms();
+    let mut caused = Vec::new();
+    let mut queued = Vec::new();
+    for r in rules {
+        let id = ActivationId::new();
+        caused.push(Caused {
+            rule: r.name.clone(),
+            function: r.function.clone(),
+            activation_id: id,
+        });
+        queued.push(QueuedInvocation {
+            id,
+            namespace: trigger.namespace.clone(),
+            function: r.function,
+            version: None,
+            event: payload.to_vec(),
+            attempts: 0,
+            next_attempt_ms: now,
+            created_ms: now,
+            idempotency_key: None,
+            last_error: None,
+            trigger: Some(trigger.name.clone()),
+            callback: None,
+            state: ignis_store::QueueState::Queued,
+        });
+    }
+    let firing = Firing {
+        id: ActivationId::new(),
+        namespace: trigger.namespace.clone(),
+        trigger: trigger.name.clone(),
+        fired_ms: now,
+        scheduled_ms,
+        activations: caused,
+    };
+    (firing, queued)
 }
 
 impl Controller {
@@ -148,7 +218,7 @@ impl Controller {
         &self,
         namespace: &str,
         name: &str,
-        spec: TriggerSpec,
+        mut spec: TriggerSpec,
         create_only: bool,
     ) -> Result<(Trigger, bool)> {
         self.check_namespace(namespace).await?;
@@ -158,7 +228,7 @@ impl Controller {
                 e.to_string().replace("function", "trigger"),
             ))
         })?;
-        check_trigger_spec(&spec)?;
+        check_trigger_spec(&mut spec)?;
         let (ns, n) = (namespace.to_string(), name.to_string());
         let trigger = self
             .blocking(move |i| {
@@ -174,6 +244,8 @@ impl Controller {
                 Ok((trigger, new))
             })
             .await?;
+        self.inner.nats.changed();
+        self.inner.topics.wake();
         Ok(trigger)
     }
 
@@ -204,6 +276,7 @@ impl Controller {
         if !deleted {
             return Err(ControllerError::NotFound(format!("trigger {name:?}")));
         }
+        self.inner.nats.changed();
         Ok(())
     }
 
@@ -238,6 +311,7 @@ impl Controller {
         let new = self
             .blocking(move |i| Ok(i.store.put_rule(&r, create_only)?))
             .await?;
+        self.inner.topics.wake();
         Ok((rule, new))
     }
 
@@ -262,6 +336,7 @@ impl Controller {
         let r = rule.clone();
         self.blocking(move |i| Ok(i.store.put_rule(&r, false)?))
             .await?;
+        self.inner.topics.wake();
         Ok(rule)
     }
 
@@ -316,54 +391,25 @@ impl Controller {
         self.fire(trigger, payload, None).await
     }
 
-    async fn fire(
+    /// The enabled rules of a trigger.
+    pub(crate) async fn rules_of(&self, trigger: &Trigger) -> Result<Vec<Rule>> {
+        let (ns, name) = (trigger.namespace.clone(), trigger.name.clone());
+        Ok(self
+            .blocking(move |i| Ok(i.store.list_rules(&ns)?))
+            .await?
+            .into_iter()
+            .filter(|r| r.trigger == name && r.enabled)
+            .collect())
+    }
+
+    pub(crate) async fn fire(
         &self,
         trigger: Trigger,
         payload: Bytes,
         scheduled_ms: Option<u64>,
     ) -> Result<Firing> {
-        let ns = trigger.namespace.clone();
-        let rules: Vec<Rule> = {
-            let ns = ns.clone();
-            self.blocking(move |i| Ok(i.store.list_rules(&ns)?)).await?
-        }
-        .into_iter()
-        .filter(|r| r.trigger == trigger.name && r.enabled)
-        .collect();
-        let now = now_ms();
-        let mut caused = Vec::new();
-        let mut queued = Vec::new();
-        for r in rules {
-            let id = ActivationId::new();
-            caused.push(Caused {
-                rule: r.name.clone(),
-                function: r.function.clone(),
-                activation_id: id,
-            });
-            queued.push(QueuedInvocation {
-                id,
-                namespace: ns.clone(),
-                function: r.function,
-                version: None,
-                event: payload.to_vec(),
-                attempts: 0,
-                next_attempt_ms: now,
-                created_ms: now,
-                idempotency_key: None,
-                last_error: None,
-                trigger: Some(trigger.name.clone()),
-                callback: None,
-                state: ignis_store::QueueState::Queued,
-            });
-        }
-        let firing = Firing {
-            id: ActivationId::new(),
-            namespace: ns,
-            trigger: trigger.name,
-            fired_ms: now,
-            scheduled_ms,
-            activations: caused,
-        };
+        let rules = self.rules_of(&trigger).await?;
+        let (firing, queued) = firing_of(&trigger, rules, &payload, scheduled_ms);
         let f = firing.clone();
         self.blocking(move |i| Ok(i.store.record_firing(&f, &queued)?))
             .await?;
@@ -384,21 +430,25 @@ impl Controller {
         });
     }
 
+    /// Every trigger of one kind, in every namespace.
+    pub(crate) async fn triggers_of_kind(&self, kind: TriggerKind) -> Result<Vec<Trigger>> {
+        self.blocking(move |i| {
+            let mut all = Vec::new();
+            for ns in i.store.list_namespaces()? {
+                all.extend(
+                    i.store
+                        .list_triggers(&ns)?
+                        .into_iter()
+                        .filter(|t| t.spec.kind == kind),
+                );
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     async fn schedule_tick(&self) -> Result<()> {
-        let triggers = self
-            .blocking(|i| {
-                let mut all = Vec::new();
-                for ns in i.store.list_namespaces()? {
-                    all.extend(
-                        i.store
-                            .list_triggers(&ns)?
-                            .into_iter()
-                            .filter(|t| t.spec.kind == TriggerKind::Cron),
-                    );
-                }
-                Ok(all)
-            })
-            .await?;
+        let triggers = self.triggers_of_kind(TriggerKind::Cron).await?;
         let now = now_ms();
         for t in triggers {
             let Some(expr) = t.spec.schedule.as_deref() else {

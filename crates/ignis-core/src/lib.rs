@@ -26,8 +26,11 @@ pub use function::{
 };
 pub use ids::{ActivationId, new_secret, now_ms};
 pub use json::{JsonError, MAX_JSON_DEPTH, check_json};
-pub use names::{NameError, validate_function_name, validate_namespace_name};
-pub use trigger::{Caused, Firing, Rule, Trigger, TriggerKind, TriggerSpec};
+pub use names::{NameError, validate_function_name, validate_namespace_name, validate_topic_name};
+pub use trigger::{
+    Caused, Firing, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, NatsSource, Rule, Trigger, TriggerKind,
+    TriggerSpec,
+};
 
 /// Largest request payload (event) accepted by invoke, like Lambda's synchronous limit.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -55,6 +55,12 @@ pub fn validate_function_name(name: &str) -> Result<(), NameError> {
     validate("function", name, 128)
 }
 
+/// Checks a topic name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with `.` or `-`
+/// (dots separate levels, as in `orders.created`).
+pub fn validate_topic_name(name: &str) -> Result<(), NameError> {
+    validate("topic", name, 128)
+}
+
 /// Checks a namespace name: 1 to 64 characters of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
 pub fn validate_namespace_name(name: &str) -> Result<(), NameError> {
     validate("namespace", name, 64)

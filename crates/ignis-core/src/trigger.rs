@@ -1,5 +1,6 @@
-//! Triggers (named event sources: fired by API, or on a cron schedule) and rules (a trigger
-//! linked to a function), in the OpenWhisk model.
+//! Triggers (named event sources: fired by API, on a cron schedule, by messages published to a
+//! topic, or by messages of an external NATS subject) and rules (a trigger linked to a
+//! function), in the OpenWhisk model.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,30 @@ pub enum TriggerKind {
     Plain,
     /// Fired on a cron schedule (and through the API).
     Cron,
+    /// Fired by the messages published to a topic of its namespace, in batches.
+    Topic,
+    /// Fired by the messages of a subject of an external NATS server.
+    Nats,
+}
+
+/// Most messages in one batch of a topic trigger.
+pub const MAX_BATCH_SIZE: u32 = 1000;
+/// Longest a topic trigger may wait to fill a batch.
+pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
+
+/// Where a `nats` trigger subscribes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSource {
+    /// The server: `nats://host:port` (or `tls://host:port`); user and password may be given
+    /// in the URL.
+    pub url: String,
+    /// The subject, wildcards allowed (`orders.*`, `orders.>`).
+    pub subject: String,
+    /// A queue group: servers of one group share the subject's messages instead of each getting
+    /// every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_group: Option<String>,
 }
 
 /// What a user says about a trigger.
@@ -35,6 +60,19 @@ pub struct TriggerSpec {
     /// Payload given to the functions when the schedule fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
+    /// For topic: the topic of the namespace whose messages fire the trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// For topic: most messages given to one invocation (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// For topic: how long a message may wait for others to fill its batch (default 0: a
+    /// batch goes as soon as there is a message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window_ms: Option<u64>,
+    /// For nats: the server and subject subscribed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSource>,
 }
 
 /// A stored trigger.

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod serve;
 pub mod sigv4;
 mod tenancy;
+mod topics;
 mod triggers;
 mod ui;
 mod web;

@@ -17,7 +17,7 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::{
-    AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, observe, tenancy, triggers, ui, web,
+    AppState, MAX_DEPLOY_BYTES, handlers, lambda_api, observe, tenancy, topics, triggers, ui, web,
 };
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
@@ -210,6 +210,12 @@ pub static ROUTES: &[Route] = &[
         Write,
         || post(triggers::disable_rule),
     ),
+    route("GET", "/v1/namespaces/{ns}/topics", Read, || {
+        get(topics::list_topics)
+    }),
+    route("POST", "/v1/namespaces/{ns}/topics/{topic}", Write, || {
+        post(topics::publish).layer(payload_limit())
+    }),
     route("*", "/fn/{ns}/{name}", Own, || {
         any(web::handle).layer(payload_limit())
     }),

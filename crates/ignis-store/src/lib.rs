@@ -7,6 +7,7 @@
 
 mod blobs;
 mod sqlite;
+mod topics;
 
 use ignis_core::usage::UsageCell;
 use ignis_core::{
@@ -258,6 +259,56 @@ pub enum QueueState {
     Done,
 }
 
+/// A message published to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMessage {
+    /// Its id, given to the publisher.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Topic.
+    pub topic: String,
+    /// The message as functions get it: one JSON object (id, topic, data…).
+    pub body: Vec<u8>,
+    /// When it was accepted.
+    pub published_ms: u64,
+}
+
+/// A topic of a namespace and its counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Its name.
+    pub name: String,
+    /// Messages published to it, ever.
+    pub published: u64,
+    /// Messages waiting to be handed to at least one of its triggers.
+    pub pending: u64,
+    /// When the last message was published.
+    pub last_published_ms: u64,
+}
+
+/// Messages waiting for one topic trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDeliveries {
+    /// Namespace.
+    pub namespace: String,
+    /// The topic trigger.
+    pub trigger: String,
+    /// How many.
+    pub count: u64,
+    /// When the oldest was published.
+    pub oldest_ms: u64,
+}
+
+/// A message waiting for a topic trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its position in the store (what [`Store::record_delivery`] takes).
+    pub seq: u64,
+    /// [`TopicMessage::body`].
+    pub body: Vec<u8>,
+}
+
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
 pub trait Store: Send + Sync {
     /// Whether a namespace exists.
@@ -276,7 +327,7 @@ pub trait Store: Send + Sync {
     fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool>;
     /// Deletes a namespace and everything in it, in one transaction: functions and their
     /// versions, triggers, rules, firings, activations, queued and dead asynchronous
-    /// invocations, and its keys. Returns the names of the functions it had, or `None` if the
+    /// invocations, topics and their messages, and its keys. Returns the names of the functions it had, or `None` if the
     /// namespace did not exist. Code blobs are shared by content and stay.
     fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>>;
 
@@ -350,6 +401,36 @@ pub trait Store: Send + Sync {
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()>;
     /// Marks a scheduled time as handled without firing (a time missed during downtime).
     fn skip_scheduled(&self, namespace: &str, trigger: &str, scheduled_ms: u64) -> Result<()>;
+    /// Publishes a message: in one transaction synced to disk, counts it in its topic and, if
+    /// topic triggers of its namespace subscribe to the topic, stores it with one pending
+    /// delivery per trigger. Returns how many triggers it is for (none: it is only counted).
+    fn publish(&self, message: &TopicMessage) -> Result<usize>;
+    /// The topics of a namespace (those published to), by name.
+    fn list_topics(&self, namespace: &str) -> Result<Vec<TopicInfo>>;
+    /// Every topic trigger with messages waiting for it.
+    fn pending_deliveries(&self) -> Result<Vec<PendingDeliveries>>;
+    /// The oldest messages waiting for a topic trigger, at most `limit`.
+    fn next_deliveries(
+        &self,
+        namespace: &str,
+        trigger: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+    /// Hands messages of a topic trigger over to the queue, in one transaction synced to disk:
+    /// records the firing and its queued invocations, and removes the trigger's deliveries
+    /// `delivered` (and the messages no other trigger waits for). Fails with `Conflict` if one
+    /// of them is no longer pending, writing nothing.
+    fn record_delivery(
+        &self,
+        firing: &Firing,
+        queued: &[QueuedInvocation],
+        delivered: &[u64],
+    ) -> Result<()>;
+
+    /// Drops the messages a trigger waits for (and those no other trigger waits for): for a
+    /// trigger that is no longer a topic trigger.
+    fn forget_deliveries(&self, namespace: &str, trigger: &str) -> Result<()>;
+
     /// Firings of a trigger, newest first.
     fn list_firings(&self, namespace: &str, trigger: &str, limit: usize) -> Result<Vec<Firing>>;
 

@@ -84,6 +84,29 @@ CREATE TABLE IF NOT EXISTS firings (
     fired_ms INTEGER NOT NULL,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS topics (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    last_published_ms INTEGER NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS topic_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    body BLOB NOT NULL,
+    published_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topic_deliveries (
+    namespace TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (namespace, trigger, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS topic_deliveries_by_seq ON topic_deliveries (seq);
+CREATE INDEX IF NOT EXISTS topic_messages_by_topic ON topic_messages (namespace, topic);
 CREATE INDEX IF NOT EXISTS firings_by_trigger ON firings (namespace, trigger, fired_ms DESC);
 CREATE INDEX IF NOT EXISTS async_queue_due ON async_queue (dead, next_attempt_ms);
 CREATE UNIQUE INDEX IF NOT EXISTS async_queue_idem ON async_queue (namespace, function, idempotency_key)
@@ -131,6 +154,21 @@ impl SqliteStore {
             write: Mutex::new(write),
             read: Mutex::new(read),
         })
+    }
+
+    /// Runs `f` in one write transaction whose commit is synced to disk (`synchronous=FULL`):
+    /// what it writes survives power loss, not only a killed process.
+    fn synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.w();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        result
     }
 
     fn w(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -210,7 +248,7 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedInvocation> {
 }
 
 /// Adds a queued invocation inside a transaction.
-fn insert_queued(tx: &rusqlite::Transaction<'_>, item: &QueuedInvocation) -> Result<()> {
+pub(crate) fn insert_queued(tx: &rusqlite::Transaction<'_>, item: &QueuedInvocation) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO async_queue ({QUEUE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)"
@@ -230,6 +268,28 @@ fn insert_queued(tx: &rusqlite::Transaction<'_>, item: &QueuedInvocation) -> Res
             item.callback,
         ],
     )?;
+    Ok(())
+}
+
+/// Adds a firing and the invocations it queued inside a transaction.
+fn insert_firing(
+    tx: &rusqlite::Transaction<'_>,
+    firing: &Firing,
+    queued: &[QueuedInvocation],
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO firings (id, namespace, trigger, fired_ms, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            firing.id.to_string(),
+            firing.namespace,
+            firing.trigger,
+            firing.fired_ms as i64,
+            serde_json::to_string(firing)?
+        ],
+    )?;
+    for item in queued {
+        insert_queued(tx, item)?;
+    }
     Ok(())
 }
 
@@ -422,6 +482,9 @@ impl Store for SqliteStore {
             "firings",
             "activations",
             "async_queue",
+            "topics",
+            "topic_messages",
+            "topic_deliveries",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
@@ -706,6 +769,7 @@ impl Store for SqliteStore {
             "DELETE FROM firings WHERE namespace = ?1 AND trigger = ?2",
             params![namespace, name],
         )?;
+        crate::topics::forget_deliveries(&tx, namespace, name)?;
         tx.commit()?;
         Ok(n == 1)
     }
@@ -739,31 +803,54 @@ impl Store for SqliteStore {
     }
 
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
-        let mut conn = self.w();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let result = (|| -> Result<()> {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO firings (id, namespace, trigger, fired_ms, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    firing.id.to_string(),
-                    firing.namespace,
-                    firing.trigger,
-                    firing.fired_ms as i64,
-                    serde_json::to_string(firing)?
-                ],
-            )?;
-            for item in queued {
-                insert_queued(&tx, item)?;
-            }
+        self.synced(|tx| {
+            insert_firing(tx, firing, queued)?;
             if let Some(at) = firing.scheduled_ms {
-                set_last_scheduled(&tx, &firing.namespace, &firing.trigger, at)?;
+                set_last_scheduled(tx, &firing.namespace, &firing.trigger, at)?;
             }
-            tx.commit()?;
             Ok(())
-        })();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        result
+        })
+    }
+
+    fn publish(&self, message: &crate::TopicMessage) -> Result<usize> {
+        self.synced(|tx| crate::topics::publish(tx, message))
+    }
+
+    fn list_topics(&self, namespace: &str) -> Result<Vec<crate::TopicInfo>> {
+        crate::topics::list_topics(&self.r(), namespace)
+    }
+
+    fn pending_deliveries(&self) -> Result<Vec<crate::PendingDeliveries>> {
+        crate::topics::pending_deliveries(&self.r())
+    }
+
+    fn next_deliveries(
+        &self,
+        namespace: &str,
+        trigger: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::Delivery>> {
+        crate::topics::next_deliveries(&self.r(), namespace, trigger, limit)
+    }
+
+    fn forget_deliveries(&self, namespace: &str, trigger: &str) -> Result<()> {
+        let mut conn = self.w();
+        let tx = conn.transaction()?;
+        crate::topics::forget_deliveries(&tx, namespace, trigger)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_delivery(
+        &self,
+        firing: &Firing,
+        queued: &[QueuedInvocation],
+        delivered: &[u64],
+    ) -> Result<()> {
+        self.synced(|tx| {
+            crate::topics::delivered(tx, &firing.namespace, &firing.trigger, delivered)?;
+            insert_firing(tx, firing, queued)
+        })
     }
 
     fn skip_scheduled(&self, namespace: &str, trigger: &str, scheduled_ms: u64) -> Result<()> {
@@ -1248,6 +1335,24 @@ mod tests {
             activations: vec![],
         };
         s.record_firing(&firing, &[]).unwrap();
+        let topic_trigger = Trigger {
+            name: "on-orders".into(),
+            spec: ignis_core::TriggerSpec {
+                kind: ignis_core::TriggerKind::Topic,
+                topic: Some("orders".into()),
+                ..Default::default()
+            },
+            ..trigger("team")
+        };
+        s.put_trigger(&topic_trigger, false).unwrap();
+        let message = crate::TopicMessage {
+            id: "m1".into(),
+            namespace: "team".into(),
+            topic: "orders".into(),
+            body: b"{}".to_vec(),
+            published_ms: 1,
+        };
+        assert_eq!(s.publish(&message).unwrap(), 1);
         s.put_key(&key("ik_team", Some("team"))).unwrap();
         s.put_key(&key("ik_default", Some("default"))).unwrap();
         s.put_key(&key("ik_admin", None)).unwrap();
@@ -1262,6 +1367,8 @@ mod tests {
         assert!(s.get_activation("team", a.id).unwrap().is_none());
         assert!(s.list_triggers("team").unwrap().is_empty());
         assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
+        assert!(s.list_topics("team").unwrap().is_empty());
+        assert!(s.pending_deliveries().unwrap().is_empty());
         assert!(
             s.due(1 << 40, 10)
                 .unwrap()

@@ -9,6 +9,7 @@ mod key;
 mod logs;
 mod ns;
 mod serve;
+mod topic;
 mod trigger;
 mod usage;
 
@@ -55,6 +56,10 @@ pub enum Command {
     Trigger(trigger::TriggerCommand),
     /// Link triggers to functions
     Rule(trigger::RuleCommand),
+    /// Publish a message to a topic
+    Publish(topic::PublishCommand),
+    /// Topics of the namespace: list them with their counts
+    Topic(topic::TopicCommand),
     /// List and replay asynchronous invocations that failed every attempt
     Dlq(dlq::DlqCommand),
     /// List and inspect activations (records of invocations)
@@ -86,6 +91,8 @@ impl Command {
             Command::Rule(c) => c.execute(global).await,
             Command::Logs(c) => c.execute(global).await,
             Command::Usage(c) => c.execute(global).await,
+            Command::Publish(c) => c.execute(global).await,
+            Command::Topic(c) => c.execute(global).await,
             Command::Bench(c) => c.execute(global).await,
             Command::Key(c) => c.execute(global).await,
             Command::Ns(c) => c.execute(global).await,

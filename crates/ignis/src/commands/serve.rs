@@ -530,6 +530,8 @@ impl ServeCommand {
         controller.start_async_worker();
         controller.start_pruner(prune_interval());
         controller.start_scheduler();
+        controller.start_topic_dispatcher();
+        controller.start_nats_sources();
         if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }

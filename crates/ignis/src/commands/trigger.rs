@@ -20,6 +20,36 @@ fn text(v: &Value, k: &str) -> String {
     }
 }
 
+/// What fires a trigger, in a few words: its schedule, topic or NATS subject.
+fn source(t: &Value) -> String {
+    match t["kind"].as_str() {
+        Some("cron") => format!(
+            "{} ({})",
+            text(t, "schedule"),
+            t["timezone"].as_str().unwrap_or("UTC")
+        ),
+        Some("topic") => {
+            let mut s = format!("topic {}", text(t, "topic"));
+            if let Some(n) = t["batch_size"].as_u64() {
+                s.push_str(&format!(", batches of {n}"));
+            }
+            if let Some(ms) = t["batch_window_ms"].as_u64() {
+                s.push_str(&format!(" within {ms} ms"));
+            }
+            s
+        }
+        Some("nats") => {
+            let n = &t["nats"];
+            let mut s = format!("{} at {}", text(n, "subject"), text(n, "url"));
+            if let Some(g) = n["queue_group"].as_str() {
+                s.push_str(&format!(" (queue group {g})"));
+            }
+            s
+        }
+        _ => String::new(),
+    }
+}
+
 /// Create, fire and inspect triggers.
 #[derive(Args)]
 pub struct TriggerCommand {
@@ -29,7 +59,8 @@ pub struct TriggerCommand {
 
 #[derive(Subcommand)]
 enum TriggerAction {
-    /// Create (or replace) a trigger: plain (fired by API) or cron (on a schedule)
+    /// Create (or replace) a trigger: plain (fired by API), cron (on a schedule), topic (by
+    /// the messages published to a topic) or nats (by the messages of a NATS subject)
     Create {
         /// Trigger name
         name: String,
@@ -45,6 +76,24 @@ enum TriggerAction {
         /// Payload of scheduled firings (JSON)
         #[arg(long, short = 'd', value_name = "JSON")]
         payload: Option<String>,
+        /// Fire on the messages published to this topic of the namespace
+        #[arg(long, conflicts_with_all = ["cron", "nats_url"])]
+        topic: Option<String>,
+        /// Most messages per invocation (topic triggers) [default: 1]
+        #[arg(long, requires = "topic")]
+        batch_size: Option<u32>,
+        /// How long a message may wait for its batch to fill (topic triggers) [default: 0]
+        #[arg(long, requires = "topic", value_name = "MS")]
+        batch_window_ms: Option<u64>,
+        /// Fire on the messages of a subject of this NATS server (nats://host:port)
+        #[arg(long, requires = "nats_subject", conflicts_with = "cron")]
+        nats_url: Option<String>,
+        /// The NATS subject (wildcards allowed: orders.*, orders.>)
+        #[arg(long, requires = "nats_url")]
+        nats_subject: Option<String>,
+        /// A NATS queue group, to share the subject's messages with other subscribers
+        #[arg(long, requires = "nats_url")]
+        queue_group: Option<String>,
     },
     /// List triggers
     #[command(alias = "ls")]
@@ -81,6 +130,12 @@ impl TriggerCommand {
                 timezone,
                 catch_up,
                 payload,
+                topic,
+                batch_size,
+                batch_window_ms,
+                nats_url,
+                nats_subject,
+                queue_group,
             } => {
                 let payload: Option<Value> = payload
                     .map(|p| serde_json::from_str(&p))
@@ -88,7 +143,31 @@ impl TriggerCommand {
                     .map_err(|e| {
                         ignis_client::ClientError::Config(format!("--payload is not JSON: {e}"))
                     })?;
-                let mut body = json!({ "kind": if cron.is_some() { "cron" } else { "plain" } });
+                let kind = if cron.is_some() {
+                    "cron"
+                } else if topic.is_some() {
+                    "topic"
+                } else if nats_url.is_some() {
+                    "nats"
+                } else {
+                    "plain"
+                };
+                let mut body = json!({ "kind": kind });
+                if let Some(t) = topic {
+                    body["topic"] = Value::from(t);
+                }
+                if let Some(n) = batch_size {
+                    body["batch_size"] = Value::from(n);
+                }
+                if let Some(ms) = batch_window_ms {
+                    body["batch_window_ms"] = Value::from(ms);
+                }
+                if let (Some(url), Some(subject)) = (nats_url, nats_subject) {
+                    body["nats"] = json!({ "url": url, "subject": subject });
+                    if let Some(g) = queue_group {
+                        body["nats"]["queue_group"] = Value::from(g);
+                    }
+                }
                 if let Some(s) = cron {
                     body["schedule"] = Value::from(s);
                 }
@@ -114,14 +193,9 @@ impl TriggerCommand {
                 if global.json {
                     return print_json(&v);
                 }
-                let mut t = Table::new(["NAME", "KIND", "SCHEDULE", "TIMEZONE"]);
+                let mut t = Table::new(["NAME", "KIND", "SOURCE"]);
                 for tr in v["triggers"].as_array().into_iter().flatten() {
-                    t.row([
-                        text(tr, "name"),
-                        text(tr, "kind"),
-                        text(tr, "schedule"),
-                        text(tr, "timezone"),
-                    ]);
+                    t.row([text(tr, "name"), text(tr, "kind"), source(tr)]);
                 }
                 if t.is_empty() {
                     println!("no triggers");
@@ -144,12 +218,9 @@ impl TriggerCommand {
                     return print_json(&json!({ "trigger": tr, "firings": firings["firings"] }));
                 }
                 println!("trigger   {name} ({})", text(&tr, "kind"));
-                if !text(&tr, "schedule").is_empty() {
-                    println!(
-                        "schedule  {} ({})",
-                        text(&tr, "schedule"),
-                        tr["timezone"].as_str().unwrap_or("UTC")
-                    );
+                let from = source(&tr);
+                if !from.is_empty() {
+                    println!("source    {from}");
                 }
                 let mut t = Table::new(["FIRING", "FIRED", "ACTIVATIONS"]);
                 for f in firings["firings"].as_array().into_iter().flatten() {

@@ -143,6 +143,8 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
             },
             "{version}" => "1".to_string(),
             "{file}" => "app.js".to_string(),
+            // The body "not json" is refused after authorization: nothing is published.
+            "{topic}" => "orders".to_string(),
             "{id}" => match prev {
                 "activations" => w.activation.clone(),
                 "dlq" => "0".repeat(32),

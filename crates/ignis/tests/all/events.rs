@@ -251,7 +251,6 @@ fn acknowledged_async_invocations_survive_kill_9() {
 
 /// A one-shot HTTP server on a free port: returns its URL and a receiver for the first body.
 fn callback_sink() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
-    use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/cb", listener.local_addr().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -259,22 +258,7 @@ fn callback_sink() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
         let Ok((stream, _)) = listener.accept() else {
             return;
         };
-        let mut reader = BufReader::new(stream);
-        let mut len = 0;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        let _ = reader.read_exact(&mut body);
-        let _ = reader
-            .get_mut()
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let body = answer_one_request(stream).unwrap_or_default();
         let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
     });
     (url, rx)

@@ -13,6 +13,7 @@ mod hardening;
 mod invoke;
 mod lambda;
 mod lifecycle;
+mod messaging;
 mod noisy;
 mod observe;
 mod sandbox;
