@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ignis_core::{
-    ActivationId, ActivationRecord, LogLine, Network, Runtime, Status, Web, WorkflowDef,
+    ActivationId, ActivationRecord, LogLine, LogStream, Network, Runtime, Status, Web, WorkflowDef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -245,6 +245,21 @@ pub struct ActivationLogs {
     /// Whether lines were dropped because it wrote more than the limit.
     #[serde(default)]
     pub truncated: bool,
+}
+
+/// Which log lines of a function to get.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only this stream.
+    pub stream: Option<LogStream>,
+    /// Only lines containing this.
+    pub grep: Option<String>,
+    /// Only this activation's lines.
+    pub activation: Option<String>,
+    /// Only this version's lines.
+    pub version: Option<u32>,
+    /// How many recent activations (not following; the server's default is 10).
+    pub tail: Option<u32>,
 }
 
 /// The first line of a body, if it is text, cut to a readable length.

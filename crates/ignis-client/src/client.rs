@@ -824,5 +824,9 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientErro
 }
 
 mod data;
+mod observe;
+
+pub use observe::LogEvent;
+
 #[cfg(test)]
 mod tests;

@@ -28,10 +28,12 @@ mod package;
 
 pub use api::{
     ActivationFilter, ActivationLogs, ActivationPage, DeployRequest, InvokeError, InvokeResponse,
+    LogQuery,
 };
-pub use client::Client;
+pub use client::{Client, LogEvent};
 pub use config::{CONFIG_ENV, CliConfig};
 pub use error::{ClientError, TransportError};
+pub use ignis_core::FunctionLogLine;
 pub use package::{CodeUpload, package_code};
 
 /// Re-exported so callers of [`Client::request`] need no direct dependency on hyper.

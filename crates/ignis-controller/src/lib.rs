@@ -8,6 +8,7 @@
 
 mod compose;
 mod data;
+mod metrics;
 mod nats;
 mod queue;
 mod quotas;
@@ -26,7 +27,7 @@ use ignis_core::{
     ActivationError, ActivationId, ActivationRecord, ExecutionRecord, FunctionVersion, SpecError,
     Status, billed_ms, now_ms,
 };
-pub use ignis_invoker::LambdaContext;
+pub use ignis_invoker::{Followed, LambdaContext, LogFollower};
 use ignis_invoker::{Invocation, InvokeError, Invoker};
 use ignis_store::{
     ActivationFilter, ActivationPage, BlobStore, NamespaceQuotas, NamespaceRecord, ObjectFiles,
@@ -183,6 +184,8 @@ struct Inner {
     in_flight: InFlight,
     queue: queue::AsyncQueue,
     quotas: Arc<quotas::Quotas>,
+    metrics: metrics::Metrics,
+    pricing: std::sync::RwLock<ignis_core::usage::PriceModel>,
     topics: topics::Topics,
     nats: nats::NatsSources,
     executions: compose::Executions,
@@ -215,6 +218,8 @@ impl Controller {
                 in_flight: InFlight::default(),
                 queue: queue::AsyncQueue::default(),
                 quotas,
+                metrics: metrics::Metrics::default(),
+                pricing: Default::default(),
                 topics: topics::Topics::default(),
                 nats: nats::NatsSources::default(),
                 executions: compose::Executions::default(),
@@ -382,6 +387,7 @@ impl Controller {
             .ok_or_else(|| ControllerError::NotFound(format!("namespace {namespace:?}")))?;
         self.inner.registry.forget_namespace(namespace);
         self.inner.quotas.forget(namespace);
+        self.inner.metrics.forget_namespace(namespace);
         // Its nats triggers went with it: their subscriptions stop.
         self.inner.nats.changed();
         self.inner.invoker.tokens().revoke_namespace(namespace);
@@ -494,6 +500,7 @@ impl Controller {
             .blocking(move |i| Ok(i.store.delete_function(&ns, &n)?))
             .await?;
         self.inner.registry.forget(namespace, name);
+        self.inner.metrics.forget_function(namespace, name);
         self.inner.invoker.evict_function(namespace, name);
         deleted.ok_or_else(|| ControllerError::NotFound(format!("function {name:?}")))
     }
@@ -555,17 +562,22 @@ impl Controller {
         let event = check_event(&function, event)?;
         let this = self.clone();
         self.inner.in_flight.count.fetch_add(1, Ordering::AcqRel);
-        let task = tokio::spawn(async move {
-            let _guard = InFlightGuard(&this.inner.in_flight);
-            let inv = Invocation {
-                function,
-                id,
-                event,
-                accepted,
-                lambda,
-            };
-            this.run(inv, start_ms, None).await
-        });
+        // The run goes on on its own task, in the caller's span (the gateway's request id).
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = InFlightGuard(&this.inner.in_flight);
+                let inv = Invocation {
+                    function,
+                    id,
+                    event,
+                    accepted,
+                    lambda,
+                };
+                this.run(inv, start_ms, None).await
+            },
+            span,
+        ));
         task.await
             .map_err(|e| ControllerError::Internal(format!("invocation task: {e}")))?
     }
@@ -594,7 +606,12 @@ impl Controller {
         let function = inv.function.clone();
         let (id, accepted) = (inv.id, inv.accepted);
         let json = function.spec.runtime.json_events();
+        let metrics = self
+            .inner
+            .metrics
+            .function(&function.namespace, &function.name);
         let _admitted = self.inner.quotas.admit(&function.namespace).map_err(|r| {
+            metrics.throttled(metrics::Throttle::Quota);
             ControllerError::QuotaExceeded {
                 message: r.message,
                 retry_after_secs: r.retry_after_secs,
@@ -603,6 +620,10 @@ impl Controller {
         let r = match self.inner.invoker.invoke(inv).await {
             Ok(r) => r,
             Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {
+                metrics.throttled(match e {
+                    InvokeError::Throttled { .. } => metrics::Throttle::Concurrency,
+                    _ => metrics::Throttle::Memory,
+                });
                 return Err(ControllerError::Throttled(e.to_string()));
             }
             Err(e @ InvokeError::NamespaceMemory { .. }) => {
@@ -616,6 +637,14 @@ impl Controller {
         let duration = accepted.elapsed();
         let duration_ms = duration.as_millis() as u64;
         let init_ms = r.init.as_millis() as u64;
+        let billed = billed_ms((r.init + r.run).as_micros() as u64);
+        metrics.finished(
+            r.status,
+            r.cold,
+            duration,
+            r.init,
+            u64::from(function.spec.memory_mb) * billed,
+        );
         let record = ActivationRecord {
             id,
             namespace: function.namespace.clone(),
@@ -635,8 +664,16 @@ impl Controller {
             logs: r.logs,
             logs_truncated: r.logs_truncated,
             memory_mb: function.spec.memory_mb,
-            billed_ms: billed_ms((r.init + r.run).as_micros() as u64),
+            billed_ms: billed,
         };
+        tracing::debug!(
+            activation = %id,
+            status = %r.status,
+            cold = r.cold,
+            duration_ms,
+            billed_ms = billed,
+            "activation finished"
+        );
         let result = (r.status == Status::Success).then(|| r.body.clone());
         self.inner
             .recorder
@@ -704,6 +741,64 @@ impl Controller {
         let ns = namespace.to_string();
         self.blocking(move |i| Ok(i.store.list_executions(&ns, function.as_deref(), limit)?))
             .await
+    }
+
+    /// Follows the log lines of a function's instances from now on (404 for a function that
+    /// does not exist).
+    pub async fn follow_logs(&self, namespace: &str, name: &str) -> Result<LogFollower> {
+        self.get_function(namespace, name, None).await?;
+        Ok(self.inner.invoker.follow_logs(namespace, name))
+    }
+
+    /// Sets the price model of usage reports.
+    pub fn set_pricing(&self, pricing: ignis_core::usage::PriceModel) {
+        *self.inner.pricing.write().unwrap() = pricing;
+    }
+
+    /// A namespace's usage over `[from_ms, to_ms)`, from its activation records (the recorder
+    /// is flushed first, so every finished invocation counts).
+    pub async fn usage(
+        &self,
+        namespace: &str,
+        from_ms: u64,
+        to_ms: u64,
+        group_by: ignis_core::usage::GroupBy,
+    ) -> Result<ignis_core::usage::UsageReport> {
+        self.check_namespace(namespace).await?;
+        if from_ms > to_ms {
+            return Err(ControllerError::BadRequest(format!(
+                "from ({from_ms}) is after to ({to_ms})"
+            )));
+        }
+        self.inner.recorder.flush().await;
+        let ns = namespace.to_string();
+        let cells = self
+            .blocking(move |i| Ok(i.store.usage(&ns, from_ms, to_ms)?))
+            .await?;
+        let pricing = self.inner.pricing.read().unwrap().clone();
+        Ok(ignis_core::usage::UsageReport::build(
+            namespace, from_ms, to_ms, group_by, &pricing, &cells,
+        ))
+    }
+
+    /// Every metric of the server in the Prometheus text format: the control plane's
+    /// counters, the invoker's, and gauges read now (instances, stem cells, queues, backlog).
+    pub async fn render_metrics(&self) -> String {
+        let async_backlog = self
+            .blocking(|i| Ok(i.store.async_backlog()?))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reading the async backlog for /metrics");
+                Vec::new()
+            });
+        let gauges = metrics::Gauges {
+            in_flight: self.inner.in_flight.count.load(Ordering::Relaxed),
+            async_backlog,
+        };
+        let mut e = ignis_core::metrics::Exposition::default();
+        self.inner.metrics.render(&mut e, &gauges);
+        self.inner.invoker.render_metrics(&mut e);
+        e.finish()
     }
 
     /// Stops taking invocations, waits for those in flight, writes every pending activation

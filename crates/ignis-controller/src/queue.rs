@@ -157,6 +157,32 @@ impl Controller {
         idempotency_key: Option<String>,
         callback: Option<String>,
     ) -> Result<Accepted> {
+        let id = ActivationId::new();
+        self.submit_async_as(
+            namespace,
+            name,
+            version,
+            event,
+            idempotency_key,
+            callback,
+            id,
+        )
+        .await
+    }
+
+    /// [`Controller::submit_async`] under an activation id the caller chose (the gateway's
+    /// request id). An idempotency key already used answers with its first id instead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_async_as(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+        event: Bytes,
+        idempotency_key: Option<String>,
+        callback: Option<String>,
+        id: ActivationId,
+    ) -> Result<Accepted> {
         let function = self.get_function(namespace, name, version).await?;
         let event = check_event(&function, event)?;
         if let Some(url) = &callback {
@@ -171,7 +197,7 @@ impl Controller {
         }
         let now = now_ms();
         let item = QueuedInvocation {
-            id: ActivationId::new(),
+            id,
             namespace: namespace.to_string(),
             function: name.to_string(),
             version,
@@ -275,16 +301,21 @@ impl Controller {
                 };
                 started += 1;
                 let this = self.clone();
-                tokio::spawn(async move {
-                    let id = item.id;
-                    this.run_queued(item).await;
-                    this.inner.queue.running.lock().unwrap().remove(&id);
-                    if let Some(n) = this.inner.queue.per_function.lock().unwrap().get_mut(&key) {
-                        *n = n.saturating_sub(1);
-                    }
-                    drop(permit);
-                    this.inner.queue.wake.notify_one();
-                });
+                let span = tracing::info_span!("invocation", request_id = %item.id);
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        let id = item.id;
+                        this.run_queued(item).await;
+                        this.inner.queue.running.lock().unwrap().remove(&id);
+                        if let Some(n) = this.inner.queue.per_function.lock().unwrap().get_mut(&key)
+                        {
+                            *n = n.saturating_sub(1);
+                        }
+                        drop(permit);
+                        this.inner.queue.wake.notify_one();
+                    },
+                    span,
+                ));
             }
             if started > 0 {
                 continue;

@@ -26,6 +26,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in declaration order (`status as usize` is its index).
+    pub const ALL: [Status; 6] = [
+        Status::Success,
+        Status::ApplicationError,
+        Status::Timeout,
+        Status::Oom,
+        Status::Crash,
+        Status::PlatformError,
+    ];
+
     /// The name used in the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,6 +106,16 @@ pub enum LogStream {
     Stderr,
 }
 
+impl LogStream {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
 /// One line a function wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -104,6 +124,22 @@ pub struct LogLine {
     /// stdout or stderr.
     pub stream: LogStream,
     /// The text, without the newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// One line of a function's logs with the activation that wrote it: what following a
+/// function's logs delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLogLine {
+    /// When Ignis read it (ms since epoch).
+    pub ts_ms: u64,
+    /// The activation (and request id) that wrote it.
+    pub activation_id: ActivationId,
+    /// The function's version.
+    pub version: u32,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The text, without the newline.
     pub line: String,
 }
 
@@ -182,14 +218,8 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in [
-            Status::Success,
-            Status::ApplicationError,
-            Status::Timeout,
-            Status::Oom,
-            Status::Crash,
-            Status::PlatformError,
-        ] {
+        for (i, s) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i);
             assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
             assert_eq!(
                 serde_json::to_string(&s).unwrap(),

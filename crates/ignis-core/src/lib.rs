@@ -11,13 +11,16 @@ mod function;
 mod ids;
 mod json;
 pub mod lambda;
+pub mod metrics;
 mod names;
 #[cfg(test)]
 mod proptests;
 mod trigger;
+pub mod usage;
 
 pub use activation::{
-    ActivationError, ActivationRecord, ErrorPhase, LogLine, LogStream, Status, billed_ms,
+    ActivationError, ActivationRecord, ErrorPhase, FunctionLogLine, LogLine, LogStream, Status,
+    billed_ms,
 };
 pub use composition::{
     ExecutionRecord, ExecutionStatus, FunctionRef, StepRecord, StepStatus, WorkflowDef,

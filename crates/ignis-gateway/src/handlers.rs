@@ -498,9 +498,11 @@ pub async fn invoke(
     State(state): State<Arc<AppState>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
+    request_id: Option<axum::Extension<crate::RequestId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let id = crate::RequestId::of(request_id);
     let body = body?;
     let (name, mut version) = split_version(&name)?;
     let mut blocking = true;
@@ -545,7 +547,7 @@ pub async fn invoke(
             .transpose()?;
         let accepted = state
             .controller
-            .submit_async(&ns, name, version, body, key, callback)
+            .submit_async_as(&ns, name, version, body, key, callback, id)
             .await?;
         let id = accepted.activation_id.to_string();
         let mut resp = (
@@ -558,7 +560,10 @@ pub async fn invoke(
         }
         return Ok(resp);
     }
-    let outcome = state.controller.invoke(&ns, name, version, body).await?;
+    let outcome = state
+        .controller
+        .invoke_as(&ns, name, version, body, id)
+        .await?;
     Ok(outcome_response(outcome))
 }
 

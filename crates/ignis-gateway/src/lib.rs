@@ -9,6 +9,7 @@ mod data;
 pub mod error;
 mod handlers;
 mod lambda_api;
+pub mod observe;
 pub mod routes;
 pub mod s3;
 pub mod secrets;
@@ -17,6 +18,7 @@ pub mod sigv4;
 mod tenancy;
 mod topics;
 mod triggers;
+mod ui;
 mod web;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use ignis_controller::Controller;
 
 pub use auth::{Access, KeyRing, NewKey, Principal, generate_key, upgrade_record};
 pub use error::ApiError;
+pub use observe::RequestId;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;
 pub use serve::{HttpLimits, serve};
@@ -44,6 +47,11 @@ pub struct AppState {
     pub info: serde_json::Value,
     /// Multipart uploads of the S3 API in progress.
     pub multipart: s3::MultipartUploads,
+    /// Whether `/metrics` is served without a key (else it needs an admin key).
+    pub metrics_public: bool,
+    /// Becomes `true` when the server starts shutting down: streams that would never end
+    /// (followed logs) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -63,5 +71,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes::build(state.clone())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::request_span))
         .with_state(state)
 }

@@ -17,7 +17,8 @@ use axum::routing::{MethodRouter, any, delete, get, post, put};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::{
-    AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, s3, tenancy, topics, triggers, web,
+    AppState, MAX_DEPLOY_BYTES, data, handlers, lambda_api, observe, s3, tenancy, topics, triggers,
+    ui, web,
 };
 
 type Handler = fn() -> MethodRouter<Arc<AppState>>;
@@ -59,6 +60,12 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/readyz", Public, || {
         get(|| async { axum::Json(serde_json::json!({"ready": true})) })
     }),
+    // An admin key, or nobody with --metrics-public: the handler decides.
+    route("GET", "/metrics", Own, || get(observe::metrics)),
+    // The dashboard's static files; the data it shows comes from the API, with a key.
+    route("GET", "/ui", Public, || get(ui::index)),
+    route("GET", "/ui/", Public, || get(ui::index)),
+    route("GET", "/ui/{file}", Public, || get(ui::file)),
     route("GET", "/v1/system/info", AnyKey, || {
         get(handlers::system_info)
     }),
@@ -121,6 +128,12 @@ pub static ROUTES: &[Route] = &[
         || get(handlers::get_version),
     ),
     route(
+        "GET",
+        "/v1/namespaces/{ns}/functions/{name}/logs",
+        Read,
+        || get(observe::function_logs),
+    ),
+    route(
         "POST",
         "/v1/namespaces/{ns}/functions/{name}/invoke",
         Invoke,
@@ -143,6 +156,9 @@ pub static ROUTES: &[Route] = &[
     }),
     route("GET", "/v1/namespaces/{ns}/executions/{id}", Read, || {
         get(handlers::get_execution)
+    }),
+    route("GET", "/v1/namespaces/{ns}/usage", Read, || {
+        get(observe::usage)
     }),
     route("GET", "/v1/namespaces/{ns}/dlq", Read, || {
         get(handlers::list_dead_letters)

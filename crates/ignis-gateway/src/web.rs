@@ -212,6 +212,7 @@ pub async fn handle(
     Path(params): Path<Vec<(String, String)>>,
     method: Method,
     uri: Uri,
+    request_id: Option<axum::Extension<crate::RequestId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -264,7 +265,7 @@ pub async fn handle(
             .await?;
     }
     let body = body?;
-    let id = ignis_core::ActivationId::new();
+    let id = crate::RequestId::of(request_id);
     let event = event(&method, &path, &uri, &headers, &body, &id.to_string());
     let event = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
     let outcome = state

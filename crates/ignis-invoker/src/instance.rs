@@ -430,7 +430,10 @@ impl ProcessInstance {
             background: !limit_heap,
             ..process_spec(inner, place, code_dir, true)
         };
-        let proc = inner.sandbox.spawn(&spec).await.map_err(|e| {
+        let started = Instant::now();
+        let spawned = inner.sandbox.spawn(&spec).await;
+        inner.sandbox_setup.observe(started.elapsed());
+        let proc = spawned.map_err(|e| {
             RunEnd::failed(
                 Status::PlatformError,
                 "InstanceStart",
@@ -786,7 +789,10 @@ pub(crate) async fn run_exec(
     };
     spec.env
         .extend(env.into_iter().map(|(k, v)| (k.into(), v.into())));
-    let mut proc = match inner.sandbox.spawn(&spec).await {
+    let started = Instant::now();
+    let spawned = inner.sandbox.spawn(&spec).await;
+    inner.sandbox_setup.observe(started.elapsed());
+    let mut proc = match spawned {
         Ok(p) => p,
         Err(e) => {
             return RunEnd::failed(

@@ -160,7 +160,10 @@ impl LambdaInstance {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into())),
         );
-        let mut proc = sandbox.spawn(&spec).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let spawned = sandbox.spawn(&spec).await;
+        inner.sandbox_setup.observe(started.elapsed());
+        let mut proc = spawned.map_err(|e| {
             RunEnd::failed(
                 Status::ApplicationError,
                 "Runtime.InvalidEntrypoint",

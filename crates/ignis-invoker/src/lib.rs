@@ -42,7 +42,7 @@ use ignis_core::{
 use ignis_runtime::bootstrap::BootstrapPaths;
 use ignis_sandbox::Sandbox;
 
-pub use logs::LogCollector;
+pub use logs::{Followed, LogCollector, LogFollower, LogHub};
 use pool::{Acquired, Pool, PoolMap};
 pub use registry::InstanceInfo;
 
@@ -192,6 +192,9 @@ pub(crate) struct Inner {
     stem: std::sync::OnceLock<stem::StemCells>,
     registry: Arc<registry::Registry>,
     wasm: std::sync::OnceLock<Result<ignis_wasm::WasmEngine, String>>,
+    /// Time to start a sandboxed process (fork, isolation, exec), per instance started.
+    pub(crate) sandbox_setup: ignis_core::metrics::Histogram,
+    log_hub: Arc<LogHub>,
     namespace_memory: std::sync::OnceLock<NamespaceMemoryQuota>,
     pub(crate) data: data::DataAccess,
 }
@@ -230,6 +233,8 @@ impl Invoker {
             stem: std::sync::OnceLock::new(),
             registry: Arc::new(registry::Registry::new(config_budget)),
             wasm: std::sync::OnceLock::new(),
+            sandbox_setup: Default::default(),
+            log_hub: Arc::default(),
             namespace_memory: std::sync::OnceLock::new(),
             data: data::DataAccess::default(),
         });
@@ -308,7 +313,11 @@ impl Invoker {
                 max: f.spec.max_instances,
             })?;
         let queue = inv.accepted.elapsed();
-        let mut logs = LogCollector::default();
+        let tap = self
+            .inner
+            .log_hub
+            .tap(&f.namespace, &f.name, inv.id, f.version);
+        let mut logs = LogCollector::tapped(tap.clone());
         let init_start = Instant::now();
         let (mut lease, cold) = match acquired {
             Acquired::Warm(lease) => (lease, false),
@@ -356,6 +365,13 @@ impl Invoker {
         } else {
             Duration::ZERO
         };
+        tracing::debug!(
+            instance = %lease.instance().meta.meta.name,
+            cold,
+            queue_ms = queue.as_millis() as u64,
+            init_ms = init.as_millis() as u64,
+            "instance acquired"
+        );
         let run_start = Instant::now();
         let instance = lease.instance();
         let meta = &instance.meta.meta;
@@ -383,7 +399,7 @@ impl Invoker {
             }
             instance::InstanceKind::Shared(s) => {
                 let (end, own_logs) = s
-                    .invoke(inv.id, inv.event.clone(), deadline, deadline_ms)
+                    .invoke(inv.id, inv.event.clone(), deadline, deadline_ms, tap)
                     .await;
                 logs = own_logs;
                 end
@@ -719,6 +735,90 @@ impl Invoker {
     /// Stem cells ready now, per runtime.
     pub fn stem_cells_ready(&self) -> Vec<(Runtime, usize)> {
         self.inner.stem.get().map(|s| s.ready()).unwrap_or_default()
+    }
+
+    /// Writes the invoker's metrics: instances by runtime and state, stem cells ready,
+    /// invocations waiting per function, memory, and the sandbox setup time.
+    pub fn render_metrics(&self, e: &mut ignis_core::metrics::Exposition) {
+        use std::collections::BTreeMap;
+        let mut instances: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
+        for i in self.instances() {
+            *instances.entry((i.runtime, i.state)).or_default() += 1;
+        }
+        e.family(
+            "ignis_instances",
+            "gauge",
+            "Live instances, by runtime and state (idle or busy).",
+        );
+        for ((runtime, state), n) in &instances {
+            e.sample(
+                "ignis_instances",
+                &[("runtime", runtime), ("state", state)],
+                *n as f64,
+            );
+        }
+        e.family(
+            "ignis_stem_cells_ready",
+            "gauge",
+            "Stem cells (pre-started instances without code) ready, by runtime.",
+        );
+        for (runtime, n) in self.stem_cells_ready() {
+            e.sample(
+                "ignis_stem_cells_ready",
+                &[("runtime", runtime.as_str())],
+                n as f64,
+            );
+        }
+        let mut queued: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for p in self.inner.pools.read().unwrap().all() {
+            let f = &p.function;
+            *queued
+                .entry((f.namespace.clone(), f.name.clone()))
+                .or_default() += p.counts().queued;
+        }
+        e.family(
+            "ignis_function_queue_depth",
+            "gauge",
+            "Invocations waiting for an instance of a function.",
+        );
+        for ((ns, name), n) in &queued {
+            e.sample(
+                "ignis_function_queue_depth",
+                &[("namespace", ns), ("function", name)],
+                *n as f64,
+            );
+        }
+        let (used, budget) = self.memory();
+        e.family(
+            "ignis_instance_memory_megabytes",
+            "gauge",
+            "Memory limits of live instances added up (used) and the invoker's budget.",
+        );
+        e.sample(
+            "ignis_instance_memory_megabytes",
+            &[("kind", "used")],
+            used as f64,
+        );
+        e.sample(
+            "ignis_instance_memory_megabytes",
+            &[("kind", "budget")],
+            budget as f64,
+        );
+        e.family(
+            "ignis_sandbox_setup_seconds",
+            "histogram",
+            "Time to start one sandboxed instance process (fork, isolation layers, exec).",
+        );
+        e.histogram(
+            "ignis_sandbox_setup_seconds",
+            &[],
+            &self.inner.sandbox_setup,
+        );
+    }
+
+    /// Follows the log lines of every instance of a function from now on.
+    pub fn follow_logs(&self, namespace: &str, function: &str) -> LogFollower {
+        self.inner.log_hub.follow(namespace, function)
     }
 
     /// The AWS region `lambda` instances run in.

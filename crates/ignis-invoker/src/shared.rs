@@ -36,6 +36,7 @@ struct Request {
     deadline: TokioInstant,
     deadline_ms: u64,
     reply: oneshot::Sender<Reply>,
+    tap: Option<crate::logs::LiveTap>,
 }
 
 /// The shared part of a concurrent instance; the pool's handles hold it.
@@ -65,6 +66,7 @@ impl SharedInstance {
         event: Bytes,
         deadline: TokioInstant,
         deadline_ms: u64,
+        tap: Option<crate::logs::LiveTap>,
     ) -> Reply {
         let (reply, rx) = oneshot::channel();
         let req = Request {
@@ -73,6 +75,7 @@ impl SharedInstance {
             deadline,
             deadline_ms,
             reply,
+            tap,
         };
         let lost = || {
             let end = RunEnd::failed(
@@ -208,11 +211,13 @@ async fn drive(
                         let _ = req.reply.send((lost_end("its channel broke"), std::mem::take(&mut stray)));
                         continue;
                     }
+                    let mut logs = std::mem::take(&mut stray);
+                    logs.set_tap(req.tap);
                     pending.push(Pending {
                         seq,
                         deadline: req.deadline,
                         reply: req.reply,
-                        logs: std::mem::take(&mut stray),
+                        logs,
                     });
                 }
             },

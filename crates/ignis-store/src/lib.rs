@@ -12,6 +12,7 @@ mod objects;
 mod sqlite;
 mod topics;
 
+use ignis_core::usage::UsageCell;
 use ignis_core::{
     ActivationId, ActivationRecord, CodeRef, ExecutionRecord, Firing, FunctionSpec,
     FunctionVersion, Rule, Status, StepRecord, Trigger,
@@ -472,6 +473,12 @@ pub trait Store: DataStore + Send + Sync {
     ) -> Result<Vec<ExecutionRecord>>;
     /// Every execution still running, with its ended steps (to resume after a restart).
     fn running_executions(&self) -> Result<Vec<ExecutionRecord>>;
+    /// The metering of a namespace's activations that started in `[from_ms, to_ms)`: one row
+    /// per function and UTC day, with exact integer sums.
+    fn usage(&self, namespace: &str, from_ms: u64, to_ms: u64) -> Result<Vec<UsageCell>>;
+
+    /// Asynchronous invocations waiting to run (not dead, not done), per namespace.
+    fn async_backlog(&self) -> Result<Vec<(String, u64)>>;
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use ignis_core::usage::UsageCell;
 use ignis_core::{
     ActivationId, ActivationRecord, ExecutionRecord, Firing, FunctionVersion, LogLine, Rule,
     StepRecord, Trigger, now_ms,
@@ -1050,6 +1051,42 @@ impl Store for SqliteStore {
         }
         Ok(ActivationPage { activations, next })
     }
+
+    fn usage(&self, namespace: &str, from_ms: u64, to_ms: u64) -> Result<Vec<UsageCell>> {
+        // Memory and billed time live in the record's JSON; the sums stay integers in SQLite.
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(
+            "SELECT function, start_ms / 86400000 AS day, COUNT(*),
+                    SUM(json_extract(record, '$.memory_mb') * json_extract(record, '$.billed_ms')),
+                    SUM(json_extract(record, '$.billed_ms'))
+             FROM activations WHERE namespace = ?1 AND start_ms >= ?2 AND start_ms < ?3
+             GROUP BY function, day ORDER BY function, day",
+        )?;
+        let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
+        let rows = stmt
+            .query_map(params![namespace, clamp(from_ms), clamp(to_ms)], |r| {
+                Ok(UsageCell {
+                    function: r.get(0)?,
+                    day: r.get::<_, i64>(1)? as u64,
+                    requests: r.get::<_, i64>(2)? as u64,
+                    mb_ms: r.get::<_, i64>(3)? as u64,
+                    billed_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn async_backlog(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.r();
+        let mut stmt = conn.prepare_cached(
+            "SELECT namespace, COUNT(*) FROM async_queue WHERE dead = 0 GROUP BY namespace",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -1492,6 +1529,40 @@ pub(crate) mod tests {
         assert_eq!(starts(&s), [1009, 1008, 1007, 1006]);
         assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 0);
         assert!(s.get_activation("other", theirs.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn usage_sums_are_exact_per_function_and_day() {
+        let (_d, s) = store();
+        let mut all = Vec::new();
+        for (f, start, mb, billed) in [
+            ("a", 1_000u64, 128u32, 3u64),
+            ("a", 2_000, 256, 7),
+            ("a", 86_400_000 + 5, 128, 1),
+            ("b", 3_000, 1024, 1000),
+            ("b", 200 * 86_400_000, 1024, 1000),
+        ] {
+            let mut a = activation(f, start, Status::Success);
+            a.memory_mb = mb;
+            a.billed_ms = billed;
+            all.push(a);
+        }
+        s.insert_activations(&all).unwrap();
+        let rows = s.usage("default", 0, 100 * 86_400_000).unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.function.as_str(), r.day, r.requests, r.mb_ms, r.billed_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, 2, 128 * 3 + 256 * 7, 10),
+                ("a", 1, 1, 128, 1),
+                ("b", 0, 1, 1024 * 1000, 1000),
+            ]
+        );
+        assert!(s.usage("other", 0, u64::MAX).unwrap().is_empty());
+        assert_eq!(s.async_backlog().unwrap(), vec![]);
     }
 
     #[test]

@@ -8,10 +8,12 @@ mod execution;
 mod function;
 mod invoke;
 mod key;
+mod logs;
 mod ns;
 mod serve;
 mod topic;
 mod trigger;
+mod usage;
 
 use clap::{Args, Subcommand};
 
@@ -68,6 +70,10 @@ pub enum Command {
     /// List workflow executions and show one as a tree of its steps
     #[command(alias = "executions")]
     Execution(execution::ExecutionCommand),
+    /// Print a function's logs from every instance; -f follows new lines as they are written
+    Logs(logs::LogsCommand),
+    /// Requests, GB-seconds and cost of the namespace over a period
+    Usage(usage::UsageCommand),
     /// Load-test a function: many concurrent invocations, then throughput and latency
     Bench(bench::BenchCommand),
     /// API keys: the one in use (and its AWS credentials), create, list, revoke
@@ -93,6 +99,8 @@ impl Command {
             Command::Dlq(c) => c.execute(global).await,
             Command::Trigger(c) => c.execute(global).await,
             Command::Rule(c) => c.execute(global).await,
+            Command::Logs(c) => c.execute(global).await,
+            Command::Usage(c) => c.execute(global).await,
             Command::Publish(c) => c.execute(global).await,
             Command::Topic(c) => c.execute(global).await,
             Command::Execution(c) => c.execute(global).await,

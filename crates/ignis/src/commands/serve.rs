@@ -81,6 +81,11 @@ pub struct ServerConfig {
     pub header_timeout_secs: Option<u64>,
     /// Seconds a request body may stall.
     pub body_timeout_secs: Option<u64>,
+    /// Serve `/metrics` without a key (default false: an admin key is needed).
+    pub metrics_public: Option<bool>,
+    /// The price model of usage reports (`[pricing]`: per_million_requests, per_gb_second,
+    /// free_tier, free_requests_per_month, free_gb_seconds_per_month).
+    pub pricing: Option<ignis_core::usage::PriceModel>,
 }
 
 /// Run the Ignis server.
@@ -96,7 +101,8 @@ pub struct ServeCommand {
     /// python, node, pids_max, stem_cells, memory_budget_mb, isolation, zygote, aws_region,
     /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
     /// activation_retention_count, namespace_memory_mb, namespace_functions, code_mb,
-    /// code_unpacked_mb, max_connections, header_timeout_secs, body_timeout_secs)
+    /// code_unpacked_mb, max_connections, header_timeout_secs, body_timeout_secs,
+    /// metrics_public, and a [pricing] table)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -164,6 +170,19 @@ pub struct ServeCommand {
     /// `AWS_REGION` of `lambda` instances name it [default: us-east-1]
     #[arg(long, env = "IGNIS_AWS_REGION")]
     aws_region: Option<String>,
+    /// Serve /metrics to anyone, without a key (by default it needs an admin key)
+    #[arg(long, env = "IGNIS_METRICS_PUBLIC", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    metrics_public: Option<bool>,
+    /// Price of one million requests in usage reports [default: 0.20]
+    #[arg(long, env = "IGNIS_PRICE_PER_MILLION_REQUESTS")]
+    price_per_million_requests: Option<f64>,
+    /// Price of one GB-second in usage reports [default: 0.0000166667]
+    #[arg(long, env = "IGNIS_PRICE_PER_GB_SECOND")]
+    price_per_gb_second: Option<f64>,
+    /// Take a monthly free tier (1M requests, 400 000 GB-s per namespace) off usage costs
+    /// [default: false]
+    #[arg(long, env = "IGNIS_FREE_TIER", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    free_tier: Option<bool>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -310,6 +329,21 @@ impl ServeCommand {
         if self.no_isolation {
             cfg.isolation = Some(false);
         }
+        if self.metrics_public.is_some() {
+            cfg.metrics_public = self.metrics_public;
+        }
+        let mut pricing = cfg.pricing.take().unwrap_or_default();
+        if let Some(p) = self.price_per_million_requests {
+            pricing.per_million_requests = p;
+        }
+        if let Some(p) = self.price_per_gb_second {
+            pricing.per_gb_second = p;
+        }
+        if let Some(on) = self.free_tier {
+            pricing.free_tier = on;
+        }
+        pricing.validate().map_err(anyhow::Error::msg)?;
+        cfg.pricing = Some(pricing);
         Ok(cfg)
     }
 
@@ -414,6 +448,7 @@ impl ServeCommand {
                 code_unpacked_mb: cfg.code_unpacked_mb,
             },
         ));
+        controller.set_pricing(cfg.pricing.clone().unwrap_or_default());
 
         let master = Arc::new(master_key(&data_dir)?);
         let mut keys = store.list_keys()?;
@@ -474,11 +509,16 @@ impl ServeCommand {
                 "max_log_bytes": ignis_core::MAX_LOG_BYTES,
             },
         });
+        // Told when shutdown starts, so that endless responses (followed logs) end and the
+        // graceful shutdown does not wait for their clients.
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
             multipart: Default::default(),
+            metrics_public: cfg.metrics_public.unwrap_or(false),
+            stopping: stopping_rx,
         });
         state.keys.accept_instance_tokens(instance_tokens);
 
@@ -521,9 +561,12 @@ impl ServeCommand {
                 }),
             ..defaults
         };
-        ignis_gateway::serve(listener, app, limits, shutdown_signal())
-            .await
-            .context("server failed")?;
+        ignis_gateway::serve(listener, app, limits, async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(true);
+        })
+        .await
+        .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");
         controller.shutdown().await;
         say!("stopped");
@@ -551,6 +594,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

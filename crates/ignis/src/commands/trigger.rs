@@ -57,6 +57,8 @@ pub struct TriggerCommand {
     action: TriggerAction,
 }
 
+// Parsed once per command line: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum TriggerAction {
     /// Create (or replace) a trigger: plain (fired by API), cron (on a schedule), storage (on

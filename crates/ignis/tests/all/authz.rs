@@ -144,6 +144,7 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
                 other => panic!("teach the authorization test the {{name}} of {other:?}"),
             },
             "{version}" => "1".to_string(),
+            "{file}" => "app.js".to_string(),
             // The body "not json" is refused after authorization: nothing is published.
             "{topic}" => "orders".to_string(),
             "{bucket}" => "no-such-bucket".to_string(),
@@ -178,6 +179,8 @@ fn concrete(w: &World, route: &Route) -> (String, &'static [u8]) {
 fn handler_routes(path: &str) -> Vec<(&'static str, String, Access)> {
     let lambda = "/2015-03-31/functions";
     match path {
+        // Without --metrics-public (metrics.rs tests it), only admin keys scrape.
+        "/metrics" => vec![("GET", "/metrics".to_string(), Access::Admin)],
         "/fn/{ns}/{name}" => vec![("GET", format!("/fn/{A}/web"), Access::Invoke)],
         "/fn/{ns}/{name}/" => vec![("POST", format!("/fn/{A}/web/"), Access::Invoke)],
         "/fn/{ns}/{name}/{*path}" => vec![("GET", format!("/fn/{A}/web/x/y"), Access::Invoke)],

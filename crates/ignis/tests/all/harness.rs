@@ -20,6 +20,8 @@ pub struct Server {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// The server's log (stderr), kept only by [`Server::start_logging`].
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// An HTTP response.
@@ -92,7 +94,31 @@ impl Server {
         s
     }
 
+    /// Starts a server whose log (at `filter`, an `IGNIS_LOG` value) is kept in `stderr`.
+    pub fn start_logging(extra: &[&str], filter: &str) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::launch_full(&dir, "127.0.0.1:0", extra, &[("IGNIS_LOG", filter)], true);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// The server's log so far (with [`Server::start_logging`]).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
     pub fn launch_env(dir: &Path, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch_full(dir, listen, extra, env, false)
+    }
+
+    fn launch_full(
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        keep_log: bool,
+    ) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", listen])
@@ -107,9 +133,22 @@ impl Server {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start ignis serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -139,6 +178,7 @@ impl Server {
             dir: dir.to_path_buf(),
             _tmp: None,
             stdout: lines,
+            stderr: log,
         }
     }
 
@@ -152,6 +192,7 @@ impl Server {
             dir: dir.to_path_buf(),
             _tmp: None,
             stdout: Arc::default(),
+            stderr: Arc::default(),
         }
     }
 
