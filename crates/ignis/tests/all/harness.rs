@@ -22,6 +22,77 @@ pub struct Server {
     pub stdout: Arc<Mutex<Vec<String>>>,
     /// The server's log (stderr), kept only by [`Server::start_logging`].
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Counts this server among those running, unless its test runs [`alone`].
+    _running: Option<Running>,
+}
+
+/// Servers of the tests running now, and whether a test runs alone (a measurement that other
+/// tests' load would falsify).
+struct Servers {
+    running: usize,
+    alone: bool,
+}
+
+static SERVERS: Mutex<Servers> = Mutex::new(Servers {
+    running: 0,
+    alone: false,
+});
+static SERVERS_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+thread_local! {
+    static ALONE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn servers() -> std::sync::MutexGuard<'static, Servers> {
+    SERVERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One running server, counted while it lives.
+struct Running;
+
+impl Running {
+    /// Waits while a test runs alone (not this one), then counts a server.
+    fn start() -> Option<Running> {
+        if ALONE_HERE.with(|a| a.get()) {
+            return None;
+        }
+        let mut s = servers();
+        while s.alone {
+            s = SERVERS_CHANGED.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.running += 1;
+        Some(Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        servers().running -= 1;
+        SERVERS_CHANGED.notify_all();
+    }
+}
+
+/// While the returned guard lives, this test's servers are the only ones: it waits until no other
+/// test has a server, and other tests wait to start theirs until it is dropped.
+pub fn alone() -> Alone {
+    let mut s = servers();
+    while s.running > 0 || s.alone {
+        s = SERVERS_CHANGED.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+    s.alone = true;
+    ALONE_HERE.with(|a| a.set(true));
+    Alone
+}
+
+/// See [`alone`].
+pub struct Alone;
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE_HERE.with(|a| a.set(false));
+        servers().alone = false;
+        SERVERS_CHANGED.notify_all();
+    }
 }
 
 /// An HTTP response.
@@ -119,6 +190,7 @@ impl Server {
         env: &[(&str, &str)],
         keep_log: bool,
     ) -> Server {
+        let running = Running::start();
         let mut child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", listen])
@@ -179,6 +251,7 @@ impl Server {
             _tmp: None,
             stdout: lines,
             stderr: log,
+            _running: running,
         }
     }
 
@@ -193,6 +266,7 @@ impl Server {
             _tmp: None,
             stdout: Arc::default(),
             stderr: Arc::default(),
+            _running: None,
         }
     }
 
