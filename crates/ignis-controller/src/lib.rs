@@ -541,8 +541,8 @@ impl Controller {
         version: Option<u32>,
         event: Bytes,
         context: LambdaContext,
+        id: ActivationId,
     ) -> Result<InvokeOutcome> {
-        let id = ActivationId::new();
         self.invoke_with(namespace, name, version, event, id, Some(Arc::new(context)))
             .await
     }

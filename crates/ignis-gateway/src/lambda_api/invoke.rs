@@ -74,13 +74,14 @@ pub(crate) async fn invoke(state: &AppState, call: &Call, name: &str) -> LambdaR
         "Event" => {
             let accepted = state
                 .controller
-                .submit_async(
+                .submit_async_as(
                     &call.namespace,
                     &t.name,
                     t.version,
                     call.body.clone(),
                     None,
                     None,
+                    call.request_id,
                 )
                 .await
                 .map_err(|e| lookup_error(e, call, &t))?;
@@ -125,6 +126,7 @@ pub(crate) async fn invoke(state: &AppState, call: &Call, name: &str) -> LambdaR
             t.version,
             call.body.clone(),
             context,
+            call.request_id,
         )
         .await
         .map_err(|e| lookup_error(e, call, &t))?;

@@ -170,6 +170,8 @@ pub(crate) struct Call {
     pub body: Bytes,
     pub namespace: String,
     pub region: String,
+    /// The gateway's id of the request: an invocation's activation id.
+    pub request_id: ignis_core::ActivationId,
 }
 
 impl Call {
@@ -265,8 +267,13 @@ async fn authenticate(state: &AppState, req: Request) -> LambdaResult<(Call, Pri
     let query =
         serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or(""))
             .map_err(|e| LambdaError::invalid(format!("malformed query string: {e}")))?;
+    let request_id = parts
+        .extensions
+        .get::<crate::RequestId>()
+        .map_or_else(ignis_core::ActivationId::new, |r| r.0);
     Ok((
         Call {
+            request_id,
             method: parts.method,
             segments,
             query,
@@ -440,6 +447,7 @@ pub(crate) fn test_call(ns: &str, query: &[(&str, &str)]) -> Call {
         body: Bytes::new(),
         namespace: ns.into(),
         region: "us-east-1".into(),
+        request_id: ignis_core::ActivationId::new(),
     }
 }
 

@@ -592,3 +592,30 @@ fn lambda_api_refuses_bad_requests_in_lambdas_shape() {
         (413, Some("RequestTooLargeException"))
     );
 }
+
+#[test]
+fn a_lambda_api_invocation_carries_the_gateways_request_id() {
+    let s = Server::start();
+    let r = s.deploy_file(
+        "echo",
+        "runtime=python&handler=app.handler&filename=app.py",
+        "app.py",
+        "def handler(event, context):\n    return {'id': context.aws_request_id}\n",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let path = "/2015-03-31/functions/echo/invocations";
+    for invocation_type in ["RequestResponse", "Event"] {
+        let mut h = signed(&s, "POST", path, b"{}", 0);
+        h.push(("x-amz-invocation-type".into(), invocation_type.into()));
+        let r = lambda_call(&s, "POST", path, &h, b"{}");
+        assert!(r.status == 200 || r.status == 202, "{}", r.text());
+        let id = r.header("x-request-id").unwrap().to_string();
+        assert_eq!(
+            r.header("x-amzn-requestid"),
+            Some(id.as_str()),
+            "{invocation_type}"
+        );
+        let a = wait_activation(&s, &id, 30);
+        assert_eq!(a["result"]["id"], id.as_str(), "{a}");
+    }
+}
