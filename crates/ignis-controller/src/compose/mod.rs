@@ -32,6 +32,9 @@ pub(crate) use workflow::Executions;
 use crate::recorder::Finished;
 use crate::{Controller, ControllerError, InFlightGuard, InvokeOutcome, Result, check_event};
 
+/// The bucket of each namespace where step inputs bigger than the payload limit are kept.
+pub(crate) const STEP_INPUT_BUCKET: &str = "ignis-step-inputs";
+
 /// Pause before calling again a function that was throttled (429) or refused by a quota: such
 /// a call is not an attempt, the function never ran.
 const BUSY_BACKOFF: Duration = Duration::from_millis(10);
@@ -134,6 +137,30 @@ impl Controller {
         })
     }
 
+    /// Stores a step's input that is bigger than the payload limit in the namespace's object
+    /// storage ([`STEP_INPUT_BUCKET`], key `<activation id>.json`) and returns the event the
+    /// step gets instead: `{"ignis_input_ref": {"bucket", "key", "size"}}`, which the python and
+    /// node clients' `step_input`/`stepInput` resolve. A retried step overwrites its own.
+    async fn spill_input(&self, namespace: &str, id: ActivationId, input: Bytes) -> Result<Bytes> {
+        self.create_bucket(namespace, STEP_INPUT_BUCKET).await?;
+        let key = format!("{id}.json");
+        let size = input.len();
+        let mut upload = self
+            .begin_upload(namespace, STEP_INPUT_BUCKET, &key)
+            .await?;
+        upload.write(input).await?;
+        let attrs = crate::data::ObjectAttributes {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        self.finish_upload(namespace, STEP_INPUT_BUCKET, &key, upload, attrs)
+            .await?;
+        let reference = serde_json::json!({
+            "ignis_input_ref": {"bucket": STEP_INPUT_BUCKET, "key": key, "size": size}
+        });
+        Ok(Bytes::from(reference.to_string()))
+    }
+
     /// Calls one function for a composition under activation id `id`; a nested composition
     /// runs one level deeper. The run goes on, and is recorded, even if the caller stops
     /// waiting (a step's timeout). Throttling and quota refusals are waited out.
@@ -150,12 +177,9 @@ impl Controller {
         let (ns, fref) = (namespace.to_string(), fref.clone());
         Box::pin(async move {
             let function = this.get_function(&ns, &fref.name, fref.version).await?;
-            let event = event.encode(function.spec.runtime);
+            let mut event = event.encode(function.spec.runtime);
             if event.len() > MAX_PAYLOAD_BYTES {
-                return Err(ControllerError::BadRequest(format!(
-                    "the input of {fref} is {} bytes, more than the payload limit ({MAX_PAYLOAD_BYTES})",
-                    event.len()
-                )));
+                event = this.spill_input(&ns, id, event).await?;
             }
             let event = check_event(&function, event)?;
             let mut pause = BUSY_BACKOFF;

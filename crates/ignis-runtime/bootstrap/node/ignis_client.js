@@ -157,4 +157,15 @@ function publish(topic, message) {
   }).then(() => undefined);
 }
 
-module.exports = { kv, objects, publish, IgnisError };
+/**
+ * The input of a workflow or sequence step: one bigger than the payload limit arrives as
+ * `{ignis_input_ref: {bucket, key, size}}`, an object the engine stored; this fetches and
+ * decodes it. Any other event is returned as it is.
+ */
+async function stepInput(event) {
+  const ref = event && typeof event === 'object' && Object.keys(event).length === 1 ? event.ignis_input_ref : undefined;
+  if (!ref || typeof ref !== 'object') return event;
+  return JSON.parse((await objects.get(ref.bucket, ref.key)).toString());
+}
+
+module.exports = { kv, objects, publish, stepInput, IgnisError };

@@ -14,7 +14,7 @@ import os as _os
 import threading as _threading
 from urllib.parse import quote as _quote
 
-__all__ = ["kv", "objects", "publish", "IgnisError", "VersionConflict", "NotFound"]
+__all__ = ["kv", "objects", "publish", "step_input", "IgnisError", "VersionConflict", "NotFound"]
 
 _local = _threading.local()
 
@@ -254,6 +254,16 @@ def publish(topic, message):
         body=_json.dumps(message),
         headers={"Content-Type": "application/json"},
     )
+
+
+def step_input(event):
+    """The input of a workflow or sequence step: one bigger than the payload limit arrives as
+    `{"ignis_input_ref": {"bucket", "key", "size"}}`, an object the engine stored; this fetches
+    and decodes it. Any other event is returned as it is."""
+    ref = event.get("ignis_input_ref") if isinstance(event, dict) and len(event) == 1 else None
+    if not isinstance(ref, dict):
+        return event
+    return _json.loads(objects.get(ref["bucket"], ref["key"]))
 
 
 kv = _KV()

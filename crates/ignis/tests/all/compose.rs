@@ -878,3 +878,59 @@ fn a_graceful_stop_starts_no_new_step_and_the_workflow_resumes_at_the_next_start
     let c = counts.lock().unwrap().clone();
     assert_eq!((c.get("a"), c.get("b")), (Some(&1), Some(&1)), "{c:?}");
 }
+
+#[test]
+fn a_step_input_past_the_payload_limit_goes_through_the_object_store() {
+    let s = Server::start();
+    // Each of 40 map items returns 200 KB: the reduce step's input, their array, is 8 MB.
+    deploy_ok(
+        &s,
+        "blob",
+        "runtime=python&handler=blob.handler&max_instances=4",
+        "blob.py",
+        "def handler(event, context):\n    return {'i': event, 'data': 'x' * 200_000}\n",
+    );
+    deploy_ok(
+        &s,
+        "measure",
+        "runtime=python&handler=measure.handler",
+        "measure.py",
+        "import ignis\ndef handler(event, context):\n    items = ignis.step_input(event)\n    return {'items': len(items), 'bytes': sum(len(x['data']) for x in items), 'spilled': 'ignis_input_ref' in event}\n",
+    );
+    deploy_ok(
+        &s,
+        "measure-js",
+        "runtime=node&handler=measure.handler",
+        "measure.js",
+        "const ignis = require('ignis');\nexports.handler = async (event) => {\n  const items = await ignis.stepInput(event);\n  return { items: items.length, spilled: 'ignis_input_ref' in event };\n};\n",
+    );
+    compose_ok(
+        &s,
+        "big",
+        json!({"runtime": "workflow", "workflow": {"steps": [
+            {"name": "make", "function": "blob", "map": "$.input.items", "parallelism": 8},
+            {"name": "measure", "function": "measure", "after": ["make"]},
+            {"name": "measure-js", "function": "measure-js", "after": ["make"]},
+        ], "output": {"py": "$.steps.measure", "js": "$.steps.measure-js"}}}),
+    );
+    let items: Vec<u32> = (0..40).collect();
+    let r = s.invoke("big", &json!({ "items": items }).to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.json();
+    assert_eq!(
+        out["py"],
+        json!({"items": 40, "bytes": 8_000_000, "spilled": true}),
+        "{out}"
+    );
+    assert_eq!(out["js"], json!({"items": 40, "spilled": true}), "{out}");
+    // The inputs are objects of the namespace's step-input bucket.
+    let r = s.get("/v1/namespaces/default/buckets/ignis-step-inputs/objects");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let objects = r.json()["objects"].as_array().unwrap().clone();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["size"].as_u64().unwrap() > 8_000_000)
+    );
+}
