@@ -499,12 +499,7 @@ fn deleting_a_namespace_deletes_its_data() {
 
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    proc_status_kib(pid, "VmHWM").expect("VmHWM of the server")
 }
 
 /// One MiB of CSV lines.

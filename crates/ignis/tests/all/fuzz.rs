@@ -205,12 +205,7 @@ fn request() -> impl Strategy<Value = Request> {
 }
 
 fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 #[test]

@@ -559,3 +559,12 @@ pub fn answer_one_request(stream: TcpStream) -> Option<Vec<u8>> {
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     Some(body)
 }
+
+/// A field of `/proc/<pid>/status` counted in kB (`VmRSS`, `VmHWM`, …), in KiB.
+pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -11,14 +11,7 @@ fn proc_count(pid: i32, what: &str) -> u64 {
         "fds" => std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| d.count() as u64)
             .unwrap_or(0),
-        "rss_kb" => std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0),
+        "rss_kb" => proc_status_kib(pid, "VmRSS").unwrap_or(0),
         _ => unreachable!(),
     }
 }
