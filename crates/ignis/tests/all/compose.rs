@@ -198,31 +198,7 @@ fn sequences_chain_components_of_every_runtime_and_list_their_activations() {
     assert_eq!(r.text(), "path /a/b");
 
     // Fired by a trigger through a rule, with the trigger's name on its activation.
-    let put = |path: &str, body: &str| {
-        s.request(
-            "PUT",
-            &format!("/v1/namespaces/default{path}"),
-            Some("application/json"),
-            body.as_bytes(),
-        )
-    };
-    assert_eq!(put("/triggers/tick", "{}").status, 201);
-    assert_eq!(
-        put("/rules/tick-seq", r#"{"trigger":"tick","function":"seq"}"#).status,
-        201
-    );
-    let r = s.request(
-        "POST",
-        "/v1/namespaces/default/triggers/tick/fire",
-        Some("application/json"),
-        br#"{"n": 0}"#,
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["activations"][0]["activation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let a = wait_activation(&s, &id, 20);
+    let a = fire_through_rule(&s, "tick", "tick-seq", "seq", r#"{"n": 0}"#);
     assert_eq!(a["function"], "seq");
     assert_eq!(a["trigger"], "tick");
     assert_eq!(a["result"], json!({"n": 2}));

@@ -568,3 +568,37 @@ pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// Makes trigger `trigger` and a rule `rule` from it to `function` in the default namespace,
+/// fires it with `payload` and returns the activation the rule caused, once it has ended.
+pub fn fire_through_rule(
+    s: &Server,
+    trigger: &str,
+    rule: &str,
+    function: &str,
+    payload: &str,
+) -> serde_json::Value {
+    let put = |path: &str, body: &str| {
+        s.request(
+            "PUT",
+            &format!("/v1/namespaces/default{path}"),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(put(&format!("/triggers/{trigger}"), "{}").status, 201);
+    let body = format!(r#"{{"trigger":"{trigger}","function":"{function}"}}"#);
+    assert_eq!(put(&format!("/rules/{rule}"), &body).status, 201);
+    let r = s.request(
+        "POST",
+        &format!("/v1/namespaces/default/triggers/{trigger}/fire"),
+        Some("application/json"),
+        payload.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["activations"][0]["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_activation(s, &id, 20)
+}

@@ -301,31 +301,7 @@ fn triggers_and_the_cli_drive_wasm_functions() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["event"]["via"], "cli");
 
-    let put = |path: &str, body: &str| {
-        s.request(
-            "PUT",
-            &format!("/v1/namespaces/default{path}"),
-            Some("application/json"),
-            body.as_bytes(),
-        )
-    };
-    assert_eq!(put("/triggers/tick", "{}").status, 201);
-    assert_eq!(
-        put("/rules/r", r#"{"trigger":"tick","function":"tx"}"#).status,
-        201
-    );
-    let r = s.request(
-        "POST",
-        "/v1/namespaces/default/triggers/tick/fire",
-        Some("application/json"),
-        br#"{"fired": true}"#,
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["activations"][0]["activation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let a = wait_activation(&s, &id, 20);
+    let a = fire_through_rule(&s, "tick", "r", "tx", r#"{"fired": true}"#);
     assert_eq!(a["status"], "success", "{a}");
     assert_eq!(a["trigger"], "tick");
     assert_eq!(a["result"]["event"]["fired"], true);
