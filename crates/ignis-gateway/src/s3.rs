@@ -242,7 +242,16 @@ fn sha_mismatch() -> S3Error {
 pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match route(&state, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // An error may be found before the request's body is read (a PutObject into a
+            // missing bucket): the connection is closed after it, since a client that sent
+            // `Expect: 100-continue`, as boto3 does, sends no body after such an answer while
+            // the server would take the start of its next request for that body.
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
     }
 }
 
