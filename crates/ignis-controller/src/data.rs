@@ -4,20 +4,26 @@
 //! Object bodies are streamed: [`ObjectUpload`] hands chunks to a writer on the blocking pool
 //! through a bounded channel (the MD5 is computed there, as the bytes go to disk), so an upload
 //! holds a few chunks in memory whatever its size.
+//!
+//! A change to an object is committed with the firings of the storage triggers that watch it,
+//! in one transaction ([`ignis_store::DataStore::put_object`]): the store reads the triggers
+//! and rules inside that transaction and [`storage_firing`] makes each firing.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ignis_core::data::{
     MAX_KV_VALUE_BYTES, MAX_OBJECT_BYTES, validate_bucket_name, validate_data_key,
 };
-use ignis_core::{StorageEvent, TriggerKind, now_ms};
+use ignis_core::{Firing, Rule, StorageEvent, Trigger, now_ms};
 use ignis_store::{
-    BucketRecord, Expect, IncrementError, KvEntry, ObjectMeta, VersionMismatch, WrittenObject,
+    BucketRecord, Expect, FireStorage, IncrementError, KvEntry, ObjectMeta, QueuedInvocation,
+    VersionMismatch, WrittenObject,
 };
 use tokio::sync::mpsc;
 
-use crate::{Controller, ControllerError, Result};
+use crate::{Controller, ControllerError, Inner, Result};
 
 /// Chunks an upload may have in flight to its writer.
 const UPLOAD_CHUNKS_IN_FLIGHT: usize = 8;
@@ -105,6 +111,28 @@ pub struct ObjectAttributes {
     pub content_type: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// The firing of storage trigger `trigger` for `event` on `meta`: its event, then one queued
+/// invocation per rule. Called by the store inside the change's transaction.
+pub(crate) fn storage_firing(
+    trigger: &Trigger,
+    rules: Vec<Rule>,
+    event: StorageEvent,
+    meta: &ObjectMeta,
+) -> (Firing, Vec<QueuedInvocation>) {
+    let payload = serde_json::json!({
+        "event": event.as_str(),
+        "namespace": trigger.namespace,
+        "bucket": meta.bucket,
+        "key": meta.key,
+        "size": meta.size,
+        "etag": meta.etag,
+        "content_type": meta.content_type,
+        "time_ms": now_ms(),
+        "trigger": trigger.name,
+    });
+    crate::triggers::firing_of(trigger, rules, payload.to_string().as_bytes(), None)
 }
 
 impl Controller {
@@ -364,8 +392,31 @@ impl Controller {
         }
     }
 
-    /// Records an object whose body is durable, deletes the body it replaces and fires
-    /// `object:created`.
+    /// Runs an object change on the blocking pool with the [`FireStorage`] the store calls
+    /// for each storage trigger it fires, and wakes the queue worker if one fired.
+    pub(crate) async fn storage_change<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Inner, &FireStorage<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (out, fired) = self
+            .blocking(move |i| {
+                let fired = Cell::new(false);
+                let fire = |t: &Trigger, r: Vec<Rule>, e: StorageEvent, m: &ObjectMeta| {
+                    fired.set(true);
+                    storage_firing(t, r, e, m)
+                };
+                let out = change(i, &fire);
+                Ok((out, fired.get()))
+            })
+            .await?;
+        if fired {
+            self.inner.queue.wake();
+        }
+        out
+    }
+
+    /// Records an object whose body is durable — with the `object:created` firings of the
+    /// triggers that watch it, in one transaction — and deletes the body it replaces.
     pub(crate) async fn record_object(
         &self,
         namespace: &str,
@@ -373,23 +424,19 @@ impl Controller {
     ) -> Result<ObjectMeta> {
         let ns = namespace.to_string();
         let m = meta.clone();
-        let recorded = self
-            .blocking(move |i| match i.store.put_object(&ns, &m) {
-                Ok(old) => {
-                    if let Some(old) = old {
-                        i.objects.remove(&ns, &old.file);
-                    }
-                    Ok(())
+        self.storage_change(move |i, fire| match i.store.put_object(&ns, &m, fire) {
+            Ok(old) => {
+                if let Some(old) = old {
+                    i.objects.remove(&ns, &old.file);
                 }
-                Err(e) => {
-                    i.objects.remove(&ns, &m.file);
-                    Err(e.into())
-                }
-            })
-            .await;
-        recorded?;
-        self.storage_event(namespace, StorageEvent::ObjectCreated, &meta)
-            .await;
+                Ok(())
+            }
+            Err(e) => {
+                i.objects.remove(&ns, &m.file);
+                Err(e.into())
+            }
+        })
+        .await?;
         Ok(meta)
     }
 
@@ -436,24 +483,25 @@ impl Controller {
         .await
     }
 
-    /// Deletes an object and fires `object:created`'s counterpart, `object:deleted`.
+    /// Deletes an object — with the `object:deleted` firings of the triggers that watch it, in
+    /// one transaction — then its body.
     pub async fn delete_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<()> {
         let (ns, b, k) = (namespace.to_string(), bucket.to_string(), key.to_string());
         let gone = self
-            .blocking(move |i| {
-                let gone = i.store.delete_object(&ns, &b, &k)?;
+            .storage_change(move |i, fire| {
+                let gone = i.store.delete_object(&ns, &b, &k, fire)?;
                 if let Some(m) = &gone {
                     i.objects.remove(&ns, &m.file);
                 }
                 Ok(gone)
             })
-            .await?
-            .ok_or_else(|| {
-                ControllerError::NotFound(format!("object {key:?} in bucket {bucket:?}"))
-            })?;
-        self.storage_event(namespace, StorageEvent::ObjectDeleted, &gone)
-            .await;
-        Ok(())
+            .await?;
+        match gone {
+            Some(_) => Ok(()),
+            None => Err(ControllerError::NotFound(format!(
+                "object {key:?} in bucket {bucket:?}"
+            ))),
+        }
     }
 
     /// Objects of a bucket whose key starts with `prefix`, after `after`; with the key to
@@ -484,43 +532,5 @@ impl Controller {
             objects.last().map(|o| o.key.clone()).unwrap_or_default()
         });
         Ok((objects, next))
-    }
-
-    /// Fires the namespace's storage triggers that watch this change. A failure is logged: the
-    /// change itself is done.
-    async fn storage_event(&self, namespace: &str, event: StorageEvent, meta: &ObjectMeta) {
-        let ns = namespace.to_string();
-        let triggers = match self
-            .blocking(move |i| Ok(i.store.list_triggers(&ns)?))
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(namespace, error = %e, "storage triggers could not be read");
-                return;
-            }
-        };
-        for t in triggers {
-            if t.spec.kind != TriggerKind::Storage
-                || !t.spec.matches_storage(&meta.bucket, &meta.key, event)
-            {
-                continue;
-            }
-            let payload = serde_json::json!({
-                "event": event.as_str(),
-                "namespace": namespace,
-                "bucket": meta.bucket,
-                "key": meta.key,
-                "size": meta.size,
-                "etag": meta.etag,
-                "content_type": meta.content_type,
-                "time_ms": now_ms(),
-                "trigger": t.name,
-            });
-            let name = t.name.clone();
-            if let Err(e) = self.fire(t, Bytes::from(payload.to_string()), None).await {
-                tracing::error!(namespace, trigger = name, error = %e, "storage trigger not fired");
-            }
-        }
     }
 }

@@ -4,14 +4,19 @@
 //! Every key-value operation is one transaction on the write connection, so compare-and-swap
 //! and increment are atomic. An entry whose expiry has passed is absent for every operation;
 //! [`DataStore::kv_purge_expired`] removes such rows for good.
+//!
+//! An object's record is committed together with the firings of the storage triggers that
+//! watch the change (and their queued invocations), in one transaction synced to disk: a
+//! change is never recorded without its firings, whatever the crash.
 
 use std::collections::BTreeMap;
 
+use ignis_core::{Firing, Rule, StorageEvent, Trigger, TriggerKind};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::sqlite::SqliteStore;
-use crate::{Result, StoreError};
+use crate::{QueuedInvocation, Result, StoreError};
 
 /// One entry of the key-value store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +94,13 @@ pub struct ObjectMeta {
     pub file: String,
 }
 
+/// Makes the firing of one storage trigger for an object change, given the trigger's enabled
+/// rules: one queued invocation per rule. [`DataStore::put_object`] and
+/// [`DataStore::delete_object`] call it inside their transaction, once per storage trigger of
+/// the namespace that watches the change, and record what it returns with the change.
+pub type FireStorage<'a> =
+    dyn Fn(&Trigger, Vec<Rule>, StorageEvent, &ObjectMeta) -> (Firing, Vec<QueuedInvocation>) + 'a;
+
 /// The data of namespaces. Object-safe, a supertrait of [`crate::Store`].
 pub trait DataStore: Send + Sync {
     /// An entry, unless absent or expired at `now_ms`.
@@ -141,14 +153,26 @@ pub trait DataStore: Send + Sync {
     fn list_buckets(&self, namespace: &str) -> Result<Vec<BucketRecord>>;
     /// Deletes an empty bucket: false if unknown, `Conflict` if it holds objects.
     fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool>;
-    /// Records an object (its body already durable); returns the one it replaced, whose file
-    /// the caller deletes. `NotFound` if the bucket does not exist.
-    fn put_object(&self, namespace: &str, meta: &ObjectMeta) -> Result<Option<ObjectMeta>>;
+    /// Records an object (its body already durable) and, in the same transaction synced to
+    /// disk, the `object:created` firings `fire` makes; returns the object it replaced, whose
+    /// file the caller deletes. `NotFound` if the bucket does not exist.
+    fn put_object(
+        &self,
+        namespace: &str,
+        meta: &ObjectMeta,
+        fire: &FireStorage<'_>,
+    ) -> Result<Option<ObjectMeta>>;
     /// One object's metadata.
     fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>>;
-    /// Deletes an object's record; returns it (the caller deletes its file).
-    fn delete_object(&self, namespace: &str, bucket: &str, key: &str)
-    -> Result<Option<ObjectMeta>>;
+    /// Deletes an object's record and, in the same transaction synced to disk, records the
+    /// `object:deleted` firings `fire` makes; returns the record (the caller deletes its file).
+    fn delete_object(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        key: &str,
+        fire: &FireStorage<'_>,
+    ) -> Result<Option<ObjectMeta>>;
     /// Objects whose key starts with `prefix`, after `after`, by key.
     fn list_objects(
         &self,
@@ -236,6 +260,86 @@ fn kv_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KvEntry> {
 
 fn decode_object(record: String) -> Result<ObjectMeta> {
     Ok(serde_json::from_str(&record)?)
+}
+
+/// Records, inside `tx`, the firing of every storage trigger of the namespace that watches
+/// `event` on `meta` (made by `fire`, with the trigger's enabled rules).
+fn fire_storage(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    event: StorageEvent,
+    meta: &ObjectMeta,
+    fire: &FireStorage<'_>,
+) -> Result<()> {
+    let triggers = {
+        let mut stmt =
+            tx.prepare_cached("SELECT record FROM triggers WHERE namespace = ?1 ORDER BY name")?;
+        stmt.query_map([namespace], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    for record in triggers {
+        let t: Trigger = serde_json::from_str(&record)?;
+        if t.spec.kind != TriggerKind::Storage
+            || !t.spec.matches_storage(&meta.bucket, &meta.key, event)
+        {
+            continue;
+        }
+        let rules = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT record FROM rules WHERE namespace = ?1 AND trigger = ?2 ORDER BY name",
+            )?;
+            stmt.query_map(params![namespace, t.name], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut enabled = Vec::new();
+        for record in rules {
+            let rule: Rule = serde_json::from_str(&record)?;
+            if rule.enabled {
+                enabled.push(rule);
+            }
+        }
+        let (firing, queued) = fire(&t, enabled, event, meta);
+        crate::sqlite::insert_firing(tx, &firing, &queued)?;
+    }
+    Ok(())
+}
+
+/// Records an object inside `tx` (its bucket must exist) with its `object:created` firings;
+/// returns the record it replaced.
+fn put_object_in(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    meta: &ObjectMeta,
+    fire: &FireStorage<'_>,
+) -> Result<Option<ObjectMeta>> {
+    let bucket = tx
+        .query_row(
+            "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2",
+            params![namespace, meta.bucket],
+            |_| Ok(()),
+        )
+        .optional()?;
+    if bucket.is_none() {
+        return Err(StoreError::NotFound(format!("bucket {:?}", meta.bucket)));
+    }
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+            params![namespace, meta.bucket, meta.key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO objects (namespace, bucket, key, record) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            namespace,
+            meta.bucket,
+            meta.key,
+            serde_json::to_string(meta)?
+        ],
+    )?;
+    fire_storage(tx, namespace, StorageEvent::ObjectCreated, meta, fire)?;
+    old.map(decode_object).transpose()
 }
 
 impl DataStore for SqliteStore {
@@ -479,32 +583,13 @@ impl DataStore for SqliteStore {
         Ok(n == 1)
     }
 
-    fn put_object(&self, namespace: &str, meta: &ObjectMeta) -> Result<Option<ObjectMeta>> {
-        let mut conn = self.w();
-        let tx = conn.transaction()?;
-        let bucket = tx
-            .query_row(
-                "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2",
-                params![namespace, meta.bucket],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if bucket.is_none() {
-            return Err(StoreError::NotFound(format!("bucket {:?}", meta.bucket)));
-        }
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                params![namespace, meta.bucket, meta.key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO objects (namespace, bucket, key, record) VALUES (?1, ?2, ?3, ?4)",
-            params![namespace, meta.bucket, meta.key, serde_json::to_string(meta)?],
-        )?;
-        tx.commit()?;
-        old.map(decode_object).transpose()
+    fn put_object(
+        &self,
+        namespace: &str,
+        meta: &ObjectMeta,
+        fire: &FireStorage<'_>,
+    ) -> Result<Option<ObjectMeta>> {
+        self.synced(|tx| put_object_in(tx, namespace, meta, fire))
     }
 
     fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
@@ -524,19 +609,23 @@ impl DataStore for SqliteStore {
         namespace: &str,
         bucket: &str,
         key: &str,
+        fire: &FireStorage<'_>,
     ) -> Result<Option<ObjectMeta>> {
-        let mut conn = self.w();
-        let tx = conn.transaction()?;
-        let old: Option<String> = tx
-            .query_row(
-                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3
-                 RETURNING record",
-                params![namespace, bucket, key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.commit()?;
-        old.map(decode_object).transpose()
+        self.synced(|tx| {
+            let old: Option<String> = tx
+                .query_row(
+                    "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3
+                     RETURNING record",
+                    params![namespace, bucket, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let old = old.map(decode_object).transpose()?;
+            if let Some(meta) = &old {
+                fire_storage(tx, namespace, StorageEvent::ObjectDeleted, meta, fire)?;
+            }
+            Ok(old)
+        })
     }
 
     fn list_objects(
@@ -572,10 +661,187 @@ impl DataStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::Store;
     use crate::sqlite::tests::store;
+    use crate::{QueueState, Store};
+    use ignis_core::{ActivationId, Caused};
+
+    /// A firing with one queued invocation per rule, as the controller makes them; the event
+    /// says what changed.
+    pub(crate) fn firing(
+        t: &Trigger,
+        rules: Vec<Rule>,
+        event: StorageEvent,
+        meta: &ObjectMeta,
+    ) -> (Firing, Vec<QueuedInvocation>) {
+        let queued: Vec<QueuedInvocation> = rules
+            .iter()
+            .map(|r| QueuedInvocation {
+                id: ActivationId::new(),
+                namespace: t.namespace.clone(),
+                function: r.function.clone(),
+                version: None,
+                event: format!("{} {} {}", event.as_str(), meta.key, meta.etag).into_bytes(),
+                attempts: 0,
+                next_attempt_ms: 1,
+                created_ms: 1,
+                idempotency_key: None,
+                last_error: None,
+                trigger: Some(t.name.clone()),
+                callback: None,
+                state: QueueState::Queued,
+            })
+            .collect();
+        let activations = rules
+            .iter()
+            .zip(&queued)
+            .map(|(r, q)| Caused {
+                rule: r.name.clone(),
+                function: r.function.clone(),
+                activation_id: q.id,
+            })
+            .collect();
+        let firing = Firing {
+            id: ActivationId::new(),
+            namespace: t.namespace.clone(),
+            trigger: t.name.clone(),
+            fired_ms: 1,
+            scheduled_ms: None,
+            activations,
+        };
+        (firing, queued)
+    }
+
+    /// Stores a storage trigger of bucket `b1` and a rule from it to `function`.
+    pub(crate) fn watch(
+        s: &dyn Store,
+        trigger: &str,
+        events: &[StorageEvent],
+        suffix: Option<&str>,
+        rule: (&str, &str, bool),
+    ) {
+        let t = Trigger {
+            namespace: "default".into(),
+            name: trigger.into(),
+            spec: ignis_core::TriggerSpec {
+                kind: TriggerKind::Storage,
+                bucket: Some("b1".into()),
+                events: events.to_vec(),
+                suffix: suffix.map(str::to_string),
+                ..Default::default()
+            },
+            created_ms: 1,
+            last_scheduled_ms: None,
+        };
+        s.put_trigger(&t, false).unwrap();
+        let (name, function, enabled) = rule;
+        let r = Rule {
+            namespace: "default".into(),
+            name: name.into(),
+            trigger: trigger.into(),
+            function: function.into(),
+            enabled,
+            created_ms: 1,
+        };
+        s.put_rule(&r, false).unwrap();
+    }
+
+    pub(crate) fn object(key: &str, file: &str) -> ObjectMeta {
+        ObjectMeta {
+            bucket: "b1".into(),
+            key: key.into(),
+            size: 1,
+            etag: format!("etag-{file}"),
+            content_type: "text/plain".into(),
+            metadata: BTreeMap::new(),
+            modified_ms: 1,
+            file: file.into(),
+        }
+    }
+
+    /// The events of the queued invocations, sorted.
+    pub(crate) fn queued_events(s: &dyn Store) -> Vec<String> {
+        let mut events: Vec<String> = s
+            .due(u64::MAX >> 2, 100)
+            .unwrap()
+            .into_iter()
+            .map(|q| String::from_utf8(q.event).unwrap())
+            .collect();
+        events.sort();
+        events
+    }
+
+    #[test]
+    fn an_object_change_and_its_firings_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ignis.db");
+        let ns = "default";
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create_bucket(ns, "b1").unwrap();
+            let created = [StorageEvent::ObjectCreated];
+            watch(&s, "csv", &created, Some(".csv"), ("etl", "etl", true));
+            s.put_rule(
+                &Rule {
+                    namespace: ns.into(),
+                    name: "off".into(),
+                    trigger: "csv".into(),
+                    function: "other".into(),
+                    enabled: false,
+                    created_ms: 1,
+                },
+                false,
+            )
+            .unwrap();
+            let deleted = [StorageEvent::ObjectDeleted];
+            watch(&s, "gone", &deleted, None, ("clean", "cleanup", true));
+
+            s.put_object(ns, &object("a.csv", "f1"), &firing).unwrap();
+            s.put_object(ns, &object("a.txt", "f2"), &firing).unwrap();
+            s.delete_object(ns, "b1", "a.txt", &firing).unwrap();
+            let csv = s.list_firings(ns, "csv", 10).unwrap();
+            assert_eq!(csv.len(), 1, "one firing, for a.csv only");
+            assert_eq!(
+                csv[0].activations.len(),
+                1,
+                "the disabled rule does not invoke"
+            );
+            assert_eq!(csv[0].activations[0].function, "etl");
+            assert_eq!(s.list_firings(ns, "gone", 10).unwrap().len(), 1);
+
+            // A firing that cannot be recorded (its invocation's id is taken) takes the change
+            // with it: neither is written.
+            let taken = s.due(u64::MAX >> 2, 1).unwrap()[0].id;
+            let clash = |t: &Trigger, r: Vec<Rule>, e: StorageEvent, m: &ObjectMeta| {
+                let (f, mut q) = firing(t, r, e, m);
+                q[0].id = taken;
+                (f, q)
+            };
+            assert!(s.put_object(ns, &object("b.csv", "f3"), &clash).is_err());
+            assert!(s.get_object(ns, "b1", "b.csv").unwrap().is_none());
+            assert!(s.put_object(ns, &object("a.csv", "f4"), &clash).is_err());
+            assert_eq!(s.get_object(ns, "b1", "a.csv").unwrap().unwrap().file, "f1");
+            s.put_object(ns, &object("c.txt", "f5"), &firing).unwrap();
+            assert!(s.delete_object(ns, "b1", "c.txt", &clash).is_err());
+            assert!(s.get_object(ns, "b1", "c.txt").unwrap().is_some());
+            assert_eq!(s.list_firings(ns, "csv", 10).unwrap().len(), 1);
+            assert_eq!(s.list_firings(ns, "gone", 10).unwrap().len(), 1);
+        }
+        // Reopened (as after a crash): the changes, their firings and queued invocations are
+        // all there.
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get_object(ns, "b1", "a.csv").unwrap().unwrap().file, "f1");
+        assert!(s.get_object(ns, "b1", "a.txt").unwrap().is_none());
+        assert_eq!(
+            queued_events(&s),
+            [
+                "object:created a.csv etag-f1",
+                "object:deleted a.txt etag-f2"
+            ]
+        );
+        assert_eq!(s.list_firings(ns, "csv", 10).unwrap().len(), 1);
+    }
 
     #[test]
     fn kv_compare_and_swap_increment_and_ttl() {
@@ -683,17 +949,20 @@ mod tests {
             file: file.into(),
         };
         assert!(matches!(
-            s.put_object(ns, &meta("k", "f1")),
+            s.put_object(ns, &meta("k", "f1"), &firing),
             Err(StoreError::NotFound(_))
         ));
         assert!(s.create_bucket(ns, "b1").unwrap());
         assert!(!s.create_bucket(ns, "b1").unwrap());
         assert!(s.create_bucket("nope", "b1").is_err());
-        assert_eq!(s.put_object(ns, &meta("k", "f1")).unwrap(), None);
-        let old = s.put_object(ns, &meta("k", "f2")).unwrap().unwrap();
+        assert_eq!(s.put_object(ns, &meta("k", "f1"), &firing).unwrap(), None);
+        let old = s
+            .put_object(ns, &meta("k", "f2"), &firing)
+            .unwrap()
+            .unwrap();
         assert_eq!(old.file, "f1");
-        s.put_object(ns, &meta("k2", "f3")).unwrap();
-        s.put_object(ns, &meta("j", "f4")).unwrap();
+        s.put_object(ns, &meta("k2", "f3"), &firing).unwrap();
+        s.put_object(ns, &meta("j", "f4"), &firing).unwrap();
         let listed: Vec<_> = s
             .list_objects(ns, "b1", "k", None, 10)
             .unwrap()
@@ -706,9 +975,9 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         for k in ["k", "k2", "j"] {
-            assert!(s.delete_object(ns, "b1", k).unwrap().is_some());
+            assert!(s.delete_object(ns, "b1", k, &firing).unwrap().is_some());
         }
-        assert!(s.delete_object(ns, "b1", "k").unwrap().is_none());
+        assert!(s.delete_object(ns, "b1", "k", &firing).unwrap().is_none());
         assert!(s.delete_bucket(ns, "b1").unwrap());
         assert!(!s.delete_bucket(ns, "b1").unwrap());
     }

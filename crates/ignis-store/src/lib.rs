@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use blobs::{BlobStore, sha256_hex};
 pub use data::{
-    BucketRecord, DataStore, Expect, IncrementError, KvEntry, ObjectMeta, VersionMismatch,
+    BucketRecord, DataStore, Expect, FireStorage, IncrementError, KvEntry, ObjectMeta,
+    VersionMismatch,
 };
 pub use objects::{ObjectFiles, ObjectWriter, WrittenObject};
 pub use sqlite::SqliteStore;

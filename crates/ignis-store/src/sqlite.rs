@@ -161,7 +161,10 @@ impl SqliteStore {
 
     /// Runs `f` in one write transaction whose commit is synced to disk (`synchronous=FULL`):
     /// what it writes survives power loss, not only a killed process.
-    fn synced<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn synced<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = self.w();
         conn.pragma_update(None, "synchronous", "FULL")?;
         let result = (|| {
@@ -275,7 +278,7 @@ pub(crate) fn insert_queued(tx: &rusqlite::Transaction<'_>, item: &QueuedInvocat
 }
 
 /// Adds a firing and the invocations it queued inside a transaction.
-fn insert_firing(
+pub(crate) fn insert_firing(
     tx: &rusqlite::Transaction<'_>,
     firing: &Firing,
     queued: &[QueuedInvocation],
