@@ -31,11 +31,11 @@ const UPLOAD_CHUNKS_IN_FLIGHT: usize = 8;
 /// Objects listed at most per page.
 pub const MAX_LIST: usize = 1000;
 
-fn bad_key(what: &str, key: &str) -> Result<()> {
+pub(crate) fn bad_key(what: &str, key: &str) -> Result<()> {
     validate_data_key(what, key).map_err(|e| ControllerError::BadRequest(e.to_string()))
 }
 
-fn bad_bucket(bucket: &str) -> Result<()> {
+pub(crate) fn bad_bucket(bucket: &str) -> Result<()> {
     validate_bucket_name(bucket).map_err(|e| ControllerError::BadRequest(e.to_string()))
 }
 
@@ -92,7 +92,7 @@ impl ObjectUpload {
     }
 
     /// Makes the body durable.
-    async fn finish(mut self) -> Result<WrittenObject> {
+    pub(crate) async fn finish(mut self) -> Result<WrittenObject> {
         if self.tx.send(None).await.is_err() {
             return Err(self.writer_error().await);
         }
@@ -254,7 +254,7 @@ impl Controller {
         }
     }
 
-    async fn check_bucket(&self, namespace: &str, bucket: &str) -> Result<()> {
+    pub(crate) async fn check_bucket(&self, namespace: &str, bucket: &str) -> Result<()> {
         bad_bucket(bucket)?;
         let (ns, b) = (namespace.to_string(), bucket.to_string());
         match self
@@ -321,75 +321,6 @@ impl Controller {
             file: written.file,
         };
         self.record_object(namespace, meta).await
-    }
-
-    /// Makes an upload's body durable without recording an object: a part of a multipart
-    /// upload, assembled later by [`Controller::complete_parts`].
-    pub async fn finish_part(&self, upload: ObjectUpload) -> Result<WrittenObject> {
-        upload.finish().await
-    }
-
-    /// Assembles parts (in order) into one object, records it (firing `object:created`) and
-    /// deletes the parts. Its ETag is S3's for a multipart upload: the MD5 of the parts' MD5s,
-    /// `-` and their number.
-    pub async fn complete_parts(
-        &self,
-        namespace: &str,
-        bucket: &str,
-        key: &str,
-        parts: Vec<WrittenObject>,
-        attrs: ObjectAttributes,
-    ) -> Result<ObjectMeta> {
-        self.check_bucket(namespace, bucket).await?;
-        let ns = namespace.to_string();
-        let written = self
-            .blocking(move |i| {
-                let io =
-                    |e: std::io::Error| ControllerError::Internal(format!("assembling parts: {e}"));
-                let mut w = i.objects.writer(&ns).map_err(io)?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut md5s = Vec::with_capacity(parts.len() * 16);
-                for p in &parts {
-                    let mut f = std::fs::File::open(i.objects.path(&ns, &p.file)).map_err(io)?;
-                    loop {
-                        let n = std::io::Read::read(&mut f, &mut buf).map_err(io)?;
-                        if n == 0 {
-                            break;
-                        }
-                        w.write(&buf[..n]).map_err(io)?;
-                    }
-                    md5s.extend_from_slice(&p.md5);
-                }
-                let whole = w.finish().map_err(io)?;
-                for p in &parts {
-                    i.objects.remove(&ns, &p.file);
-                }
-                use md5::Digest as _;
-                let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len());
-                Ok((whole, etag))
-            })
-            .await?;
-        let (whole, etag) = written;
-        let meta = ObjectMeta {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            size: whole.size,
-            etag,
-            content_type: attrs
-                .content_type
-                .unwrap_or_else(|| "application/octet-stream".into()),
-            metadata: attrs.metadata,
-            modified_ms: now_ms(),
-            file: whole.file,
-        };
-        self.record_object(namespace, meta).await
-    }
-
-    /// Deletes the bodies of parts never assembled (an aborted multipart upload).
-    pub fn discard_parts(&self, namespace: &str, parts: &[WrittenObject]) {
-        for p in parts {
-            self.inner.objects.remove(namespace, &p.file);
-        }
     }
 
     /// Runs an object change on the blocking pool with the [`FireStorage`] the store calls

@@ -9,6 +9,7 @@
 mod compose;
 mod data;
 mod metrics;
+mod multipart;
 mod nats;
 mod queue;
 mod quotas;
@@ -35,7 +36,8 @@ use ignis_store::{
 };
 
 pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
-pub use ignis_store::WrittenObject;
+pub use ignis_store::{MultipartUpload, UploadedPart};
+pub use multipart::{ABANDONED_UPLOAD_AGE, MAX_PART_NUMBER};
 pub use queue::Accepted;
 pub use quotas::QuotaDefaults;
 use recorder::{Finished, Recorder};
@@ -287,7 +289,8 @@ impl Controller {
     }
 
     /// Starts the task that deletes, every `every`, the activations that namespaces' retention
-    /// quotas (days, count) no longer keep, and the expired key-value entries.
+    /// quotas (days, count) no longer keep, the expired key-value entries, and the multipart
+    /// uploads started more than [`ABANDONED_UPLOAD_AGE`] ago.
     pub fn start_pruner(&self, every: std::time::Duration) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -301,6 +304,11 @@ impl Controller {
                     .await;
                 if let Err(e) = purged {
                     tracing::error!(error = %e, "purging expired key-value entries");
+                }
+                match this.abort_abandoned_uploads(ABANDONED_UPLOAD_AGE).await {
+                    Ok(0) => {}
+                    Ok(parts) => tracing::info!(parts, "aborted abandoned multipart uploads"),
+                    Err(e) => tracing::error!(error = %e, "aborting abandoned multipart uploads"),
                 }
             }
         });

@@ -45,8 +45,6 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// What `GET /v1/system/info` answers.
     pub info: serde_json::Value,
-    /// Multipart uploads of the S3 API in progress.
-    pub multipart: s3::MultipartUploads,
     /// Whether `/metrics` is served without a key (else it needs an admin key).
     pub metrics_public: bool,
     /// Becomes `true` when the server starts shutting down: streams that would never end

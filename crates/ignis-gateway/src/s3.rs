@@ -1,24 +1,24 @@
 //! An S3-compatible subset under `/s3`, path-style (`/s3/{bucket}/{key}`), so that boto3's s3
 //! client works with `endpoint_url="http://host:port/s3"` and `addressing_style: path`:
 //! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, PutObject, GetObject, HeadObject,
-//! DeleteObject, ListObjectsV2, and multipart uploads (CreateMultipartUpload, UploadPart,
-//! CompleteMultipartUpload, AbortMultipartUpload). See docs/baas.md.
+//! DeleteObject, ListObjectsV2, and multipart uploads
+//! (CreateMultipartUpload, UploadPart, ListParts, CompleteMultipartUpload,
+//! AbortMultipartUpload, ListMultipartUploads). See docs/baas.md.
 //!
 //! Requests are signed with AWS Signature Version 4 (service `s3`) by an Ignis key, like the
 //! Lambda API: the key's namespace is the account (the default namespace for an admin key).
 //! Bodies stream as on the REST routes; a signed payload's SHA-256 is checked as the body is
-//! read and a mismatch stores nothing. Multipart uploads in progress are kept in memory: a
-//! restart forgets them (their parts' files are left behind).
+//! read and a mismatch stores nothing. Multipart uploads in progress are kept by the store
+//! (`ignis_controller`'s `multipart` module) and survive a restart.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use ignis_controller::{ControllerError, ObjectAttributes, ObjectUpload, WrittenObject};
+use ignis_controller::{ControllerError, MAX_PART_NUMBER, ObjectAttributes, ObjectUpload};
 use ignis_store::ObjectMeta;
 use sha2::{Digest, Sha256};
 
@@ -33,20 +33,6 @@ const META: &str = "x-amz-meta-";
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 /// Largest XML request body (CompleteMultipartUpload, CreateBucketConfiguration).
 const MAX_XML_BYTES: usize = 1024 * 1024;
-
-/// Multipart uploads in progress, by upload id.
-#[derive(Default)]
-pub struct MultipartUploads {
-    uploads: Mutex<HashMap<String, Multipart>>,
-}
-
-struct Multipart {
-    namespace: String,
-    bucket: String,
-    key: String,
-    attrs: ObjectAttributes,
-    parts: BTreeMap<u32, WrittenObject>,
-}
 
 /// An error in S3's shape: status and `<Error><Code>…</Code><Message>…</Message></Error>`.
 #[derive(Debug)]
@@ -90,6 +76,11 @@ impl From<ControllerError> for S3Error {
                 "NoSuchBucket",
                 format!("{what} not found"),
             ),
+            ControllerError::NotFound(what) if what.starts_with("multipart upload") => err(
+                StatusCode::NOT_FOUND,
+                "NoSuchUpload",
+                format!("{what} not found"),
+            ),
             ControllerError::NotFound(what) => err(
                 StatusCode::NOT_FOUND,
                 "NoSuchKey",
@@ -97,6 +88,10 @@ impl From<ControllerError> for S3Error {
             ),
             ControllerError::InvalidSpec(s) => {
                 err(StatusCode::BAD_REQUEST, "InvalidArgument", s.to_string())
+            }
+            // The controller's refusals of a part list start with "part".
+            ControllerError::BadRequest(m) if m.starts_with("part") => {
+                err(StatusCode::BAD_REQUEST, "InvalidPart", m)
             }
             ControllerError::BadRequest(m) => err(StatusCode::BAD_REQUEST, "InvalidArgument", m),
             ControllerError::Conflict(what) => err(
@@ -364,6 +359,9 @@ async fn route(state: &AppState, req: Request) -> S3Result<Response> {
             c.delete_bucket(&ns, &b).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+        (Method::GET, Some(b), None) if call.has("uploads") => {
+            list_multipart_uploads(state, &ns, &b, Query(call.query)).await
+        }
         (Method::GET, Some(b), None) => list_objects_v2(state, &ns, &b, Query(call.query)).await,
         (Method::PUT, Some(b), Some(k)) if call.headers.contains_key("x-amz-copy-source") => {
             let _ = (b, k);
@@ -383,7 +381,14 @@ async fn route(state: &AppState, req: Request) -> S3Result<Response> {
         (Method::POST, Some(b), Some(k)) if call.has("uploadId") => {
             complete_multipart(state, call, &b, &k).await
         }
-        (Method::DELETE, Some(_), Some(_)) if call.has("uploadId") => abort_multipart(state, &call),
+        (Method::DELETE, Some(b), Some(k)) if call.has("uploadId") => {
+            let id = call.query("uploadId").unwrap_or_default();
+            c.abort_multipart(&ns, &b, &k, id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Method::GET, Some(b), Some(k)) if call.has("uploadId") => {
+            list_parts(state, &ns, &b, &k, Query(call.query)).await
+        }
         (Method::GET | Method::HEAD, Some(b), Some(k)) => {
             let head = call.method == Method::HEAD;
             let (meta, file) = c.open_object(&ns, &b, &k).await?;
@@ -462,16 +467,7 @@ async fn list_objects_v2(
         ));
     }
     let prefix = call.query("prefix").unwrap_or("");
-    let max: usize = match call.query("max-keys") {
-        Some(v) => v.parse().map_err(|_| {
-            err(
-                StatusCode::BAD_REQUEST,
-                "InvalidArgument",
-                "max-keys is not a number",
-            )
-        })?,
-        None => 1000,
-    };
+    let max = number(&call, "max-keys", 1000)?;
     let token = call.query("continuation-token");
     let after = match token {
         Some(t) => Some(
@@ -604,96 +600,49 @@ async fn create_multipart(
     let attrs = attributes(&call.headers)?;
     let ns = call.namespace.clone();
     call.small_body().await?;
-    if !state
+    let upload = state
         .controller
-        .list_buckets(&ns)
-        .await?
-        .iter()
-        .any(|b| b.name == bucket)
-    {
-        return Err(err(
-            StatusCode::NOT_FOUND,
-            "NoSuchBucket",
-            format!("bucket {bucket:?} not found"),
-        ));
-    }
-    let id = ignis_core::new_secret().map_err(|e| ControllerError::Internal(e.to_string()))?;
-    state.multipart.uploads.lock().unwrap().insert(
-        id.clone(),
-        Multipart {
-            namespace: ns,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            attrs,
-            parts: BTreeMap::new(),
-        },
-    );
+        .create_multipart(&ns, bucket, key, attrs)
+        .await?;
     Ok(xml(
         StatusCode::OK,
         format!(
-            "<InitiateMultipartUploadResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>",
+            "<InitiateMultipartUploadResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId></InitiateMultipartUploadResult>",
             xml_escape(bucket),
-            xml_escape(key)
+            xml_escape(key),
+            upload.id
         ),
     ))
 }
 
-/// The upload `uploadId` of the call, which must be of this namespace, bucket and key.
-fn check_upload(state: &AppState, call: &Call, bucket: &str, key: &str) -> S3Result<String> {
-    let id = call.query("uploadId").unwrap_or_default().to_string();
-    let uploads = state.multipart.uploads.lock().unwrap();
-    match uploads.get(&id) {
-        Some(u) if u.namespace == call.namespace && u.bucket == bucket && u.key == key => Ok(id),
-        _ => Err(err(
-            StatusCode::NOT_FOUND,
-            "NoSuchUpload",
-            "no such multipart upload",
-        )),
-    }
-}
-
 async fn upload_part(state: &AppState, call: Call, bucket: &str, key: &str) -> S3Result<Response> {
-    let id = check_upload(state, &call, bucket, key)?;
     let number: u32 = call
         .query("partNumber")
         .and_then(|n| n.parse().ok())
-        .filter(|n| (1..=10_000).contains(n))
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
         .ok_or_else(|| {
             err(
                 StatusCode::BAD_REQUEST,
                 "InvalidArgument",
-                "partNumber must be 1 to 10000",
+                format!("partNumber must be 1 to {MAX_PART_NUMBER}"),
             )
         })?;
+    let id = call.query("uploadId").unwrap_or_default();
+    // Refused before any byte of the body is read.
+    let upload = state
+        .controller
+        .get_multipart(&call.namespace, bucket, key, id)
+        .await?;
     let up = state
         .controller
         .begin_upload(&call.namespace, bucket, key)
         .await?;
     let up = pump(up, call.body, &call.payload).await?;
-    let part = state.controller.finish_part(up).await?;
-    let etag = hex::encode(part.md5);
-    let replaced = {
-        let mut uploads = state.multipart.uploads.lock().unwrap();
-        match uploads.get_mut(&id) {
-            Some(u) => Ok(u.parts.insert(number, part)),
-            None => Err(part),
-        }
-    };
-    match replaced {
-        Ok(old) => state
-            .controller
-            .discard_parts(&call.namespace, old.as_slice()),
-        // Completed or aborted meanwhile.
-        Err(part) => {
-            state.controller.discard_parts(&call.namespace, &[part]);
-            return Err(err(
-                StatusCode::NOT_FOUND,
-                "NoSuchUpload",
-                "no such multipart upload",
-            ));
-        }
-    }
-    Ok(etag_response(&etag))
+    let part = state
+        .controller
+        .finish_part(&call.namespace, &upload, number, up)
+        .await?;
+    Ok(etag_response(&part.etag))
 }
 
 /// `(part number, etag)` of every `<Part>` of a CompleteMultipartUpload body.
@@ -723,8 +672,12 @@ async fn complete_multipart(
     bucket: &str,
     key: &str,
 ) -> S3Result<Response> {
-    let id = check_upload(state, &call, bucket, key)?;
+    let id = call.query("uploadId").unwrap_or_default().to_string();
     let ns = call.namespace.clone();
+    state
+        .controller
+        .get_multipart(&ns, bucket, key, &id)
+        .await?;
     let body = call.small_body().await?;
     let listed = listed_parts(&String::from_utf8_lossy(&body));
     if listed.is_empty() {
@@ -734,58 +687,9 @@ async fn complete_multipart(
             "no <Part> in the request",
         ));
     }
-    let Some(upload) = state.multipart.uploads.lock().unwrap().remove(&id) else {
-        return Err(err(
-            StatusCode::NOT_FOUND,
-            "NoSuchUpload",
-            "no such multipart upload",
-        ));
-    };
-    let mut parts = upload.parts;
-    let mut chosen = Vec::with_capacity(listed.len());
-    let mut last = 0;
-    for (n, etag) in &listed {
-        let ok = *n > last
-            && parts
-                .get(n)
-                .is_some_and(|p| etag.is_empty() || hex::encode(p.md5) == *etag);
-        if !ok {
-            // Put it back: the client may retry with a right list.
-            let mut back = parts;
-            for p in chosen.drain(..) {
-                let p: (u32, WrittenObject) = p;
-                back.insert(p.0, p.1);
-            }
-            state.multipart.uploads.lock().unwrap().insert(
-                id,
-                Multipart {
-                    parts: back,
-                    ..upload_rest(&ns, bucket, key, upload.attrs)
-                },
-            );
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "InvalidPart",
-                format!(
-                    "part {n} was not uploaded with that ETag, or the parts are not in ascending order"
-                ),
-            ));
-        }
-        last = *n;
-        chosen.push((*n, parts.remove(n).expect("checked")));
-    }
-    // Parts uploaded but not listed are dropped.
-    let unused: Vec<WrittenObject> = parts.into_values().collect();
-    state.controller.discard_parts(&ns, &unused);
     let meta = state
         .controller
-        .complete_parts(
-            &ns,
-            bucket,
-            key,
-            chosen.into_iter().map(|(_, p)| p).collect(),
-            upload.attrs,
-        )
+        .complete_multipart(&ns, bucket, key, &id, &listed)
         .await?;
     Ok(xml(
         StatusCode::OK,
@@ -798,35 +702,134 @@ async fn complete_multipart(
     ))
 }
 
-fn upload_rest(ns: &str, bucket: &str, key: &str, attrs: ObjectAttributes) -> Multipart {
-    Multipart {
-        namespace: ns.to_string(),
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        attrs,
-        parts: BTreeMap::new(),
+/// A non-negative number parameter, `default` if absent.
+fn number(call: &Query, name: &str, default: usize) -> S3Result<usize> {
+    match call.query(name) {
+        Some(v) => v.parse().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("{name} is not a number"),
+            )
+        }),
+        None => Ok(default),
     }
 }
 
-fn abort_multipart(state: &AppState, call: &Call) -> S3Result<Response> {
+/// `<Initiator>` and `<Owner>`: the namespace.
+fn owner(ns: &str) -> String {
+    let ns = xml_escape(ns);
+    format!(
+        "<Initiator><ID>{ns}</ID><DisplayName>{ns}</DisplayName></Initiator><Owner><ID>{ns}</ID><DisplayName>{ns}</DisplayName></Owner>"
+    )
+}
+
+async fn list_parts(
+    state: &AppState,
+    ns: &str,
+    bucket: &str,
+    key: &str,
+    call: Query,
+) -> S3Result<Response> {
     let id = call.query("uploadId").unwrap_or_default();
-    let gone = {
-        let mut uploads = state.multipart.uploads.lock().unwrap();
-        match uploads.get(id) {
-            Some(u) if u.namespace == call.namespace => uploads.remove(id),
-            _ => None,
-        }
-    };
-    let Some(u) = gone else {
-        return Err(err(
-            StatusCode::NOT_FOUND,
-            "NoSuchUpload",
-            "no such multipart upload",
+    let max = number(&call, "max-parts", 1000)?.min(1000);
+    let marker = number(&call, "part-number-marker", 0)?;
+    let (upload, parts) = state.controller.list_parts(ns, bucket, key, id).await?;
+    let after: Vec<_> = parts
+        .iter()
+        .filter(|p| p.number as usize > marker)
+        .collect();
+    let page = &after[..after.len().min(max)];
+    let truncated = after.len() > page.len();
+    let mut body = format!(
+        "<ListPartsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId>{}<StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker><MaxParts>{max}</MaxParts><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(bucket),
+        xml_escape(key),
+        xml_escape(&upload.id),
+        owner(ns)
+    );
+    if let Some(last) = page.last() {
+        body.push_str(&format!(
+            "<NextPartNumberMarker>{}</NextPartNumberMarker>",
+            last.number
         ));
+    }
+    for p in page {
+        body.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><LastModified>{}</LastModified><ETag>&quot;{}&quot;</ETag><Size>{}</Size></Part>",
+            p.number,
+            iso8601(p.uploaded_ms),
+            p.etag,
+            p.size
+        ));
+    }
+    body.push_str("</ListPartsResult>");
+    Ok(xml(StatusCode::OK, body))
+}
+
+async fn list_multipart_uploads(
+    state: &AppState,
+    ns: &str,
+    bucket: &str,
+    call: Query,
+) -> S3Result<Response> {
+    if call.query("delimiter").is_some_and(|d| !d.is_empty()) {
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "listing multipart uploads with a delimiter is not supported",
+        ));
+    }
+    let prefix = call.query("prefix").unwrap_or("");
+    let max = number(&call, "max-uploads", 1000)?.min(1000);
+    let key_marker = call.query("key-marker").unwrap_or("");
+    let id_marker = call.query("upload-id-marker").unwrap_or("");
+    // Without an upload id marker, every upload of the marker's key is skipped.
+    let after = (!key_marker.is_empty()).then(|| {
+        let id = match id_marker {
+            "" => char::MAX.to_string(),
+            id => id.to_string(),
+        };
+        (key_marker.to_string(), id)
+    });
+    let (uploads, truncated) = if max == 0 {
+        (Vec::new(), false)
+    } else {
+        state
+            .controller
+            .list_multipart_uploads(ns, bucket, prefix, after, max)
+            .await?
     };
-    let parts: Vec<WrittenObject> = u.parts.into_values().collect();
-    state.controller.discard_parts(&u.namespace, &parts);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let url = call.query("encoding-type") == Some("url");
+    let enc = |s: &str| if url { url_encode(s) } else { xml_escape(s) };
+    let mut body = format!(
+        "<ListMultipartUploadsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><KeyMarker>{}</KeyMarker><UploadIdMarker>{}</UploadIdMarker><Prefix>{}</Prefix><MaxUploads>{max}</MaxUploads><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(bucket),
+        enc(key_marker),
+        xml_escape(id_marker),
+        enc(prefix)
+    );
+    if url {
+        body.push_str("<EncodingType>url</EncodingType>");
+    }
+    if let (true, Some(last)) = (truncated, uploads.last()) {
+        body.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextUploadIdMarker>{}</NextUploadIdMarker>",
+            enc(&last.key),
+            xml_escape(&last.id)
+        ));
+    }
+    for u in &uploads {
+        body.push_str(&format!(
+            "<Upload><Key>{}</Key><UploadId>{}</UploadId>{}<StorageClass>STANDARD</StorageClass><Initiated>{}</Initiated></Upload>",
+            enc(&u.key),
+            xml_escape(&u.id),
+            owner(ns),
+            iso8601(u.created_ms)
+        ));
+    }
+    body.push_str("</ListMultipartUploadsResult>");
+    Ok(xml(StatusCode::OK, body))
 }
 
 #[cfg(test)]

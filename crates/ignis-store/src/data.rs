@@ -151,7 +151,8 @@ pub trait DataStore: Send + Sync {
     fn get_bucket(&self, namespace: &str, name: &str) -> Result<Option<BucketRecord>>;
     /// The buckets of a namespace, by name.
     fn list_buckets(&self, namespace: &str) -> Result<Vec<BucketRecord>>;
-    /// Deletes an empty bucket: false if unknown, `Conflict` if it holds objects.
+    /// Deletes an empty bucket: false if unknown, `Conflict` if it holds objects or multipart
+    /// uploads in progress.
     fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool>;
     /// Records an object (its body already durable) and, in the same transaction synced to
     /// disk, the `object:created` firings `fire` makes; returns the object it replaced, whose
@@ -211,8 +212,15 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 ";
 
-/// The namespace-keyed tables of [`DATA_SCHEMA`], emptied with their namespace.
-pub(crate) const DATA_TABLES: [&str; 3] = ["kv", "buckets", "objects"];
+/// The namespace-keyed tables of [`DATA_SCHEMA`] and [`crate::multipart::SCHEMA`], emptied
+/// with their namespace.
+pub(crate) const DATA_TABLES: [&str; 5] = [
+    "kv",
+    "buckets",
+    "objects",
+    "multipart_uploads",
+    "multipart_parts",
+];
 
 /// (version, expired) of the row of a key, if there is one.
 fn current(
@@ -306,7 +314,7 @@ fn fire_storage(
 
 /// Records an object inside `tx` (its bucket must exist) with its `object:created` firings;
 /// returns the record it replaced.
-fn put_object_in(
+pub(crate) fn put_object_in(
     tx: &rusqlite::Transaction<'_>,
     namespace: &str,
     meta: &ObjectMeta,
@@ -573,6 +581,19 @@ impl DataStore for SqliteStore {
         if has_objects {
             return Err(StoreError::Conflict(format!(
                 "objects in bucket {name:?} (delete them first); the bucket"
+            )));
+        }
+        let has_uploads = tx
+            .query_row(
+                "SELECT 1 FROM multipart_uploads WHERE namespace = ?1 AND bucket = ?2 LIMIT 1",
+                params![namespace, name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if has_uploads {
+            return Err(StoreError::Conflict(format!(
+                "multipart uploads in progress in bucket {name:?} (abort them first); the bucket"
             )));
         }
         let n = tx.execute(

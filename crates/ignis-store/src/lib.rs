@@ -8,6 +8,7 @@
 mod blobs;
 mod data;
 mod executions;
+mod multipart;
 mod objects;
 mod sqlite;
 mod topics;
@@ -24,6 +25,7 @@ pub use data::{
     BucketRecord, DataStore, Expect, FireStorage, IncrementError, KvEntry, ObjectMeta,
     VersionMismatch,
 };
+pub use multipart::{CompletedUpload, MultipartStore, MultipartUpload, UploadedPart};
 pub use objects::{ObjectFiles, ObjectWriter, WrittenObject};
 pub use sqlite::SqliteStore;
 
@@ -318,7 +320,7 @@ pub struct Delivery {
 }
 
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.
-pub trait Store: DataStore + Send + Sync {
+pub trait Store: DataStore + MultipartStore + Send + Sync {
     /// Whether a namespace exists.
     fn namespace_exists(&self, namespace: &str) -> Result<bool>;
     /// Every namespace, by name.
@@ -335,8 +337,8 @@ pub trait Store: DataStore + Send + Sync {
     fn set_namespace_quotas(&self, namespace: &str, quotas: &NamespaceQuotas) -> Result<bool>;
     /// Deletes a namespace and everything in it, in one transaction: functions and their
     /// versions, triggers, rules, firings, activations, queued and dead asynchronous
-    /// invocations, topics and their messages, its keys, key-value entries, buckets and object
-    /// records (the caller deletes the object bodies). Returns the names of the functions it had, or `None` if the
+    /// invocations, topics and their messages, its keys, key-value entries, buckets, object
+    /// records and multipart uploads (the caller deletes the object and part bodies). Returns the names of the functions it had, or `None` if the
     /// namespace did not exist. Code blobs are shared by content and stay.
     fn delete_namespace(&self, namespace: &str) -> Result<Option<Vec<String>>>;
 

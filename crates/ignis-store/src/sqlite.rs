@@ -141,6 +141,7 @@ impl SqliteStore {
         write.execute_batch(SCHEMA)?;
         write.execute_batch(crate::executions::SCHEMA)?;
         write.execute_batch(crate::data::DATA_SCHEMA)?;
+        write.execute_batch(crate::multipart::SCHEMA)?;
         // Added after the first release: namespaces' own quotas, JSON.
         if write
             .prepare("SELECT quotas FROM namespaces LIMIT 0")

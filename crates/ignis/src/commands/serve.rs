@@ -516,7 +516,6 @@ impl ServeCommand {
             controller: controller.clone(),
             keys: Arc::new(KeyRing::new(keys, master)),
             info,
-            multipart: Default::default(),
             metrics_public: cfg.metrics_public.unwrap_or(false),
             stopping: stopping_rx,
         });
