@@ -113,6 +113,23 @@ pub struct ObjectAttributes {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A page of objects listed with a delimiter: the objects whose key has no delimiter after the
+/// prefix, and the common prefixes (up to and including the first delimiter after the prefix)
+/// that stand for the others, S3's `CommonPrefixes`.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectListing {
+    /// Objects, by key.
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes, in order.
+    pub prefixes: Vec<String>,
+    /// Where the next page starts (an opaque position to give back as `after`), if there is
+    /// one.
+    pub next: Option<String>,
+}
+
+/// Appended to a common prefix, the position after every key that starts with it.
+const PAST: char = char::MAX;
+
 /// The firing of storage trigger `trigger` for `event` on `meta`: its event, then one queued
 /// invocation per rule. Called by the store inside the change's transaction.
 pub(crate) fn storage_firing(
@@ -371,6 +388,68 @@ impl Controller {
         Ok(meta)
     }
 
+    /// Copies an object of the namespace to `bucket`/`key` (replacing any object there), with
+    /// the source's content type and metadata unless `attrs` replaces them, and fires
+    /// `object:created`. The body is shared (a hard link), not read.
+    pub async fn copy_object(
+        &self,
+        namespace: &str,
+        (from_bucket, from_key): (&str, &str),
+        bucket: &str,
+        key: &str,
+        attrs: Option<ObjectAttributes>,
+    ) -> Result<ObjectMeta> {
+        self.check_bucket(namespace, from_bucket).await?;
+        self.check_bucket(namespace, bucket).await?;
+        bad_key("object key", key)?;
+        let (ns, b, k) = (
+            namespace.to_string(),
+            from_bucket.to_string(),
+            from_key.to_string(),
+        );
+        let (source, file) = self
+            .blocking(move |i| {
+                // Replaced between the two steps: read again.
+                for _ in 0..3 {
+                    let Some(meta) = i.store.get_object(&ns, &b, &k)? else {
+                        break;
+                    };
+                    match i.objects.duplicate(&ns, &meta.file) {
+                        Ok(file) => return Ok((meta, file)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(ControllerError::Internal(format!(
+                                "copying an object: {e}"
+                            )));
+                        }
+                    }
+                }
+                Err(ControllerError::NotFound(format!(
+                    "object {k:?} in bucket {b:?}"
+                )))
+            })
+            .await?;
+        let (content_type, metadata) = match attrs {
+            Some(a) => (
+                a.content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                a.metadata,
+            ),
+            None => (source.content_type, source.metadata),
+        };
+        let meta = ObjectMeta {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: source.size,
+            etag: source.etag,
+            content_type,
+            metadata,
+            modified_ms: now_ms(),
+            file,
+        };
+        self.record_object(namespace, meta).await
+    }
+
     /// An object's metadata.
     pub async fn head_object(
         &self,
@@ -463,5 +542,201 @@ impl Controller {
             objects.last().map(|o| o.key.clone()).unwrap_or_default()
         });
         Ok((objects, next))
+    }
+
+    /// Objects of a bucket whose key starts with `prefix`, after `after`, with those whose key
+    /// has `delimiter` after the prefix rolled up into common prefixes; at most `limit` objects
+    /// and prefixes together.
+    pub async fn list_objects_delimited(
+        &self,
+        namespace: &str,
+        bucket: &str,
+        prefix: &str,
+        delimiter: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<ObjectListing> {
+        self.check_bucket(namespace, bucket).await?;
+        if delimiter.is_empty() {
+            return Err(ControllerError::BadRequest("the delimiter is empty".into()));
+        }
+        let limit = limit.clamp(1, MAX_LIST);
+        let (ns, b, p, d) = (
+            namespace.to_string(),
+            bucket.to_string(),
+            prefix.to_string(),
+            delimiter.to_string(),
+        );
+        self.blocking(move |i| {
+            delimited(&p, &d, after, limit, |after, n| {
+                Ok(i.store.list_objects(&ns, &b, &p, after, n)?)
+            })
+        })
+        .await
+    }
+}
+
+/// A page of a listing with a delimiter, over `fetch(after, n)`: the first `n` objects whose
+/// key starts with `prefix`, after `after`, by key.
+fn delimited(
+    prefix: &str,
+    delimiter: &str,
+    after: Option<String>,
+    limit: usize,
+    mut fetch: impl FnMut(Option<&str>, usize) -> Result<Vec<ObjectMeta>>,
+) -> Result<ObjectListing> {
+    /// Keys of one common prefix read in a page before jumping past them.
+    const SKIPS: usize = 32;
+    /// Objects read at most per call of `fetch`: small, since a page may end early (a common
+    /// prefix to jump past, or the limit reached).
+    const PAGE: usize = 128;
+    let mut list = ObjectListing::default();
+    // A position past a common prefix: the keys under it were listed as that prefix.
+    let mut rolled = after
+        .as_deref()
+        .and_then(|a| a.strip_suffix(PAST))
+        .map(str::to_string);
+    let mut after = after;
+    let mut position = String::new();
+    loop {
+        let n = (limit + 1).min(PAGE);
+        let page = fetch(after.as_deref(), n)?;
+        let more = page.len() == n;
+        let mut skipped = 0;
+        for o in page {
+            after = Some(o.key.clone());
+            if rolled.as_deref().is_some_and(|r| o.key.starts_with(r)) {
+                skipped += 1;
+                if skipped > SKIPS {
+                    break;
+                }
+                continue;
+            }
+            if list.objects.len() + list.prefixes.len() == limit {
+                list.next = Some(position);
+                return Ok(list);
+            }
+            match o.key[prefix.len()..].find(delimiter) {
+                Some(at) => {
+                    let common = o.key[..prefix.len() + at + delimiter.len()].to_string();
+                    position = format!("{common}{PAST}");
+                    list.prefixes.push(common.clone());
+                    rolled = Some(common);
+                }
+                None => {
+                    position = o.key.clone();
+                    list.objects.push(o);
+                }
+            }
+        }
+        if !more && skipped <= SKIPS {
+            return Ok(list);
+        }
+        // Jump past the keys of the last common prefix.
+        if let Some(r) = &rolled {
+            let past = format!("{r}{PAST}");
+            if after.as_deref().is_none_or(|a| a < past.as_str()) {
+                after = Some(past);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's listing over sorted `keys`, counting its calls in `fetches`.
+    fn store<'a>(
+        keys: &'a [String],
+        prefix: &'a str,
+        fetches: &'a Cell<usize>,
+    ) -> impl Fn(Option<&str>, usize) -> Result<Vec<ObjectMeta>> + Copy + 'a {
+        move |after: Option<&str>, n: usize| {
+            fetches.set(fetches.get() + 1);
+            Ok(keys
+                .iter()
+                .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                .take(n)
+                .map(|k| ObjectMeta {
+                    bucket: "b".into(),
+                    key: k.clone(),
+                    size: 0,
+                    etag: String::new(),
+                    content_type: String::new(),
+                    metadata: BTreeMap::new(),
+                    modified_ms: 0,
+                    file: String::new(),
+                })
+                .collect())
+        }
+    }
+
+    /// Every page of a delimited listing of `keys`, `limit` at a time, against what a plain
+    /// walk over all keys gives.
+    fn check(keys: &[String], prefix: &str, delimiter: &str, limit: usize) {
+        let fetches = Cell::new(0);
+        let fetch = store(keys, prefix, &fetches);
+        let mut want: Vec<String> = Vec::new();
+        for k in keys.iter().filter(|k| k.starts_with(prefix)) {
+            let entry = match k[prefix.len()..].find(delimiter) {
+                Some(at) => k[..prefix.len() + at + delimiter.len()].to_string(),
+                None => k.clone(),
+            };
+            if want.last() != Some(&entry) {
+                want.push(entry);
+            }
+        }
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = delimited(prefix, delimiter, after, limit, fetch).unwrap();
+            assert!(page.objects.len() + page.prefixes.len() <= limit);
+            let mut entries: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
+            entries.extend(page.prefixes);
+            entries.sort();
+            got.extend(entries);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(
+            got, want,
+            "prefix {prefix:?}, delimiter {delimiter:?}, limit {limit}"
+        );
+        assert!(fetches.get() <= 2 * keys.len() / limit.max(1) + want.len() + 2);
+    }
+
+    #[test]
+    fn delimited_listings_roll_keys_up_into_common_prefixes() {
+        let mut keys: Vec<String> = (0..200).map(|i| format!("logs/2024/{i:03}")).collect();
+        keys.extend((0..50).map(|i| format!("logs/2025/{i:03}")));
+        keys.extend(
+            [
+                "a", "b/", "b/c", "b//d", "logs", "logs/x", "logs0", "z/é/1", "z/é/2",
+            ]
+            .map(str::to_string),
+        );
+        keys.sort();
+        for limit in [1, 2, 3, 7, 1000] {
+            for (prefix, delimiter) in [("", "/"), ("logs/", "/"), ("logs/2024/", "/"), ("", "//")]
+            {
+                check(&keys, prefix, delimiter, limit);
+            }
+            check(&keys, "", "0", limit);
+        }
+        // A "directory" of many keys is jumped over, not read through.
+        let mut keys: Vec<String> = (0..5000).map(|i| format!("big/{i:05}")).collect();
+        keys.extend(["a".to_string(), "z".to_string()]);
+        keys.sort();
+        let fetches = Cell::new(0);
+        let page = delimited("", "/", None, 1000, store(&keys, "", &fetches)).unwrap();
+        let objects: Vec<_> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            (objects, page.prefixes, page.next),
+            (vec!["a", "z"], vec!["big/".to_string()], None)
+        );
+        assert!(fetches.get() <= 2, "{} fetches", fetches.get());
     }
 }

@@ -35,7 +35,7 @@ use ignis_store::{
     Store, StoreError,
 };
 
-pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
+pub use data::{MAX_LIST, ObjectAttributes, ObjectListing, ObjectUpload};
 pub use ignis_store::{MultipartUpload, UploadedPart};
 pub use multipart::{ABANDONED_UPLOAD_AGE, MAX_PART_NUMBER};
 pub use queue::Accepted;

@@ -1,7 +1,7 @@
 //! An S3-compatible subset under `/s3`, path-style (`/s3/{bucket}/{key}`), so that boto3's s3
 //! client works with `endpoint_url="http://host:port/s3"` and `addressing_style: path`:
-//! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, PutObject, GetObject, HeadObject,
-//! DeleteObject, ListObjectsV2, and multipart uploads
+//! ListBuckets, CreateBucket, HeadBucket, DeleteBucket, PutObject, CopyObject, GetObject,
+//! HeadObject, DeleteObject, ListObjectsV2 (with a delimiter too), and multipart uploads
 //! (CreateMultipartUpload, UploadPart, ListParts, CompleteMultipartUpload,
 //! AbortMultipartUpload, ListMultipartUploads). See docs/baas.md.
 //!
@@ -26,6 +26,7 @@ use crate::AppState;
 use crate::auth::Access;
 use crate::data::{byte_range, object_headers, stream_file, user_metadata};
 use crate::sigv4::{self, PayloadHash};
+use ignis_controller::ObjectListing;
 
 /// The path prefix of the API.
 pub(crate) const PREFIX: &str = "/s3";
@@ -363,13 +364,17 @@ async fn route(state: &AppState, req: Request) -> S3Result<Response> {
             list_multipart_uploads(state, &ns, &b, Query(call.query)).await
         }
         (Method::GET, Some(b), None) => list_objects_v2(state, &ns, &b, Query(call.query)).await,
-        (Method::PUT, Some(b), Some(k)) if call.headers.contains_key("x-amz-copy-source") => {
-            let _ = (b, k);
+        (Method::PUT, Some(_), Some(_))
+            if call.headers.contains_key("x-amz-copy-source") && call.has("uploadId") =>
+        {
             Err(err(
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
-                "CopyObject is not supported",
+                "UploadPartCopy is not supported",
             ))
+        }
+        (Method::PUT, Some(b), Some(k)) if call.headers.contains_key("x-amz-copy-source") => {
+            copy_object(state, call, &b, &k).await
         }
         (Method::PUT, Some(b), Some(k)) if call.has("uploadId") => {
             upload_part(state, call, &b, &k).await
@@ -459,13 +464,7 @@ async fn list_objects_v2(
             "only ListObjectsV2 (list-type=2) is supported",
         ));
     }
-    if call.query("delimiter").is_some_and(|d| !d.is_empty()) {
-        return Err(err(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "listing with a delimiter is not supported",
-        ));
-    }
+    let delimiter = call.query("delimiter").unwrap_or("");
     let prefix = call.query("prefix").unwrap_or("");
     let max = number(&call, "max-keys", 1000)?;
     let token = call.query("continuation-token");
@@ -484,29 +483,42 @@ async fn list_objects_v2(
         ),
         None => call.query("start-after").map(str::to_string),
     };
-    let (objects, next) = if max == 0 {
-        (Vec::new(), None)
+    let limit = max.min(ignis_controller::MAX_LIST);
+    let listing = if max == 0 {
+        ObjectListing::default()
+    } else if delimiter.is_empty() {
+        let (objects, next) = state
+            .controller
+            .list_objects(ns, bucket, prefix, after, limit)
+            .await?;
+        ObjectListing {
+            objects,
+            prefixes: Vec::new(),
+            next,
+        }
     } else {
         state
             .controller
-            .list_objects(
-                ns,
-                bucket,
-                prefix,
-                after,
-                max.min(ignis_controller::MAX_LIST),
-            )
+            .list_objects_delimited(ns, bucket, prefix, delimiter, after, limit)
             .await?
     };
+    let ObjectListing {
+        objects,
+        prefixes,
+        next,
+    } = listing;
     let url = call.query("encoding-type") == Some("url");
     let enc = |s: &str| if url { url_encode(s) } else { xml_escape(s) };
     let mut body = format!(
         "<ListBucketResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount><MaxKeys>{max}</MaxKeys><IsTruncated>{}</IsTruncated>",
         xml_escape(bucket),
         enc(prefix),
-        objects.len(),
+        objects.len() + prefixes.len(),
         next.is_some()
     );
+    if !delimiter.is_empty() {
+        body.push_str(&format!("<Delimiter>{}</Delimiter>", enc(delimiter)));
+    }
     if url {
         body.push_str("<EncodingType>url</EncodingType>");
     }
@@ -529,6 +541,12 @@ async fn list_objects_v2(
             iso8601(o.modified_ms),
             xml_escape(&o.etag),
             o.size
+        ));
+    }
+    for p in &prefixes {
+        body.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            enc(p)
         ));
     }
     body.push_str("</ListBucketResult>");
@@ -589,6 +607,85 @@ async fn put_object(state: &AppState, call: Call, bucket: &str, key: &str) -> S3
         .finish_upload(&call.namespace, bucket, key, up, attrs)
         .await?;
     Ok(etag_response(&meta.etag))
+}
+
+async fn copy_object(state: &AppState, call: Call, bucket: &str, key: &str) -> S3Result<Response> {
+    let header = |name: &str| call.headers.get(name).and_then(|v| v.to_str().ok());
+    if call
+        .headers
+        .keys()
+        .any(|h| h.as_str().starts_with("x-amz-copy-source-"))
+    {
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "conditional copies (x-amz-copy-source-if-*) are not supported",
+        ));
+    }
+    let source = header("x-amz-copy-source").unwrap_or_default();
+    let (path, version) = match source.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (source, None),
+    };
+    if version.is_some() {
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "object versions are not supported",
+        ));
+    }
+    let path = String::from_utf8(sigv4::percent_decode(path)).map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "x-amz-copy-source is not UTF-8",
+        )
+    })?;
+    let Some((from_bucket, from_key)) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .map(|(b, k)| (b.to_string(), k.to_string()))
+    else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "x-amz-copy-source must be /bucket/key",
+        ));
+    };
+    let attrs = match header("x-amz-metadata-directive").unwrap_or("COPY") {
+        "COPY" => None,
+        "REPLACE" => Some(attributes(&call.headers)?),
+        other => {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("x-amz-metadata-directive must be COPY or REPLACE, not {other:?}"),
+            ));
+        }
+    };
+    if (from_bucket.as_str(), from_key.as_str()) == (bucket, key) && attrs.is_none() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "copying an object to itself without changing its metadata \
+             (x-amz-metadata-directive: REPLACE) does nothing",
+        ));
+    }
+    let ns = call.namespace.clone();
+    call.small_body().await?;
+    let meta = state
+        .controller
+        .copy_object(&ns, (&from_bucket, &from_key), bucket, key, attrs)
+        .await?;
+    Ok(xml(
+        StatusCode::OK,
+        format!(
+            "<CopyObjectResult xmlns=\"{XMLNS}\"><LastModified>{}</LastModified><ETag>&quot;{}&quot;</ETag></CopyObjectResult>",
+            iso8601(meta.modified_ms),
+            xml_escape(&meta.etag)
+        ),
+    ))
 }
 
 async fn create_multipart(

@@ -84,6 +84,34 @@ impl ObjectFiles {
         })
     }
 
+    /// A new body with the bytes of `file` (a copied object): a hard link, since bodies never
+    /// change once written, or a copy where the file system cannot link. `NotFound` if `file`
+    /// is gone.
+    pub fn duplicate(&self, namespace: &str, file: &str) -> std::io::Result<String> {
+        let dir = self.namespace_dir(namespace);
+        let name = ignis_core::new_secret()?[..32].to_string();
+        match std::fs::hard_link(dir.join(file), dir.join(&name)) {
+            Ok(()) => {
+                std::fs::File::open(&dir)?.sync_all()?;
+                Ok(name)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+            Err(_) => {
+                let mut from = std::fs::File::open(dir.join(file))?;
+                let mut w = self.writer(namespace)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut from, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(&buf[..n])?;
+                }
+                Ok(w.finish()?.file)
+            }
+        }
+    }
+
     /// Deletes a body (a missing one is not an error).
     pub fn remove(&self, namespace: &str, file: &str) {
         if let Err(e) = std::fs::remove_file(self.path(namespace, file))
@@ -156,22 +184,29 @@ mod tests {
         assert_eq!(hex::encode(done.md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
         let path = files.path("team", &done.file);
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        // A duplicate outlives the original.
+        let copy = files.duplicate("team", &done.file).unwrap();
+        assert_ne!(copy, done.file);
+        let err = files.duplicate("team", "missing").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
         let mut w = files.writer("team").unwrap();
         w.write(b"partial").unwrap();
         drop(w);
         let left: Vec<_> = std::fs::read_dir(dir.path().join("team"))
             .unwrap()
             .collect();
-        assert_eq!(left.len(), 1, "the unfinished body is gone");
+        assert_eq!(left.len(), 2, "the unfinished body is gone");
         // A crash mid-upload leaves a temporary file: gone at the next open.
         let w = files.writer("team").unwrap();
         std::mem::forget(w);
         let count = || std::fs::read_dir(dir.path().join("team")).unwrap().count();
-        assert_eq!(count(), 2);
+        assert_eq!(count(), 3);
         let files = ObjectFiles::open(dir.path()).unwrap();
-        assert_eq!(count(), 1);
+        assert_eq!(count(), 2);
         files.remove("team", &done.file);
         assert!(!path.exists());
+        let copy = files.path("team", &copy);
+        assert_eq!(std::fs::read(copy).unwrap(), b"hello world");
         files.remove_namespace("team").unwrap();
         files.remove_namespace("team").unwrap();
     }

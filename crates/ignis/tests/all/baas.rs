@@ -687,8 +687,8 @@ fn boto3(s: &Server, script: &str, args: &[&str]) -> String {
 }
 
 /// boto3's s3 client, with `endpoint_url` at `/s3` and path-style addressing: buckets,
-/// objects with metadata, listings with pages, multipart uploads (by hand, listed, and
-/// through the transfer manager), errors (tests/fixtures/boto3_s3.py).
+/// objects with metadata, listings with pages and with a delimiter, copies, multipart uploads
+/// (by hand, listed, and through the transfer manager), errors (tests/fixtures/boto3_s3.py).
 #[test]
 fn boto3_s3_client_round_trip() {
     let s = Server::start();
