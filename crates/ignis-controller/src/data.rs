@@ -6,10 +6,9 @@
 //! holds a few chunks in memory whatever its size.
 //!
 //! A change to an object is committed with the firings of the storage triggers that watch it,
-//! in one transaction ([`ignis_store::DataStore::put_object`]): the store reads the triggers
-//! and rules inside that transaction and [`storage_firing`] makes each firing.
+//! in one transaction ([`ignis_store::DataStore::put_object`]): [`storage_firings`] makes them
+//! from the namespace's triggers and rules just before.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -18,8 +17,8 @@ use ignis_core::data::{
 };
 use ignis_core::{Firing, Rule, StorageEvent, Trigger, now_ms};
 use ignis_store::{
-    BucketRecord, Expect, FireStorage, IncrementError, KvEntry, ObjectMeta, QueuedInvocation,
-    VersionMismatch, WrittenObject,
+    BucketRecord, Expect, IncrementError, KvEntry, ObjectMeta, QueuedInvocation, StorageFiring,
+    Store, StoreError, VersionMismatch, WrittenObject,
 };
 use tokio::sync::mpsc;
 
@@ -130,9 +129,39 @@ pub struct ObjectListing {
 /// Appended to a common prefix, the position after every key that starts with it.
 const PAST: char = char::MAX;
 
+/// The firings of the namespace's storage triggers that watch `event` on `meta`: one per
+/// trigger, each queuing one invocation per enabled rule of the trigger.
+pub(crate) fn storage_firings(
+    store: &dyn Store,
+    namespace: &str,
+    event: StorageEvent,
+    meta: &ObjectMeta,
+) -> Result<Vec<StorageFiring>> {
+    let triggers: Vec<Trigger> = store
+        .list_triggers(namespace)?
+        .into_iter()
+        .filter(|t| t.spec.matches_storage(&meta.bucket, &meta.key, event))
+        .collect();
+    if triggers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rules = store.list_rules(namespace)?;
+    Ok(triggers
+        .iter()
+        .map(|t| {
+            let enabled = rules
+                .iter()
+                .filter(|r| r.trigger == t.name && r.enabled)
+                .cloned()
+                .collect();
+            storage_firing(t, enabled, event, meta)
+        })
+        .collect())
+}
+
 /// The firing of storage trigger `trigger` for `event` on `meta`: its event, then one queued
-/// invocation per rule. Called by the store inside the change's transaction.
-pub(crate) fn storage_firing(
+/// invocation per rule.
+fn storage_firing(
     trigger: &Trigger,
     rules: Vec<Rule>,
     event: StorageEvent,
@@ -340,27 +369,17 @@ impl Controller {
         self.record_object(namespace, meta).await
     }
 
-    /// Runs an object change on the blocking pool with the [`FireStorage`] the store calls
-    /// for each storage trigger it fires, and wakes the queue worker if one fired.
+    /// Runs an object change on the blocking pool; `change` also answers whether it committed
+    /// firings, and the queue worker is woken if so.
     pub(crate) async fn storage_change<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&Inner, &FireStorage<'_>) -> Result<T> + Send + 'static,
+        change: impl FnOnce(&Inner) -> Result<(T, bool)> + Send + 'static,
     ) -> Result<T> {
-        let (out, fired) = self
-            .blocking(move |i| {
-                let fired = Cell::new(false);
-                let fire = |t: &Trigger, r: Vec<Rule>, e: StorageEvent, m: &ObjectMeta| {
-                    fired.set(true);
-                    storage_firing(t, r, e, m)
-                };
-                let out = change(i, &fire);
-                Ok((out, fired.get()))
-            })
-            .await?;
+        let (out, fired) = self.blocking(change).await?;
         if fired {
             self.inner.queue.wake();
         }
-        out
+        Ok(out)
     }
 
     /// Records an object whose body is durable — with the `object:created` firings of the
@@ -372,16 +391,20 @@ impl Controller {
     ) -> Result<ObjectMeta> {
         let ns = namespace.to_string();
         let m = meta.clone();
-        self.storage_change(move |i, fire| match i.store.put_object(&ns, &m, fire) {
-            Ok(old) => {
-                if let Some(old) = old {
-                    i.objects.remove(&ns, &old.file);
+        self.storage_change(move |i| {
+            let recorded = storage_firings(&*i.store, &ns, StorageEvent::ObjectCreated, &m)
+                .and_then(|firings| Ok((i.store.put_object(&ns, &m, &firings)?, firings)));
+            match recorded {
+                Ok((old, firings)) => {
+                    if let Some(old) = old {
+                        i.objects.remove(&ns, &old.file);
+                    }
+                    Ok(((), !firings.is_empty()))
                 }
-                Ok(())
-            }
-            Err(e) => {
-                i.objects.remove(&ns, &m.file);
-                Err(e.into())
+                Err(e) => {
+                    i.objects.remove(&ns, &m.file);
+                    Err(e)
+                }
             }
         })
         .await?;
@@ -498,19 +521,36 @@ impl Controller {
     pub async fn delete_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<()> {
         let (ns, b, k) = (namespace.to_string(), bucket.to_string(), key.to_string());
         let gone = self
-            .storage_change(move |i, fire| {
-                let gone = i.store.delete_object(&ns, &b, &k, fire)?;
-                if let Some(m) = &gone {
-                    i.objects.remove(&ns, &m.file);
+            .storage_change(move |i| {
+                // Replaced between the read and the delete: read again.
+                for _ in 0..3 {
+                    let Some(meta) = i.store.get_object(&ns, &b, &k)? else {
+                        return Ok((false, false));
+                    };
+                    let firings =
+                        storage_firings(&*i.store, &ns, StorageEvent::ObjectDeleted, &meta)?;
+                    match i.store.delete_object(&ns, &b, &k, &meta.file, &firings) {
+                        Ok(gone) => {
+                            if gone {
+                                i.objects.remove(&ns, &meta.file);
+                            }
+                            return Ok((gone, gone && !firings.is_empty()));
+                        }
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Ok(gone)
+                Err(ControllerError::Conflict(format!(
+                    "object {k:?} is being replaced; a newer version of it"
+                )))
             })
             .await?;
-        match gone {
-            Some(_) => Ok(()),
-            None => Err(ControllerError::NotFound(format!(
+        if gone {
+            Ok(())
+        } else {
+            Err(ControllerError::NotFound(format!(
                 "object {key:?} in bucket {bucket:?}"
-            ))),
+            )))
         }
     }
 
@@ -644,6 +684,8 @@ fn delimited(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
 
     /// The store's listing over sorted `keys`, counting its calls in `fetches`.
@@ -738,5 +780,126 @@ mod tests {
             (vec!["a", "z"], vec!["big/".to_string()], None)
         );
         assert!(fetches.get() <= 2, "{} fetches", fetches.get());
+    }
+
+    #[test]
+    fn storage_firings_are_those_of_the_triggers_watching_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ignis_store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let ns = "default";
+        let trigger = |name: &str, events: Vec<StorageEvent>, suffix: Option<&str>| Trigger {
+            namespace: ns.into(),
+            name: name.into(),
+            spec: ignis_core::TriggerSpec {
+                kind: ignis_core::TriggerKind::Storage,
+                bucket: Some("raw".into()),
+                events,
+                suffix: suffix.map(str::to_string),
+                ..Default::default()
+            },
+            created_ms: 1,
+            last_scheduled_ms: None,
+        };
+        let rule = |name: &str, trigger: &str, enabled: bool| Rule {
+            namespace: ns.into(),
+            name: name.into(),
+            trigger: trigger.into(),
+            function: format!("fn-{name}"),
+            enabled,
+            created_ms: 1,
+        };
+        store
+            .put_trigger(
+                &trigger("csv", vec![StorageEvent::ObjectCreated], Some(".csv")),
+                false,
+            )
+            .unwrap();
+        store
+            .put_trigger(&trigger("all", vec![], None), false)
+            .unwrap();
+        store
+            .put_trigger(
+                &Trigger {
+                    name: "plain".into(),
+                    spec: Default::default(),
+                    ..trigger("x", vec![], None)
+                },
+                false,
+            )
+            .unwrap();
+        for r in [
+            rule("etl", "csv", true),
+            rule("off", "csv", false),
+            rule("audit", "all", true),
+            rule("p", "plain", true),
+        ] {
+            store.put_rule(&r, false).unwrap();
+        }
+        let meta = |key: &str| ObjectMeta {
+            bucket: "raw".into(),
+            key: key.into(),
+            size: 3,
+            etag: "e".into(),
+            content_type: "text/csv".into(),
+            metadata: BTreeMap::new(),
+            modified_ms: 1,
+            file: "f".into(),
+        };
+        let fired = |event, key: &str| -> Vec<(String, Vec<String>, serde_json::Value)> {
+            storage_firings(&store, ns, event, &meta(key))
+                .unwrap()
+                .into_iter()
+                .map(|(f, q)| {
+                    let event = serde_json::from_slice(
+                        &q.first().map(|q| q.event.clone()).unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
+                    (
+                        f.trigger,
+                        q.into_iter().map(|q| q.function).collect(),
+                        event,
+                    )
+                })
+                .collect()
+        };
+        let created = fired(StorageEvent::ObjectCreated, "a.csv");
+        assert_eq!(
+            created
+                .iter()
+                .map(|(t, f, _)| (t.as_str(), f.clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("all", vec!["fn-audit".to_string()]),
+                ("csv", vec!["fn-etl".to_string()])
+            ]
+        );
+        let event = &created[1].2;
+        assert_eq!(event["event"], "object:created");
+        assert_eq!(
+            (event["bucket"].as_str(), event["key"].as_str()),
+            (Some("raw"), Some("a.csv"))
+        );
+        assert_eq!(event["trigger"], "csv");
+        let deleted = fired(StorageEvent::ObjectDeleted, "a.csv");
+        assert_eq!(
+            deleted
+                .iter()
+                .map(|(t, _, _)| t.as_str())
+                .collect::<Vec<_>>(),
+            ["all"]
+        );
+        assert!(
+            storage_firings(
+                &store,
+                ns,
+                StorageEvent::ObjectCreated,
+                &ObjectMeta {
+                    bucket: "other".into(),
+                    ..meta("a.csv")
+                }
+            )
+            .unwrap()
+            .is_empty()
+        );
     }
 }

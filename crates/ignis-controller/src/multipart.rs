@@ -18,10 +18,10 @@
 use std::time::Duration;
 
 use ignis_core::data::MAX_OBJECT_BYTES;
-use ignis_core::now_ms;
+use ignis_core::{StorageEvent, now_ms};
 use ignis_store::{MultipartUpload, ObjectMeta, StoreError, UploadedPart};
 
-use crate::data::{ObjectAttributes, ObjectUpload, bad_bucket, bad_key};
+use crate::data::{ObjectAttributes, ObjectUpload, bad_bucket, bad_key, storage_firings};
 use crate::{Controller, ControllerError, Result};
 
 /// Part numbers go from 1 to this.
@@ -242,28 +242,35 @@ impl Controller {
         };
         let (ns, i_d, m) = (namespace.to_string(), id.to_string(), meta.clone());
         let used: Vec<(u32, String)> = chosen.into_iter().map(|p| (p.number, p.file)).collect();
-        self.storage_change(move |i, fire| {
-            match i.store.complete_upload(&ns, &i_d, &used, &m, fire) {
-                Ok(done) => {
+        self.storage_change(move |i| {
+            let completed = storage_firings(&*i.store, &ns, StorageEvent::ObjectCreated, &m)
+                .and_then(|firings| {
+                    i.store
+                        .complete_upload(&ns, &i_d, &used, &m, &firings)
+                        .map(|done| (done, !firings.is_empty()))
+                        .map_err(|e| match e {
+                            StoreError::Conflict(_) => ControllerError::BadRequest(
+                                "part list changed while completing; list the parts again".into(),
+                            ),
+                            StoreError::NotFound(what) if what.starts_with("multipart") => {
+                                no_upload(&i_d)
+                            }
+                            e => e.into(),
+                        })
+                });
+            match completed {
+                Ok((done, fired)) => {
                     if let Some(old) = done.replaced {
                         i.objects.remove(&ns, &old.file);
                     }
                     for f in &done.part_files {
                         i.objects.remove(&ns, f);
                     }
-                    Ok(())
+                    Ok(((), fired))
                 }
                 Err(e) => {
                     i.objects.remove(&ns, &m.file);
-                    Err(match e {
-                        StoreError::Conflict(_) => ControllerError::BadRequest(
-                            "part list changed while completing; list the parts again".into(),
-                        ),
-                        StoreError::NotFound(what) if what.starts_with("multipart") => {
-                            no_upload(&i_d)
-                        }
-                        e => e.into(),
-                    })
+                    Err(e)
                 }
             }
         })

@@ -7,11 +7,12 @@
 //!
 //! An object's record is committed together with the firings of the storage triggers that
 //! watch the change (and their queued invocations), in one transaction synced to disk: a
-//! change is never recorded without its firings, whatever the crash.
+//! change is never recorded without its firings, whatever the crash. The caller makes the
+//! firings (they are data, so that a replicated store can log them with the change).
 
 use std::collections::BTreeMap;
 
-use ignis_core::{Firing, Rule, StorageEvent, Trigger, TriggerKind};
+use ignis_core::Firing;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -94,12 +95,10 @@ pub struct ObjectMeta {
     pub file: String,
 }
 
-/// Makes the firing of one storage trigger for an object change, given the trigger's enabled
-/// rules: one queued invocation per rule. [`DataStore::put_object`] and
-/// [`DataStore::delete_object`] call it inside their transaction, once per storage trigger of
-/// the namespace that watches the change, and record what it returns with the change.
-pub type FireStorage<'a> =
-    dyn Fn(&Trigger, Vec<Rule>, StorageEvent, &ObjectMeta) -> (Firing, Vec<QueuedInvocation>) + 'a;
+/// The firing of a storage trigger for an object change, with the invocations it queues (one
+/// per enabled rule): recorded by [`DataStore::put_object`] and [`DataStore::delete_object`] in
+/// the change's transaction.
+pub type StorageFiring = (Firing, Vec<QueuedInvocation>);
 
 /// The data of namespaces. Object-safe, a supertrait of [`crate::Store`].
 pub trait DataStore: Send + Sync {
@@ -155,25 +154,28 @@ pub trait DataStore: Send + Sync {
     /// uploads in progress.
     fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool>;
     /// Records an object (its body already durable) and, in the same transaction synced to
-    /// disk, the `object:created` firings `fire` makes; returns the object it replaced, whose
-    /// file the caller deletes. `NotFound` if the bucket does not exist.
+    /// disk, its `object:created` firings; returns the object it replaced, whose file the
+    /// caller deletes. `NotFound` if the bucket does not exist; nothing is written then.
     fn put_object(
         &self,
         namespace: &str,
         meta: &ObjectMeta,
-        fire: &FireStorage<'_>,
+        firings: &[StorageFiring],
     ) -> Result<Option<ObjectMeta>>;
     /// One object's metadata.
     fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>>;
-    /// Deletes an object's record and, in the same transaction synced to disk, records the
-    /// `object:deleted` firings `fire` makes; returns the record (the caller deletes its file).
+    /// Deletes an object's record if its body is still `file` (the object the caller read and
+    /// made the firings for) and, in the same transaction synced to disk, records its
+    /// `object:deleted` firings; false if there is no such object (the caller deletes the
+    /// file). `Conflict` if the object was replaced since; nothing is written then.
     fn delete_object(
         &self,
         namespace: &str,
         bucket: &str,
         key: &str,
-        fire: &FireStorage<'_>,
-    ) -> Result<Option<ObjectMeta>>;
+        file: &str,
+        firings: &[StorageFiring],
+    ) -> Result<bool>;
     /// Objects whose key starts with `prefix`, after `after`, by key.
     fn list_objects(
         &self,
@@ -270,55 +272,13 @@ fn decode_object(record: String) -> Result<ObjectMeta> {
     Ok(serde_json::from_str(&record)?)
 }
 
-/// Records, inside `tx`, the firing of every storage trigger of the namespace that watches
-/// `event` on `meta` (made by `fire`, with the trigger's enabled rules).
-fn fire_storage(
-    tx: &rusqlite::Transaction<'_>,
-    namespace: &str,
-    event: StorageEvent,
-    meta: &ObjectMeta,
-    fire: &FireStorage<'_>,
-) -> Result<()> {
-    let triggers = {
-        let mut stmt =
-            tx.prepare_cached("SELECT record FROM triggers WHERE namespace = ?1 ORDER BY name")?;
-        stmt.query_map([namespace], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    for record in triggers {
-        let t: Trigger = serde_json::from_str(&record)?;
-        if t.spec.kind != TriggerKind::Storage
-            || !t.spec.matches_storage(&meta.bucket, &meta.key, event)
-        {
-            continue;
-        }
-        let rules = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT record FROM rules WHERE namespace = ?1 AND trigger = ?2 ORDER BY name",
-            )?;
-            stmt.query_map(params![namespace, t.name], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        let mut enabled = Vec::new();
-        for record in rules {
-            let rule: Rule = serde_json::from_str(&record)?;
-            if rule.enabled {
-                enabled.push(rule);
-            }
-        }
-        let (firing, queued) = fire(&t, enabled, event, meta);
-        crate::sqlite::insert_firing(tx, &firing, &queued)?;
-    }
-    Ok(())
-}
-
 /// Records an object inside `tx` (its bucket must exist) with its `object:created` firings;
 /// returns the record it replaced.
 pub(crate) fn put_object_in(
     tx: &rusqlite::Transaction<'_>,
     namespace: &str,
     meta: &ObjectMeta,
-    fire: &FireStorage<'_>,
+    firings: &[StorageFiring],
 ) -> Result<Option<ObjectMeta>> {
     let bucket = tx
         .query_row(
@@ -346,7 +306,9 @@ pub(crate) fn put_object_in(
             serde_json::to_string(meta)?
         ],
     )?;
-    fire_storage(tx, namespace, StorageEvent::ObjectCreated, meta, fire)?;
+    for (firing, queued) in firings {
+        crate::sqlite::insert_firing(tx, firing, queued)?;
+    }
     old.map(decode_object).transpose()
 }
 
@@ -608,9 +570,9 @@ impl DataStore for SqliteStore {
         &self,
         namespace: &str,
         meta: &ObjectMeta,
-        fire: &FireStorage<'_>,
+        firings: &[StorageFiring],
     ) -> Result<Option<ObjectMeta>> {
-        self.synced(|tx| put_object_in(tx, namespace, meta, fire))
+        self.synced(|tx| put_object_in(tx, namespace, meta, firings))
     }
 
     fn get_object(&self, namespace: &str, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
@@ -630,22 +592,33 @@ impl DataStore for SqliteStore {
         namespace: &str,
         bucket: &str,
         key: &str,
-        fire: &FireStorage<'_>,
-    ) -> Result<Option<ObjectMeta>> {
+        file: &str,
+        firings: &[StorageFiring],
+    ) -> Result<bool> {
         self.synced(|tx| {
-            let old: Option<String> = tx
+            let record: Option<String> = tx
                 .query_row(
-                    "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3
-                     RETURNING record",
+                    "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
                     params![namespace, bucket, key],
                     |r| r.get(0),
                 )
                 .optional()?;
-            let old = old.map(decode_object).transpose()?;
-            if let Some(meta) = &old {
-                fire_storage(tx, namespace, StorageEvent::ObjectDeleted, meta, fire)?;
+            let Some(record) = record else {
+                return Ok(false);
+            };
+            if decode_object(record)?.file != file {
+                return Err(StoreError::Conflict(format!(
+                    "a newer version of object {key:?}"
+                )));
             }
-            Ok(old)
+            tx.execute(
+                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![namespace, bucket, key],
+            )?;
+            for (firing, queued) in firings {
+                crate::sqlite::insert_firing(tx, firing, queued)?;
+            }
+            Ok(true)
         })
     }
 
@@ -686,22 +659,22 @@ pub(crate) mod tests {
     use super::*;
     use crate::sqlite::tests::store;
     use crate::{QueueState, Store};
-    use ignis_core::{ActivationId, Caused};
+    use ignis_core::{ActivationId, Caused, StorageEvent};
 
-    /// A firing with one queued invocation per rule, as the controller makes them; the event
-    /// says what changed.
-    pub(crate) fn firing(
-        t: &Trigger,
-        rules: Vec<Rule>,
+    /// The firing of trigger `trigger` for `event` on `meta`, invoking `functions`; the event
+    /// of each invocation says what changed.
+    pub(crate) fn fired(
+        trigger: &str,
         event: StorageEvent,
         meta: &ObjectMeta,
-    ) -> (Firing, Vec<QueuedInvocation>) {
-        let queued: Vec<QueuedInvocation> = rules
+        functions: &[&str],
+    ) -> StorageFiring {
+        let queued: Vec<QueuedInvocation> = functions
             .iter()
-            .map(|r| QueuedInvocation {
+            .map(|f| QueuedInvocation {
                 id: ActivationId::new(),
-                namespace: t.namespace.clone(),
-                function: r.function.clone(),
+                namespace: "default".into(),
+                function: f.to_string(),
                 version: None,
                 event: format!("{} {} {}", event.as_str(), meta.key, meta.etag).into_bytes(),
                 attempts: 0,
@@ -709,63 +682,28 @@ pub(crate) mod tests {
                 created_ms: 1,
                 idempotency_key: None,
                 last_error: None,
-                trigger: Some(t.name.clone()),
+                trigger: Some(trigger.into()),
                 callback: None,
                 state: QueueState::Queued,
             })
             .collect();
-        let activations = rules
+        let activations = queued
             .iter()
-            .zip(&queued)
-            .map(|(r, q)| Caused {
-                rule: r.name.clone(),
-                function: r.function.clone(),
+            .map(|q| Caused {
+                rule: format!("to-{}", q.function),
+                function: q.function.clone(),
                 activation_id: q.id,
             })
             .collect();
         let firing = Firing {
             id: ActivationId::new(),
-            namespace: t.namespace.clone(),
-            trigger: t.name.clone(),
+            namespace: "default".into(),
+            trigger: trigger.into(),
             fired_ms: 1,
             scheduled_ms: None,
             activations,
         };
         (firing, queued)
-    }
-
-    /// Stores a storage trigger of bucket `b1` and a rule from it to `function`.
-    pub(crate) fn watch(
-        s: &dyn Store,
-        trigger: &str,
-        events: &[StorageEvent],
-        suffix: Option<&str>,
-        rule: (&str, &str, bool),
-    ) {
-        let t = Trigger {
-            namespace: "default".into(),
-            name: trigger.into(),
-            spec: ignis_core::TriggerSpec {
-                kind: TriggerKind::Storage,
-                bucket: Some("b1".into()),
-                events: events.to_vec(),
-                suffix: suffix.map(str::to_string),
-                ..Default::default()
-            },
-            created_ms: 1,
-            last_scheduled_ms: None,
-        };
-        s.put_trigger(&t, false).unwrap();
-        let (name, function, enabled) = rule;
-        let r = Rule {
-            namespace: "default".into(),
-            name: name.into(),
-            trigger: trigger.into(),
-            function: function.into(),
-            enabled,
-            created_ms: 1,
-        };
-        s.put_rule(&r, false).unwrap();
     }
 
     pub(crate) fn object(key: &str, file: &str) -> ObjectMeta {
@@ -798,56 +736,60 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ignis.db");
         let ns = "default";
+        let (created, deleted) = (StorageEvent::ObjectCreated, StorageEvent::ObjectDeleted);
         {
             let s = SqliteStore::open(&path).unwrap();
             s.create_bucket(ns, "b1").unwrap();
-            let created = [StorageEvent::ObjectCreated];
-            watch(&s, "csv", &created, Some(".csv"), ("etl", "etl", true));
-            s.put_rule(
-                &Rule {
-                    namespace: ns.into(),
-                    name: "off".into(),
-                    trigger: "csv".into(),
-                    function: "other".into(),
-                    enabled: false,
-                    created_ms: 1,
-                },
-                false,
-            )
-            .unwrap();
-            let deleted = [StorageEvent::ObjectDeleted];
-            watch(&s, "gone", &deleted, None, ("clean", "cleanup", true));
-
-            s.put_object(ns, &object("a.csv", "f1"), &firing).unwrap();
-            s.put_object(ns, &object("a.txt", "f2"), &firing).unwrap();
-            s.delete_object(ns, "b1", "a.txt", &firing).unwrap();
+            let a = object("a.csv", "f1");
+            s.put_object(ns, &a, &[fired("csv", created, &a, &["etl"])])
+                .unwrap();
+            let t = object("a.txt", "f2");
+            s.put_object(ns, &t, &[]).unwrap();
+            // A delete names the version it made its firings for: a newer one is not deleted.
+            let gone = [fired("gone", deleted, &t, &["clean"])];
+            assert!(matches!(
+                s.delete_object(ns, "b1", "a.txt", "f0", &gone),
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(s.list_firings(ns, "gone", 10).unwrap().is_empty());
+            assert!(s.delete_object(ns, "b1", "a.txt", "f2", &gone).unwrap());
+            assert!(!s.delete_object(ns, "b1", "a.txt", "f2", &gone).unwrap());
             let csv = s.list_firings(ns, "csv", 10).unwrap();
-            assert_eq!(csv.len(), 1, "one firing, for a.csv only");
-            assert_eq!(
-                csv[0].activations.len(),
-                1,
-                "the disabled rule does not invoke"
-            );
+            assert_eq!(csv.len(), 1);
             assert_eq!(csv[0].activations[0].function, "etl");
             assert_eq!(s.list_firings(ns, "gone", 10).unwrap().len(), 1);
 
             // A firing that cannot be recorded (its invocation's id is taken) takes the change
             // with it: neither is written.
             let taken = s.due(u64::MAX >> 2, 1).unwrap()[0].id;
-            let clash = |t: &Trigger, r: Vec<Rule>, e: StorageEvent, m: &ObjectMeta| {
-                let (f, mut q) = firing(t, r, e, m);
+            let clash = |t: &str, e: StorageEvent, m: &ObjectMeta| {
+                let (f, mut q) = fired(t, e, m, &["etl"]);
                 q[0].id = taken;
-                (f, q)
+                vec![(f, q)]
             };
-            assert!(s.put_object(ns, &object("b.csv", "f3"), &clash).is_err());
+            let b = object("b.csv", "f3");
+            assert!(s.put_object(ns, &b, &clash("csv", created, &b)).is_err());
             assert!(s.get_object(ns, "b1", "b.csv").unwrap().is_none());
-            assert!(s.put_object(ns, &object("a.csv", "f4"), &clash).is_err());
+            let a2 = object("a.csv", "f4");
+            assert!(s.put_object(ns, &a2, &clash("csv", created, &a2)).is_err());
             assert_eq!(s.get_object(ns, "b1", "a.csv").unwrap().unwrap().file, "f1");
-            s.put_object(ns, &object("c.txt", "f5"), &firing).unwrap();
-            assert!(s.delete_object(ns, "b1", "c.txt", &clash).is_err());
-            assert!(s.get_object(ns, "b1", "c.txt").unwrap().is_some());
+            let a = object("a.csv", "f1");
+            let refused = s.delete_object(ns, "b1", "a.csv", "f1", &clash("gone", deleted, &a));
+            assert!(refused.is_err());
+            assert!(s.get_object(ns, "b1", "a.csv").unwrap().is_some());
             assert_eq!(s.list_firings(ns, "csv", 10).unwrap().len(), 1);
             assert_eq!(s.list_firings(ns, "gone", 10).unwrap().len(), 1);
+            assert!(matches!(
+                s.put_object(
+                    ns,
+                    &ObjectMeta {
+                        bucket: "nope".into(),
+                        ..object("x", "f5")
+                    },
+                    &[]
+                ),
+                Err(StoreError::NotFound(_))
+            ));
         }
         // Reopened (as after a crash): the changes, their firings and queued invocations are
         // all there.
@@ -970,20 +912,17 @@ pub(crate) mod tests {
             file: file.into(),
         };
         assert!(matches!(
-            s.put_object(ns, &meta("k", "f1"), &firing),
+            s.put_object(ns, &meta("k", "f1"), &[]),
             Err(StoreError::NotFound(_))
         ));
         assert!(s.create_bucket(ns, "b1").unwrap());
         assert!(!s.create_bucket(ns, "b1").unwrap());
         assert!(s.create_bucket("nope", "b1").is_err());
-        assert_eq!(s.put_object(ns, &meta("k", "f1"), &firing).unwrap(), None);
-        let old = s
-            .put_object(ns, &meta("k", "f2"), &firing)
-            .unwrap()
-            .unwrap();
+        assert_eq!(s.put_object(ns, &meta("k", "f1"), &[]).unwrap(), None);
+        let old = s.put_object(ns, &meta("k", "f2"), &[]).unwrap().unwrap();
         assert_eq!(old.file, "f1");
-        s.put_object(ns, &meta("k2", "f3"), &firing).unwrap();
-        s.put_object(ns, &meta("j", "f4"), &firing).unwrap();
+        s.put_object(ns, &meta("k2", "f3"), &[]).unwrap();
+        s.put_object(ns, &meta("j", "f4"), &[]).unwrap();
         let listed: Vec<_> = s
             .list_objects(ns, "b1", "k", None, 10)
             .unwrap()
@@ -995,10 +934,10 @@ pub(crate) mod tests {
             s.delete_bucket(ns, "b1"),
             Err(StoreError::Conflict(_))
         ));
-        for k in ["k", "k2", "j"] {
-            assert!(s.delete_object(ns, "b1", k, &firing).unwrap().is_some());
+        for (k, f) in [("k", "f2"), ("k2", "f3"), ("j", "f4")] {
+            assert!(s.delete_object(ns, "b1", k, f, &[]).unwrap());
         }
-        assert!(s.delete_object(ns, "b1", "k", &firing).unwrap().is_none());
+        assert!(!s.delete_object(ns, "b1", "k", "f2", &[]).unwrap());
         assert!(s.delete_bucket(ns, "b1").unwrap());
         assert!(!s.delete_bucket(ns, "b1").unwrap());
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blobs::{BlobStore, sha256_hex};
 pub use data::{
-    BucketRecord, DataStore, Expect, FireStorage, IncrementError, KvEntry, ObjectMeta,
+    BucketRecord, DataStore, Expect, IncrementError, KvEntry, ObjectMeta, StorageFiring,
     VersionMismatch,
 };
 pub use multipart::{CompletedUpload, MultipartStore, MultipartUpload, UploadedPart};

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{FireStorage, ObjectMeta, put_object_in};
+use crate::data::{ObjectMeta, StorageFiring, put_object_in};
 use crate::sqlite::SqliteStore;
 use crate::{Result, StoreError};
 
@@ -36,7 +36,7 @@ pub struct MultipartUpload {
 }
 
 /// A part uploaded, its body durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedPart {
     /// Its number, 1 to 10 000.
     pub number: u32,
@@ -88,7 +88,7 @@ pub trait MultipartStore: Send + Sync {
     fn list_parts(&self, namespace: &str, upload: &str) -> Result<Vec<UploadedPart>>;
     /// Completes an upload, in one transaction synced to disk: checks that each of `parts`
     /// (number, file) is still a part of the upload, records `meta` (the object assembled from
-    /// them) with its `object:created` firings as [`crate::DataStore::put_object`] does, and
+    /// them) with its `object:created` `firings` as [`crate::DataStore::put_object`] does, and
     /// forgets the upload and all its parts. `NotFound` if the upload is no longer in progress
     /// or the bucket is gone, `Conflict` if a part was replaced meanwhile; nothing is written
     /// then.
@@ -98,7 +98,7 @@ pub trait MultipartStore: Send + Sync {
         upload: &str,
         parts: &[(u32, String)],
         meta: &ObjectMeta,
-        fire: &FireStorage<'_>,
+        firings: &[StorageFiring],
     ) -> Result<CompletedUpload>;
     /// Forgets an upload and its parts; returns the parts' files (the caller deletes them), or
     /// `None` if there is no such upload.
@@ -309,7 +309,7 @@ impl MultipartStore for SqliteStore {
         upload: &str,
         parts: &[(u32, String)],
         meta: &ObjectMeta,
-        fire: &FireStorage<'_>,
+        firings: &[StorageFiring],
     ) -> Result<CompletedUpload> {
         self.synced(|tx| {
             let exists = tx
@@ -339,7 +339,7 @@ impl MultipartStore for SqliteStore {
                 }
             }
             let part_files = forget_upload(tx, namespace, upload)?.unwrap_or_default();
-            let replaced = put_object_in(tx, namespace, meta, fire)?;
+            let replaced = put_object_in(tx, namespace, meta, firings)?;
             Ok(CompletedUpload {
                 replaced,
                 part_files,
@@ -381,7 +381,7 @@ impl MultipartStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::tests::{firing, object, queued_events, watch};
+    use crate::data::tests::{fired, object, queued_events};
     use crate::{DataStore, Store};
     use ignis_core::StorageEvent;
 
@@ -442,19 +442,13 @@ mod tests {
         assert_eq!(s.get_upload("other", "u1").unwrap(), None);
         let parts = s.list_parts(ns, "u1").unwrap();
         assert_eq!(parts, [part(1, "p1b"), part(2, "p2")]);
-        watch(
-            &s,
-            "zips",
-            &[StorageEvent::ObjectCreated],
-            None,
-            ("r", "f", true),
-        );
 
         // A part replaced since the caller read it: nothing is written.
         let stale = [(1, "p1".to_string()), (2, "p2".to_string())];
         let meta = object("big.zip", "whole");
+        let firings = [fired("zips", StorageEvent::ObjectCreated, &meta, &["f"])];
         assert!(matches!(
-            s.complete_upload(ns, "u1", &stale, &meta, &firing),
+            s.complete_upload(ns, "u1", &stale, &meta, &firings),
             Err(StoreError::Conflict(_))
         ));
         assert!(s.get_object(ns, "b1", "big.zip").unwrap().is_none());
@@ -462,7 +456,7 @@ mod tests {
 
         let chosen = [(1, "p1b".to_string())];
         let done = s
-            .complete_upload(ns, "u1", &chosen, &meta, &firing)
+            .complete_upload(ns, "u1", &chosen, &meta, &firings)
             .unwrap();
         assert_eq!(done.replaced, None);
         let mut files = done.part_files;
@@ -473,7 +467,7 @@ mod tests {
         assert_eq!(s.get_upload(ns, "u1").unwrap(), None);
         assert!(s.list_parts(ns, "u1").unwrap().is_empty());
         assert!(matches!(
-            s.complete_upload(ns, "u1", &chosen, &meta, &firing),
+            s.complete_upload(ns, "u1", &chosen, &meta, &firings),
             Err(StoreError::NotFound(_))
         ));
     }
