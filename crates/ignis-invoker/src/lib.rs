@@ -170,6 +170,9 @@ pub enum InvokeError {
     /// The invoker is shutting down.
     #[error("the invoker is shutting down")]
     ShuttingDown,
+    /// No invoker could run it (cluster mode: none is live, or the one running it was lost).
+    #[error("no invoker can run it: {0}")]
+    Unavailable(String),
 }
 
 /// Counts of one function's instances.

@@ -95,7 +95,11 @@ impl BlobStore {
         })?;
         match std::fs::read(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let Some(bytes) = self.mirror.as_ref().map(|m| m.download(sha256)).transpose()?
+                let Some(bytes) = self
+                    .mirror
+                    .as_ref()
+                    .map(|m| m.download(sha256))
+                    .transpose()?
                 else {
                     return Err(e);
                 };

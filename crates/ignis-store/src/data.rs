@@ -33,7 +33,7 @@ pub struct KvEntry {
 }
 
 /// What a write expects of the entry it replaces (compare-and-swap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expect {
     /// Anything.
     Any,
@@ -44,7 +44,7 @@ pub enum Expect {
 }
 
 /// A conditional write refused: the entry's current version (`None`: there is none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionMismatch(pub Option<u64>);
 
 /// Why an increment failed.

@@ -839,6 +839,27 @@ impl Store for SqliteStore {
 
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
         self.synced(|tx| {
+            if let Some(at) = firing.scheduled_ms {
+                // A scheduled time fires once: a second firing for it (two schedulers of a
+                // cluster that both saw it due) is refused, writing nothing.
+                let last: Option<String> = tx
+                    .query_row(
+                        "SELECT record FROM triggers WHERE namespace = ?1 AND name = ?2",
+                        params![firing.namespace, firing.trigger],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let last = match last {
+                    Some(r) => serde_json::from_str::<Trigger>(&r)?.last_scheduled_ms,
+                    None => None,
+                };
+                if last.is_some_and(|last| last >= at) {
+                    return Err(StoreError::Conflict(format!(
+                        "the firing of trigger {:?} for {at}",
+                        firing.trigger
+                    )));
+                }
+            }
             insert_firing(tx, firing, queued)?;
             if let Some(at) = firing.scheduled_ms {
                 set_last_scheduled(tx, &firing.namespace, &firing.trigger, at)?;
@@ -1144,7 +1165,7 @@ pub(crate) mod tests {
 
     crate::store_suite!({
         let (_dir, store) = store();
-        TempStore { store, _dir }
+        Some(TempStore { store, _dir })
     });
 
     #[test]
