@@ -34,24 +34,16 @@ impl Lease {
     pub fn start(cluster: &Arc<Cluster>, name: &str) -> Result<Lease, ClusterError> {
         let js = cluster.jetstream().clone();
         let replicas = cluster.replicas();
-        let bucket = cluster
-            .wait(async move {
-                match js.get_key_value(BUCKET).await {
-                    Ok(b) => Ok(b),
-                    Err(_) => {
-                        js.create_key_value(kv::Config {
-                            bucket: BUCKET.into(),
-                            history: 1,
-                            max_age: LEASE_TTL,
-                            num_replicas: replicas,
-                            storage: async_nats::jetstream::stream::StorageType::File,
-                            ..Default::default()
-                        })
-                        .await
-                    }
-                }
-            })
-            .map_err(|e| ClusterError::Nats(format!("KV bucket {BUCKET}: {e}")))?;
+        let bucket = cluster.wait(async move {
+            crate::kv_bucket(
+                &js,
+                BUCKET,
+                LEASE_TTL,
+                async_nats::jetstream::stream::StorageType::File,
+                replicas,
+            )
+            .await
+        })?;
         let lease = Lease {
             inner: Arc::new(Inner {
                 started: Instant::now(),

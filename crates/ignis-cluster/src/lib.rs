@@ -32,7 +32,7 @@ pub use code::CodeMirror;
 pub use dispatch::{Dispatcher, InvokerService};
 pub use lease::Lease;
 pub use log::{Change, ReplicatedStore};
-pub use membership::{InvokerInfo, Membership};
+pub use membership::{Announcement, InvokerInfo, Membership};
 
 /// NATS must carry an event (6 MiB) with its framing, and a result with its logs.
 pub const MIN_MAX_PAYLOAD: usize = 8 << 20;
@@ -164,6 +164,34 @@ impl Cluster {
             .handle()
     }
 
+    /// The value every node of the cluster agrees on for `key`: the first proposal stored
+    /// (JetStream KV `ignis_secrets`, created only if absent), whichever node made it.
+    pub fn agree(&self, key: &str, proposal: &[u8]) -> Result<Vec<u8>, ClusterError> {
+        let js = self.js.clone();
+        let replicas = self.replicas();
+        let (key, proposal) = (key.to_string(), bytes::Bytes::copy_from_slice(proposal));
+        self.wait(async move {
+            let bucket = kv_bucket(
+                &js,
+                "ignis_secrets",
+                Duration::ZERO,
+                async_nats::jetstream::stream::StorageType::File,
+                replicas,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if bucket.create(&key, proposal.clone()).await.is_ok() {
+                return Ok(proposal.to_vec());
+            }
+            match bucket.get(&key).await {
+                Ok(Some(v)) => Ok(v.to_vec()),
+                Ok(None) => Err(format!("{key} is neither stored nor storable")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .map_err(|e| ClusterError::Nats(format!("agreeing on {}: {e}", "a shared secret")))
+    }
+
     /// Runs `f` on the cluster's runtime and waits for it on this thread (any thread: a thread
     /// of another runtime blocks until the answer, as a SQLite call would).
     pub fn wait<F>(&self, f: F) -> F::Output
@@ -193,6 +221,40 @@ where
         let _ = tx.send(f.await);
     });
     rx.recv().expect("the cluster runtime ran the task")
+}
+
+/// A JetStream KV bucket, created if the cluster has none. The bucket's stream is made here
+/// as the client library would make it, without its account query (which NATS 2.9, the
+/// version Debian ships, answers in a form the library does not read).
+pub(crate) async fn kv_bucket(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+    storage: async_nats::jetstream::stream::StorageType,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
+    use async_nats::jetstream::stream;
+    if let Ok(b) = js.get_key_value(bucket).await {
+        return Ok(b);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::Nats(format!("KV bucket {bucket}: {e} (is JetStream enabled?)")))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| ClusterError::Nats(format!("KV bucket {bucket}: {e}")))
 }
 
 /// FNV-1a, 64 bits, with splitmix64's finalizer (FNV alone mixes its high bits poorly for

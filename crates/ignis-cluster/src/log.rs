@@ -196,7 +196,7 @@ enum Command {
 enum Outcome {
     Unit,
     Bool(bool),
-    Version(FunctionVersion, bool),
+    Version(Box<FunctionVersion>, bool),
     Names(Option<Vec<String>>),
     Versions(Option<u32>),
     Enqueued(QueuedInvocation, bool),
@@ -271,7 +271,7 @@ impl Command {
             Command::DeleteKey { id } => O::Bool(s.delete_key(&id)?),
             Command::PutVersion { new, create_only } => {
                 let (v, created) = s.put_version(new, create_only)?;
-                O::Version(v, created)
+                O::Version(Box::new(v), created)
             }
             Command::DeleteFunction { namespace, name } => {
                 O::Versions(s.delete_function(&namespace, &name)?)
@@ -399,6 +399,9 @@ impl Command {
 
 type Waiter = std::sync::mpsc::SyncSender<Result<Outcome>>;
 
+/// Told of every change applied.
+pub type Observer = Arc<dyn Fn(&Change) + Send + Sync>;
+
 /// What the applier shares with the writers and readers of one node.
 #[derive(Default)]
 struct Applied {
@@ -407,7 +410,7 @@ struct Applied {
     moved: Condvar,
     /// Writes of this node waiting for their answer, by entry id.
     waiting: Mutex<HashMap<String, Waiter>>,
-    observer: Mutex<Option<Arc<dyn Fn(&Change) + Send + Sync>>>,
+    observer: Mutex<Option<Observer>>,
 }
 
 /// The cluster's [`Store`]: see the module documentation.
@@ -465,7 +468,7 @@ impl ReplicatedStore {
     }
 
     /// Tells `observer` of every change applied from now on, whichever node made it.
-    pub fn observe(&self, observer: Arc<dyn Fn(&Change) + Send + Sync>) {
+    pub fn observe(&self, observer: Observer) {
         *self.applied.observer.lock().unwrap() = Some(observer);
     }
 
@@ -475,10 +478,7 @@ impl ReplicatedStore {
             self.replica.clone(),
             self.applied.clone(),
         );
-        let handle = self.cluster.handle().clone();
-        std::thread::Builder::new()
-            .name("ignis-applier".into())
-            .spawn(move || handle.block_on(follow(js, replica, applied)))?;
+        self.cluster.handle().spawn(follow(js, replica, applied));
         Ok(())
     }
 
@@ -602,7 +602,8 @@ async fn consume(
     while let Some(message) = messages.next().await {
         let message = message?;
         let seq = message.info()?.stream_sequence;
-        apply_entry(replica, applied, &message.payload);
+        // SQLite blocks: the runtime's other worker serves the store's callers meanwhile.
+        tokio::task::block_in_place(|| apply_entry(replica, applied, &message.payload));
         *applied.seq.lock().unwrap() = seq;
         applied.moved.notify_all();
     }
@@ -680,7 +681,7 @@ impl Store for ReplicatedStore {
     }
 
     fn put_version(&self, new: NewVersion, create_only: bool) -> Result<(FunctionVersion, bool)> {
-        answer!(self.exec(Command::PutVersion { new, create_only }), Outcome::Version(v, c) => (v, c))
+        answer!(self.exec(Command::PutVersion { new, create_only }), Outcome::Version(v, c) => (*v, c))
     }
 
     fn get_version(

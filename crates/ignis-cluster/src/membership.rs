@@ -43,24 +43,16 @@ pub struct Membership {
 fn bucket(cluster: &Arc<Cluster>) -> Result<kv::Store, ClusterError> {
     let js = cluster.jetstream().clone();
     let replicas = cluster.replicas();
-    cluster
-        .wait(async move {
-            match js.get_key_value(BUCKET).await {
-                Ok(b) => Ok(b),
-                Err(_) => {
-                    js.create_key_value(kv::Config {
-                        bucket: BUCKET.into(),
-                        history: 1,
-                        max_age: Duration::from_secs(60),
-                        num_replicas: replicas,
-                        storage: async_nats::jetstream::stream::StorageType::Memory,
-                        ..Default::default()
-                    })
-                    .await
-                }
-            }
-        })
-        .map_err(|e| ClusterError::Nats(format!("KV bucket {BUCKET}: {e}")))
+    cluster.wait(async move {
+        crate::kv_bucket(
+            &js,
+            BUCKET,
+            Duration::from_secs(60),
+            async_nats::jetstream::stream::StorageType::Memory,
+            replicas,
+        )
+        .await
+    })
 }
 
 impl Membership {

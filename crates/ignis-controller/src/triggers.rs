@@ -439,6 +439,9 @@ impl Controller {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(TICK).await;
+                if !this.leads() {
+                    continue;
+                }
                 if let Err(e) = this.schedule_tick().await {
                     tracing::error!(error = %e, "scheduler");
                 }

@@ -705,7 +705,7 @@ macro_rules! store_suite {
         $(
             #[test]
             fn $name() {
-                let Some(store) = $make else { return };
+                let Some(store) = ($make) else { return };
                 $crate::suite::$name(&*store);
             }
         )*
