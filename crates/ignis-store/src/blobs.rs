@@ -79,7 +79,11 @@ impl BlobStore {
         }
         let parent = path.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(parent)?;
-        let tmp = parent.join(format!(".{sha}.{}.tmp", std::process::id()));
+        // Unique per writer: two threads may store the same blob at once (cold starts of one
+        // function fetching its code), each renaming its own file into place.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = parent.join(format!(".{sha}.{}.{n}.tmp", std::process::id()));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
