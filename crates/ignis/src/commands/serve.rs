@@ -633,7 +633,10 @@ impl ServeCommand {
         } else if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
-        let app = ignis_gateway::router(state);
+        let app = Arc::new(ignis_gateway::router(state));
+        // wasm components reach their namespace's data through the router itself, in this
+        // process (docs/baas.md); `app` outlives every invocation (kept past the shutdown).
+        invoker.set_data_service(Arc::new(ignis_gateway::InProcessApi::new(&app)));
         let defaults = ignis_gateway::HttpLimits::default();
         let limits = ignis_gateway::HttpLimits {
             max_connections: cfg.max_connections.unwrap_or(defaults.max_connections),
@@ -647,7 +650,7 @@ impl ServeCommand {
                 }),
             ..defaults
         };
-        ignis_gateway::serve(listener, app, limits, async move {
+        ignis_gateway::serve(listener, (*app).clone(), limits, async move {
             shutdown_signal().await;
             let _ = stopping_tx.send(true);
         })
@@ -659,6 +662,7 @@ impl ServeCommand {
             a.leave();
         }
         controller.shutdown().await;
+        drop(app);
         say!("stopped");
         Ok(())
     }
