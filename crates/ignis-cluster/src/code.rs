@@ -25,19 +25,22 @@ impl CodeMirror {
         let replicas = cluster.replicas();
         let store = cluster
             .wait(async move {
-                match js.get_object_store(BUCKET).await {
-                    Ok(s) => Ok(s),
-                    Err(_) => {
-                        js.create_object_store(object_store::Config {
-                            bucket: BUCKET.into(),
-                            description: Some("Ignis code blobs, by SHA-256".into()),
-                            num_replicas: replicas,
-                            storage: async_nats::jetstream::stream::StorageType::File,
-                            ..Default::default()
-                        })
-                        .await
+                crate::until_formed(|| async {
+                    match js.get_object_store(BUCKET).await {
+                        Ok(s) => Ok(s),
+                        Err(_) => {
+                            js.create_object_store(object_store::Config {
+                                bucket: BUCKET.into(),
+                                description: Some("Ignis code blobs, by SHA-256".into()),
+                                num_replicas: replicas,
+                                storage: async_nats::jetstream::stream::StorageType::File,
+                                ..Default::default()
+                            })
+                            .await
+                        }
                     }
-                }
+                })
+                .await
             })
             .map_err(|e| ClusterError::Nats(format!("object store {BUCKET}: {e}")))?;
         Ok(CodeMirror { cluster, store })

@@ -223,6 +223,26 @@ where
     rx.recv().expect("the cluster runtime ran the task")
 }
 
+/// How long creating a stream waits for JetStream to be ready (a NATS cluster that is still
+/// electing its JetStream leader refuses for a few seconds).
+const FORMATION: Duration = Duration::from_secs(30);
+
+/// Runs `f` until it succeeds or [`FORMATION`] has passed; the last error otherwise.
+pub(crate) async fn until_formed<T, E, F, Fut>(mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + FORMATION;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
 /// A JetStream KV bucket, created if the cluster has none. The bucket's stream is made here
 /// as the client library would make it, without its account query (which NATS 2.9, the
 /// version Debian ships, answers in a form the library does not read).
@@ -237,7 +257,7 @@ pub(crate) async fn kv_bucket(
     if let Ok(b) = js.get_key_value(bucket).await {
         return Ok(b);
     }
-    js.get_or_create_stream(stream::Config {
+    let config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
@@ -249,9 +269,12 @@ pub(crate) async fn kv_bucket(
         num_replicas: replicas,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| ClusterError::Nats(format!("KV bucket {bucket}: {e} (is JetStream enabled?)")))?;
+    };
+    until_formed(|| js.get_or_create_stream(config.clone()))
+        .await
+        .map_err(|e| {
+            ClusterError::Nats(format!("KV bucket {bucket}: {e} (is JetStream enabled?)"))
+        })?;
     js.get_key_value(bucket)
         .await
         .map_err(|e| ClusterError::Nats(format!("KV bucket {bucket}: {e}")))

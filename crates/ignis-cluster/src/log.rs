@@ -445,15 +445,15 @@ impl ReplicatedStore {
         let replicas = cluster.replicas();
         let stream = cluster
             .wait(async move {
-                js.get_or_create_stream(jetstream::stream::Config {
+                let config = jetstream::stream::Config {
                     name: STREAM.into(),
                     subjects: vec![SUBJECT.into()],
                     storage: jetstream::stream::StorageType::File,
                     num_replicas: replicas,
                     duplicate_window: Duration::from_secs(120),
                     ..Default::default()
-                })
-                .await
+                };
+                crate::until_formed(|| js.get_or_create_stream(config.clone())).await
             })
             .map_err(|e| unavailable(format!("{e} (is JetStream enabled on NATS?)")))?;
         drop(stream);
