@@ -482,6 +482,11 @@ impl ReplicatedStore {
         Ok(())
     }
 
+    /// The last sequence of the log this node has applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.seq.lock().unwrap()
+    }
+
     /// Waits until this node has applied every entry appended before the call.
     pub fn barrier(&self) -> Result<()> {
         let js = self.cluster.jetstream().clone();

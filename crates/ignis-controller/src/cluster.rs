@@ -24,6 +24,9 @@ pub trait RemoteInvoker: Send + Sync {
 /// Whether this node holds the cluster's lease now.
 pub type Leadership = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// What `GET /v1/system/cluster` answers on a node of a cluster.
+pub type ClusterStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// How often leadership is looked at, to start the background work soon after taking it.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(250);
 
@@ -78,6 +81,16 @@ impl Controller {
                 tokio::time::sleep(LEADERSHIP_CHECK).await;
             }
         });
+    }
+
+    /// Says what [`Controller::cluster_status`] answers.
+    pub fn set_cluster_status(&self, status: ClusterStatus) {
+        let _ = self.inner.cluster_status.set(status);
+    }
+
+    /// This node's view of its cluster: `None` for a single server.
+    pub fn cluster_status(&self) -> Option<serde_json::Value> {
+        self.inner.cluster_status.get().map(|f| f())
     }
 
     /// Whether this node runs the background work (always, outside a cluster).

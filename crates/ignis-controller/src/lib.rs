@@ -35,7 +35,7 @@ use ignis_store::{
     Store, StoreError,
 };
 
-pub use cluster::{ExternalChange, Leadership, RemoteInvoker};
+pub use cluster::{ClusterStatus, ExternalChange, Leadership, RemoteInvoker};
 pub use data::{MAX_LIST, ObjectAttributes, ObjectUpload};
 pub use ignis_store::WrittenObject;
 pub use queue::Accepted;
@@ -196,6 +196,7 @@ struct Inner {
     executions: compose::Executions,
     remote: std::sync::OnceLock<Arc<dyn cluster::RemoteInvoker>>,
     leadership: std::sync::OnceLock<cluster::Leadership>,
+    cluster_status: std::sync::OnceLock<cluster::ClusterStatus>,
 }
 
 impl Controller {
@@ -232,6 +233,7 @@ impl Controller {
                 executions: compose::Executions::default(),
                 remote: Default::default(),
                 leadership: Default::default(),
+                cluster_status: Default::default(),
             }),
         })
     }

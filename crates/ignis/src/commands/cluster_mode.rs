@@ -16,7 +16,9 @@ use ignis_invoker::{Invocation, InvokeError, InvokeResult, Invoker};
 use ignis_store::{BlobStore, Store};
 
 /// What a node does in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeRole {
     /// Serves the API and runs the cluster's background work when it holds the lease; runs no
@@ -176,16 +178,31 @@ impl Joined {
         }
         controller.set_remote_invoker(Arc::new(Remote(Dispatcher::new(
             self.cluster.clone(),
-            members,
+            members.clone(),
             local,
         ))));
         let lease = if self.role.leads() {
-            let lease = Lease::start(&self.cluster, "background-work")?;
-            Some(lease)
+            Some(Lease::start(&self.cluster, "background-work")?)
         } else {
             None
         };
-        controller.set_leadership(Arc::new(move || lease.as_ref().is_some_and(Lease::held)));
+        let held = lease.clone();
+        controller.set_leadership(Arc::new(move || held.as_ref().is_some_and(Lease::held)));
+        let (store, node, role) = (
+            self.store.clone(),
+            self.cluster.node().to_string(),
+            self.role,
+        );
+        controller.set_cluster_status(Arc::new(move || {
+            serde_json::json!({
+                "mode": "cluster",
+                "node": node,
+                "role": role,
+                "runs_background_work": lease.as_ref().is_some_and(Lease::held),
+                "log_applied": store.applied(),
+                "invokers": members.live(),
+            })
+        }));
         Ok(announcement)
     }
 }

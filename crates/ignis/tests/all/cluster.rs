@@ -189,6 +189,30 @@ fn deployed_on_one_gateway_invoked_through_another_warm_on_one_invoker() {
         a.iter().any(|f| f.starts_with('f')) && b.iter().any(|f| f.starts_with('f')),
         "functions on both invokers: {a:?} / {b:?}"
     );
+    // Each node's view: both invokers live, one gateway runs the background work.
+    let v1 = g1.get("/v1/system/cluster").json();
+    let v2 = g2.get("/v1/system/cluster").json();
+    assert_eq!(
+        (v1["mode"].as_str(), v1["role"].as_str()),
+        (Some("cluster"), Some("gateway"))
+    );
+    let invokers: Vec<&str> = v1["invokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["node"].as_str())
+        .collect();
+    assert_eq!(invokers, ["i1", "i2"], "{v1}");
+    let leaders = [&v1, &v2]
+        .iter()
+        .filter(|v| v["runs_background_work"] == true)
+        .count();
+    assert_eq!(leaders, 1, "{v1} {v2}");
+    assert_eq!(
+        i1.get("/v1/system/cluster").json()["runs_background_work"],
+        false,
+        "an invoker does not compete for the background work"
+    );
     // What one gateway wrote, the other reads.
     let listed = g2.get("/v1/namespaces/default/functions").json();
     assert_eq!(listed["functions"].as_array().unwrap().len(), 9, "{listed}");
