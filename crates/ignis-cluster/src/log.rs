@@ -407,6 +407,13 @@ pub type Observer = Arc<dyn Fn(&Change) + Send + Sync>;
 struct Applied {
     /// The last stream sequence applied.
     seq: Mutex<u64>,
+    /// Held while an entry is applied: a snapshot is taken between two entries.
+    applying: Mutex<()>,
+    /// The replica missed entries the log no longer has (it fell behind a compaction while
+    /// running): every call fails until the node restarts from a snapshot.
+    broken: std::sync::atomic::AtomicBool,
+    /// The sequence of the newest snapshot this node made or started from.
+    snapshot: std::sync::atomic::AtomicU64,
     moved: Condvar,
     /// Writes of this node waiting for their answer, by entry id.
     waiting: Mutex<HashMap<String, Waiter>>,
@@ -417,7 +424,53 @@ struct Applied {
 pub struct ReplicatedStore {
     cluster: Arc<Cluster>,
     replica: Arc<SqliteStore>,
+    replica_path: std::path::PathBuf,
     applied: Arc<Applied>,
+}
+
+/// The object store bucket of replica snapshots, named `replica-<sequence, 20 digits>`.
+const SNAPSHOTS: &str = "ignis_snapshots";
+
+async fn snapshot_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> std::result::Result<jetstream::object_store::ObjectStore, String> {
+    crate::until_formed(|| async {
+        match js.get_object_store(SNAPSHOTS).await {
+            Ok(s) => Ok(s),
+            Err(_) => js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: SNAPSHOTS.into(),
+                    description: Some("Ignis store replicas, by log sequence".into()),
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await
+}
+
+/// The snapshots in the bucket, by sequence, newest last.
+async fn snapshots(
+    bucket: &jetstream::object_store::ObjectStore,
+) -> std::result::Result<Vec<(u64, String)>, String> {
+    let mut list = bucket.list().await.map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    while let Some(info) = list.next().await {
+        let info = info.map_err(|e| e.to_string())?;
+        if let Some(seq) = info
+            .name
+            .strip_prefix("replica-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((seq, info.name));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
@@ -440,9 +493,28 @@ impl ReplicatedStore {
                 _ => {}
             }
         }
-        let replica = Arc::new(SqliteStore::open_replica(replica_path)?);
         let js = cluster.jetstream().clone();
         let replicas = cluster.replicas();
+        // Start from the newest snapshot, if the log was compacted: replaying from there
+        // gives the same replica as replaying everything.
+        let (bucket_js, target) = (js.clone(), replica_path.to_path_buf());
+        let start = cluster
+            .wait(async move {
+                let bucket = snapshot_bucket(&bucket_js, replicas).await?;
+                let Some((seq, name)) = snapshots(&bucket).await?.pop() else {
+                    return Ok(0);
+                };
+                let mut object = bucket.get(&name).await.map_err(|e| e.to_string())?;
+                let mut file = tokio::fs::File::create(&target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::io::copy(&mut object, &mut file)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<u64, String>(seq)
+            })
+            .map_err(|e| unavailable(format!("the newest snapshot: {e}")))?;
+        let replica = Arc::new(SqliteStore::open_replica(replica_path)?);
         let stream = cluster
             .wait(async move {
                 let config = jetstream::stream::Config {
@@ -456,11 +528,26 @@ impl ReplicatedStore {
                 crate::until_formed(|| js.get_or_create_stream(config.clone())).await
             })
             .map_err(|e| unavailable(format!("{e} (is JetStream enabled on NATS?)")))?;
+        let first = stream.cached_info().state.first_sequence;
+        if first > start + 1 {
+            return Err(unavailable(format!(
+                "the log starts at entry {first} and no snapshot covers the entries before it"
+            )));
+        }
         drop(stream);
+        let applied = Arc::new(Applied::default());
+        *applied.seq.lock().unwrap() = start;
+        applied
+            .snapshot
+            .store(start, std::sync::atomic::Ordering::Relaxed);
+        if start > 0 {
+            tracing::info!(entry = start, "store replica started from a snapshot");
+        }
         let store = ReplicatedStore {
             cluster,
             replica,
-            applied: Arc::new(Applied::default()),
+            replica_path: replica_path.to_path_buf(),
+            applied,
         };
         store.start_applier()?;
         store.barrier()?;
@@ -480,6 +567,81 @@ impl ReplicatedStore {
         );
         self.cluster.handle().spawn(follow(js, replica, applied));
         Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
+        if self
+            .applied
+            .broken
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(unavailable(
+                "this node fell behind the log's compaction and missed entries; restart it (it \
+                 starts again from the newest snapshot)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sequence of the newest snapshot this node made or started from.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.applied
+            .snapshot
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Compacts the log: writes a snapshot of this node's replica to the object store
+    /// `ignis_snapshots`, then deletes the log's entries older than `keep` entries before it
+    /// (nodes that are behind by less than `keep` catch up from the log; a node that starts
+    /// later starts from the snapshot), and older snapshots but one. Returns the snapshot's
+    /// sequence.
+    pub fn compact(&self, keep: u64) -> Result<u64> {
+        self.check()?;
+        let file = self.replica_path.with_extension("snapshot");
+        let _ = std::fs::remove_file(&file);
+        let seq = {
+            let _between_entries = self.applied.applying.lock().unwrap();
+            let seq = *self.applied.seq.lock().unwrap();
+            self.replica.snapshot_to(&file)?;
+            seq
+        };
+        let (js, replicas, path) = (
+            self.cluster.jetstream().clone(),
+            self.cluster.replicas(),
+            file.clone(),
+        );
+        self.cluster
+            .wait(async move {
+                let bucket = snapshot_bucket(&js, replicas).await?;
+                let mut body = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let name = format!("replica-{seq:020}");
+                bucket
+                    .put(name.as_str(), &mut body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if seq > keep {
+                    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+                    stream
+                        .purge()
+                        .sequence(seq - keep + 1)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let all = snapshots(&bucket).await?;
+                for (_, old) in all.iter().take(all.len().saturating_sub(2)) {
+                    let _ = bucket.delete(old).await;
+                }
+                Ok::<(), String>(())
+            })
+            .map_err(|e| unavailable(format!("compaction: {e}")))?;
+        let _ = std::fs::remove_file(&file);
+        self.applied
+            .snapshot
+            .store(seq, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(entry = seq, "store log compacted");
+        Ok(seq)
     }
 
     /// The last sequence of the log this node has applied.
@@ -504,6 +666,14 @@ impl ReplicatedStore {
         let mut applied = self.applied.seq.lock().unwrap();
         let deadline = std::time::Instant::now() + APPLY_TIMEOUT;
         while *applied < seq {
+            if self
+                .applied
+                .broken
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                drop(applied);
+                return self.check();
+            }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(unavailable(format!(
@@ -518,12 +688,14 @@ impl ReplicatedStore {
 
     /// The replica, up to date with every write made before the call.
     fn read(&self) -> Result<&SqliteStore> {
+        self.check()?;
         self.barrier()?;
         Ok(&self.replica)
     }
 
     /// Appends a command and waits for this node to apply it; returns what applying answered.
     fn exec(&self, cmd: Command) -> Result<Outcome> {
+        self.check()?;
         let id = ActivationId::new().to_string();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.applied.waiting.lock().unwrap().insert(id.clone(), tx);
@@ -582,6 +754,9 @@ async fn follow(js: jetstream::Context, replica: Arc<SqliteStore>, applied: Arc<
             Ok(()) => "the log ended".to_string(),
             Err(e) => e.to_string(),
         };
+        if applied.broken.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         tracing::warn!(error = %err, next, "following the cluster log again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
@@ -607,6 +782,24 @@ async fn consume(
     while let Some(message) = messages.next().await {
         let message = message?;
         let seq = message.info()?.stream_sequence;
+        let expected = *applied.seq.lock().unwrap() + 1;
+        if seq > expected {
+            // Entries this replica never applied were compacted away while it ran behind.
+            tracing::error!(
+                expected,
+                got = seq,
+                "the store's log lost entries this node had not applied; restart the node"
+            );
+            applied
+                .broken
+                .store(true, std::sync::atomic::Ordering::Release);
+            applied.moved.notify_all();
+            return Ok(());
+        }
+        if seq < expected {
+            continue;
+        }
+        let _one_entry = applied.applying.lock().unwrap();
         // SQLite blocks: the runtime's other worker serves the store's callers meanwhile.
         tokio::task::block_in_place(|| apply_entry(replica, applied, &message.payload));
         *applied.seq.lock().unwrap() = seq;

@@ -125,3 +125,40 @@ fn losing_one_of_three_nats_servers_loses_no_acknowledged_write() {
     b.kv_increment("default", "n", 1, None, 1).unwrap();
     assert_eq!(a.kv_get("default", "n", 1).unwrap().unwrap().value, b"101");
 }
+
+#[test]
+fn a_compacted_log_keeps_its_tail_and_new_nodes_start_from_the_snapshot() {
+    let Some(bin) = natsd::binary_for_test() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = natsd::start_cluster(&bin, &dir.path().join("nats"), 1).unwrap();
+    let u = urls(&nats);
+    let (a, b) = (node(&u, "a", dir.path(), 1), node(&u, "b", dir.path(), 1));
+    a.put_version(version("f"), false).unwrap();
+    for _ in 0..100 {
+        a.kv_increment("default", "n", 1, None, 1).unwrap();
+    }
+    let at = a.compact(10).unwrap();
+    assert!(at >= 101, "snapshot at {at}");
+    assert_eq!(a.snapshot_seq(), at);
+    for _ in 0..5 {
+        b.kv_increment("default", "n", 1, None, 1).unwrap();
+    }
+    // A node started now has only the snapshot and the tail of the log to go on.
+    let c = node(&u, "c", dir.path(), 1);
+    assert_eq!(c.snapshot_seq(), at, "started from the snapshot");
+    assert_eq!(c.kv_get("default", "n", 1).unwrap().unwrap().value, b"105");
+    assert!(c.get_version("default", "f", None).unwrap().is_some());
+    // Every node goes on as before.
+    c.kv_increment("default", "n", 1, None, 1).unwrap();
+    for s in [&a, &b, &c] {
+        assert_eq!(s.kv_get("default", "n", 1).unwrap().unwrap().value, b"106");
+    }
+    // A second compaction keeps the newest two snapshots and starts nodes from the newest.
+    let again = b.compact(10).unwrap();
+    assert!(again > at);
+    let d = node(&u, "d", dir.path(), 1);
+    assert_eq!(d.snapshot_seq(), again);
+    assert_eq!(d.kv_get("default", "n", 1).unwrap().unwrap().value, b"106");
+}

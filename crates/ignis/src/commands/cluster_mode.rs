@@ -15,6 +15,9 @@ use ignis_gateway::KeyRing;
 use ignis_invoker::{Invocation, InvokeError, InvokeResult, Invoker};
 use ignis_store::{BlobStore, Store};
 
+/// How often the lease holder looks whether the log is due for compaction.
+const COMPACTION_CHECK: Duration = Duration::from_secs(5);
+
 /// What a node does in the cluster.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
@@ -124,6 +127,7 @@ impl Joined {
         controller: &Controller,
         invoker: &Invoker,
         keys: Arc<KeyRing>,
+        compact_entries: u64,
     ) -> anyhow::Result<Option<ignis_cluster::Announcement>> {
         // Other nodes' writes: the caches forget them, on a task (the store's applier must
         // not wait on reads of its own store).
@@ -188,6 +192,26 @@ impl Joined {
         };
         let held = lease.clone();
         controller.set_leadership(Arc::new(move || held.as_ref().is_some_and(Lease::held)));
+        if compact_entries > 0 {
+            // The node that runs the background work compacts the log.
+            let (store, lease) = (self.store.clone(), lease.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(COMPACTION_CHECK).await;
+                    let due =
+                        store.applied().saturating_sub(store.snapshot_seq()) >= compact_entries;
+                    if !due || !lease.as_ref().is_some_and(Lease::held) {
+                        continue;
+                    }
+                    let s = store.clone();
+                    match tokio::task::spawn_blocking(move || s.compact(compact_entries)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "log compaction failed"),
+                        Err(e) => tracing::warn!(error = %e, "log compaction failed"),
+                    }
+                }
+            });
+        }
         let (store, node, role) = (
             self.store.clone(),
             self.cluster.node().to_string(),
@@ -200,6 +224,7 @@ impl Joined {
                 "role": role,
                 "runs_background_work": lease.as_ref().is_some_and(Lease::held),
                 "log_applied": store.applied(),
+                "log_snapshot": store.snapshot_seq(),
                 "invokers": members.live(),
             })
         }));

@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub node_name: Option<String>,
     /// Cluster mode: copies JetStream keeps of the log, the code and the KV buckets.
     pub cluster_replicas: Option<usize>,
+    /// Cluster mode: log entries between two compactions (snapshot, then older entries
+    /// deleted); 0 never compacts.
+    pub cluster_compact_entries: Option<u64>,
     /// The price model of usage reports (`[pricing]`: per_million_requests, per_gb_second,
     /// free_tier, free_requests_per_month, free_gb_seconds_per_month).
     pub pricing: Option<ignis_core::usage::PriceModel>,
@@ -208,6 +211,11 @@ pub struct ServeCommand {
     /// (3 for a cluster of three NATS servers) [default: 1]
     #[arg(long, env = "IGNIS_CLUSTER_REPLICAS")]
     cluster_replicas: Option<usize>,
+    /// Cluster mode: entries the store's log grows by between two compactions (a snapshot of
+    /// the store, then the entries before it deleted but as many again); 0 never compacts
+    /// [default: 100000]
+    #[arg(long, env = "IGNIS_CLUSTER_COMPACT_ENTRIES")]
+    cluster_compact_entries: Option<u64>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -368,6 +376,9 @@ impl ServeCommand {
         }
         if self.cluster_replicas.is_some() {
             cfg.cluster_replicas = self.cluster_replicas;
+        }
+        if self.cluster_compact_entries.is_some() {
+            cfg.cluster_compact_entries = self.cluster_compact_entries;
         }
         let mut pricing = cfg.pricing.take().unwrap_or_default();
         if let Some(p) = self.price_per_million_requests {
@@ -610,7 +621,11 @@ impl ServeCommand {
         );
 
         let announcement = match &joined {
-            Some(j) => j.start(&controller, &invoker, state.keys.clone()).await?,
+            Some(j) => {
+                let compact = cfg.cluster_compact_entries.unwrap_or(100_000);
+                j.start(&controller, &invoker, state.keys.clone(), compact)
+                    .await?
+            }
             None => {
                 // Before the async worker, so that a queued workflow invocation delivered again
                 // joins its execution instead of driving it twice. (Not in a cluster: another
