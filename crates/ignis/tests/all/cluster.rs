@@ -219,6 +219,17 @@ fn deployed_on_one_gateway_invoked_through_another_warm_on_one_invoker() {
     // What one gateway wrote, the other reads.
     let listed = g2.get("/v1/namespaces/default/functions").json();
     assert_eq!(listed["functions"].as_array().unwrap().len(), 9, "{listed}");
+    // Functions reach their namespace's data from any invoker: counts made through both
+    // gateways, by instances on either invoker, add up.
+    let visits = "import ignis\ndef handler(event, context):\n    return ignis.kv.incr('visits')\n";
+    deploy(&g1, "visit", "", visits);
+    for n in 0..10 {
+        let via = if n % 2 == 0 { &g1 } else { &g2 };
+        let r = invoke_when_ready(via, "visit", "{}");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let v = g2.get("/v1/namespaces/default/kv/visits").text();
+    assert_eq!(v.trim(), "10", "{v}");
     let id = first.header("x-ignis-activation-id").unwrap().to_string();
     let a = crate::harness::wait_activation(&g1, &id, 10);
     assert_eq!(a["status"], "success");
