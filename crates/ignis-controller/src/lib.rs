@@ -6,6 +6,7 @@
 //! invoke path reads no disk.
 #![warn(missing_docs)]
 
+mod cluster;
 mod compose;
 mod data;
 mod metrics;
@@ -35,6 +36,7 @@ use ignis_store::{
     Store, StoreError,
 };
 
+pub use cluster::{ClusterStatus, ExternalChange, Leadership, RemoteInvoker};
 pub use data::{MAX_LIST, ObjectAttributes, ObjectListing, ObjectUpload};
 pub use ignis_store::{MultipartUpload, UploadedPart};
 pub use multipart::{ABANDONED_UPLOAD_AGE, MAX_PART_NUMBER};
@@ -83,6 +85,9 @@ pub enum ControllerError {
     /// Shutting down.
     #[error("the server is shutting down")]
     Unavailable,
+    /// Cluster mode: no invoker could run it now (none live, or the one running it was lost).
+    #[error("no invoker can run it now: {0}")]
+    NoInvoker(String),
     /// Something failed inside Ignis; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -191,6 +196,9 @@ struct Inner {
     topics: topics::Topics,
     nats: nats::NatsSources,
     executions: compose::Executions,
+    remote: std::sync::OnceLock<Arc<dyn cluster::RemoteInvoker>>,
+    leadership: std::sync::OnceLock<cluster::Leadership>,
+    cluster_status: std::sync::OnceLock<cluster::ClusterStatus>,
 }
 
 impl Controller {
@@ -225,6 +233,9 @@ impl Controller {
                 topics: topics::Topics::default(),
                 nats: nats::NatsSources::default(),
                 executions: compose::Executions::default(),
+                remote: Default::default(),
+                leadership: Default::default(),
+                cluster_status: Default::default(),
             }),
         })
     }
@@ -296,6 +307,9 @@ impl Controller {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                if !this.leads() {
+                    continue;
+                }
                 if let Err(e) = this.prune_activations().await {
                     tracing::error!(error = %e, "activation pruning");
                 }
@@ -625,7 +639,7 @@ impl Controller {
                 retry_after_secs: r.retry_after_secs,
             }
         })?;
-        let r = match self.inner.invoker.invoke(inv).await {
+        let r = match self.invoke_on_invoker(inv).await {
             Ok(r) => r,
             Err(e @ (InvokeError::Throttled { .. } | InvokeError::OutOfMemory { .. })) => {
                 metrics.throttled(match e {
@@ -641,6 +655,7 @@ impl Controller {
                 });
             }
             Err(InvokeError::ShuttingDown) => return Err(ControllerError::Unavailable),
+            Err(InvokeError::Unavailable(why)) => return Err(ControllerError::NoInvoker(why)),
         };
         let duration = accepted.elapsed();
         let duration_ms = duration.as_millis() as u64;

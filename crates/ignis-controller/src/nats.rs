@@ -160,12 +160,16 @@ impl Controller {
 
     /// Starts the subscriptions of new or changed `nats` triggers, stops those of deleted ones.
     async fn reconcile_nats(&self) -> Result<()> {
-        let wanted: Vec<(Trigger, NatsSource)> = self
-            .triggers_of_kind(TriggerKind::Nats)
-            .await?
-            .into_iter()
-            .filter_map(|t| Some((t.clone(), t.spec.nats?)))
-            .collect();
+        // In a cluster, only the node that runs the background work subscribes.
+        let wanted: Vec<(Trigger, NatsSource)> = if self.leads() {
+            self.triggers_of_kind(TriggerKind::Nats)
+                .await?
+                .into_iter()
+                .filter_map(|t| Some((t.clone(), t.spec.nats?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if self.closing() {
             return Ok(());
         }

@@ -24,6 +24,10 @@ const CONCURRENCY: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Wait before running again an invocation refused for lack of capacity (429).
 const THROTTLED_BACKOFF: Duration = Duration::from_millis(200);
+/// Wait before an invocation no invoker ran to its end is sent again (cluster mode).
+const NO_INVOKER_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a node that does not run the queue waits before looking again (cluster mode).
+const NOT_LEADING: Duration = Duration::from_millis(500);
 
 /// The worker's state.
 pub(crate) struct AsyncQueue {
@@ -257,6 +261,11 @@ impl Controller {
             {
                 return;
             }
+            if !self.leads() {
+                // Another node of the cluster runs the queue.
+                let _ = tokio::time::timeout(NOT_LEADING, self.inner.queue.wake.notified()).await;
+                continue;
+            }
             let now = now_ms();
             let due = match self.blocking(move |i| Ok(i.store.due(now, 512)?)).await {
                 Ok(d) => d,
@@ -435,6 +444,13 @@ impl Controller {
                     .await
             }
             Err(ControllerError::Unavailable) => Ok(()),
+            Err(ControllerError::NoInvoker(why)) => {
+                // Not an attempt: no invoker ran it to its end (cluster mode). Sent again soon.
+                let next = now_ms() + NO_INVOKER_BACKOFF.as_millis() as u64;
+                let attempts = item.attempts;
+                self.blocking(move |i| Ok(i.store.retry_later(id, attempts, next, &why)?))
+                    .await
+            }
             Err(e) => {
                 let why = e.to_string();
                 self.blocking(move |i| Ok(i.store.bury(id, attempts, &why)?))

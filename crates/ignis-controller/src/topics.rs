@@ -219,11 +219,16 @@ impl Controller {
                 if this.closing() {
                     return;
                 }
-                let wait = match this.dispatch_topics().await {
-                    Ok(wait) => wait,
-                    Err(e) => {
-                        tracing::error!(error = %e, "topic dispatcher");
-                        IDLE
+                let wait = if !this.leads() {
+                    // Another node of the cluster hands the messages over.
+                    IDLE
+                } else {
+                    match this.dispatch_topics().await {
+                        Ok(wait) => wait,
+                        Err(e) => {
+                            tracing::error!(error = %e, "topic dispatcher");
+                            IDLE
+                        }
                     }
                 };
                 if !wait.is_zero() {

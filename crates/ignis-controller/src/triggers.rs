@@ -439,6 +439,9 @@ impl Controller {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(TICK).await;
+                if !this.leads() {
+                    continue;
+                }
                 if let Err(e) = this.schedule_tick().await {
                     tracing::error!(error = %e, "scheduler");
                 }
@@ -495,11 +498,24 @@ impl Controller {
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "{}".to_string()),
             );
-            if t.spec.catch_up {
+            let at = if t.spec.catch_up {
                 // One firing per tick for each missed time, oldest first.
-                self.fire(t, payload, Some(due)).await?;
+                Some(due)
             } else if now - latest <= ON_TIME.as_millis() as u64 {
-                self.fire(t, payload, Some(latest)).await?;
+                Some(latest)
+            } else {
+                None
+            };
+            if let Some(at) = at {
+                match self.fire(t, payload, Some(at)).await {
+                    // Another scheduler of the cluster fired this time first.
+                    Err(crate::ControllerError::Conflict(what)) => {
+                        tracing::debug!(what, "scheduled time already fired")
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             } else {
                 // Missed while the server was down: skip, do not burst.
                 let (ns, name) = (t.namespace.clone(), t.name.clone());

@@ -263,6 +263,12 @@ impl KeyRing {
         self.keys.write().unwrap().insert(key.id.clone(), key);
     }
 
+    /// Replaces every key with `keys` (cluster mode: keys changed on another node).
+    pub fn replace_all(&self, keys: Vec<ApiKeyRecord>) {
+        *self.keys.write().unwrap() = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        self.verified.write().unwrap().clear();
+    }
+
     /// Revokes a key: it is refused from now on.
     pub fn remove(&self, id: &str) {
         self.keys.write().unwrap().remove(id);

@@ -107,6 +107,11 @@ impl From<ControllerError> for ApiError {
                 "unavailable",
                 "the server is shutting down",
             ),
+            ControllerError::NoInvoker(m) => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_invoker", m);
+                e.retry_after = Some(1);
+                e
+            }
             ControllerError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 ApiError::new(

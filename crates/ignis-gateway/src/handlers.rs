@@ -83,6 +83,16 @@ pub async fn system_instances(State(state): State<Arc<AppState>>) -> ApiResult<J
     })))
 }
 
+/// This node's view of its cluster (docs/cluster.md), or `{"mode": "single"}`.
+pub async fn system_cluster(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(
+        state
+            .controller
+            .cluster_status()
+            .unwrap_or_else(|| json!({ "mode": "single" })),
+    )
+}
+
 pub async fn list_functions(
     State(state): State<Arc<AppState>>,
     Path(ns): Path<String>,

@@ -8,6 +8,7 @@ pub mod auth;
 mod data;
 pub mod error;
 mod handlers;
+mod in_process;
 mod lambda_api;
 pub mod observe;
 pub mod routes;
@@ -29,6 +30,7 @@ use ignis_controller::Controller;
 
 pub use auth::{Access, KeyRing, NewKey, Principal, generate_key, upgrade_record};
 pub use error::ApiError;
+pub use in_process::InProcessApi;
 pub use observe::RequestId;
 pub use routes::{ROUTES, Route};
 pub use secrets::MasterKey;

@@ -69,6 +69,9 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/v1/system/info", AnyKey, || {
         get(handlers::system_info)
     }),
+    route("GET", "/v1/system/cluster", Admin, || {
+        get(handlers::system_cluster)
+    }),
     route("GET", "/v1/system/instances", Admin, || {
         get(handlers::system_instances)
     }),

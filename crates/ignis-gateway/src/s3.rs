@@ -114,6 +114,9 @@ impl From<ControllerError> for S3Error {
                 "ServiceUnavailable",
                 "the server is shutting down",
             ),
+            ControllerError::NoInvoker(m) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
+            }
             ControllerError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 err(

@@ -1,17 +1,23 @@
-//! How an instance (python, node, exec) reaches its namespace's data (docs/baas.md): the server's
-//! HTTP API, through a listener the sandbox made at `127.0.0.1:9400` inside the instance's
-//! own network namespace (so `network: none` functions reach it too), with a token for its
-//! namespace. Both come in the environment of INIT: `IGNIS_API_URL`, `IGNIS_TOKEN`.
+//! How an instance reaches its namespace's data (docs/baas.md): the server's HTTP API, with a
+//! token for its namespace, both in its environment (`IGNIS_API_URL`, `IGNIS_TOKEN`).
 //!
-//! Each connection accepted on the listener is relayed byte for byte to the server's own
-//! listening address; the gateway then authenticates the token like any key. The token and
-//! the relay live as long as the instance.
+//! - **python, node** (at INIT), **exec** (each process) and **lambda** (the bootstrap):
+//!   through a listener the sandbox made at `127.0.0.1:9400` inside the instance's own network
+//!   namespace (so `network: none` functions reach it too; a `lambda` instance's is a second
+//!   listener beside its Runtime API's). Each connection accepted on it is relayed byte for
+//!   byte to the server's own listening address.
+//! - **wasm components**: `wasi:http/outgoing-handler` requests to that same URL are handed to
+//!   the server's router in this process ([`ignis_wasm::DataApi`]); no socket at all.
+//!
+//! Either way the gateway then authenticates the token like any key. The token (and the
+//! relay) live as long as the instance.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use ignis_core::data::{InstanceToken, InstanceTokens};
+use ignis_wasm::{ApiService, DataApi};
 use tokio::task::JoinSet;
 
 /// The port of the data listener inside an instance's network namespace.
@@ -24,10 +30,29 @@ const RELAY_BUFFER: usize = 256 * 1024;
 const MAX_CONNECTIONS: usize = 32;
 
 /// The tokens of instances and where the API listens.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct DataAccess {
     pub tokens: Arc<InstanceTokens>,
     endpoint: OnceLock<SocketAddr>,
+    /// The API in this process, for wasm components.
+    service: OnceLock<Arc<dyn ApiService>>,
+}
+
+impl std::fmt::Debug for DataAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataAccess")
+            .field("endpoint", &self.endpoint.get())
+            .field("in_process", &self.service.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one wasm instance slot holds for its data access: its token (revoked when dropped)
+/// and what its component's outgoing requests may reach.
+#[derive(Debug)]
+pub(crate) struct WasmData {
+    _token: InstanceToken,
+    pub api: DataApi,
 }
 
 /// What one instance holds for its data access: its token (revoked when dropped) and the
@@ -71,6 +96,34 @@ impl DataAccess {
             _ => addr,
         };
         let _ = self.endpoint.set(addr);
+    }
+
+    /// Sets the API served in this process (once), which wasm components reach.
+    pub fn set_service(&self, service: Arc<dyn ApiService>) {
+        let _ = self.service.set(service);
+    }
+
+    /// Gives a wasm component of `namespace` its token and the API's URL in `env`, and what
+    /// its outgoing requests may reach. Nothing when the server gave no in-process API.
+    pub fn attach_wasm(
+        &self,
+        namespace: &str,
+        env: &mut Vec<(String, String)>,
+    ) -> Option<WasmData> {
+        let service = self.service.get()?.clone();
+        let token = match self.tokens.issue(namespace) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "no instance token");
+                return None;
+            }
+        };
+        let authority = format!("127.0.0.1:{DATA_PORT}");
+        let api = DataApi::new(service, &authority, &token.token)?;
+        env.retain(|(k, _)| k != "IGNIS_API_URL" && k != "IGNIS_TOKEN");
+        env.push(("IGNIS_API_URL".into(), format!("http://{authority}")));
+        env.push(("IGNIS_TOKEN".into(), token.token.clone()));
+        Some(WasmData { _token: token, api })
     }
 
     /// Gives an instance of `namespace` its token and the API's URL in `env`: its own

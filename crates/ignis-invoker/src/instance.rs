@@ -283,8 +283,12 @@ pub(crate) fn process_spec(
         stdin: !protocol,
         background: false,
         // python/node instances reach their namespace's data through it (see `data.rs`).
-        loopback_listener: (protocol && inner.sandbox.own_network(place.network == Network::Host))
-            .then_some(crate::data::DATA_PORT),
+        loopback_listeners: if protocol && inner.sandbox.own_network(place.network == Network::Host)
+        {
+            vec![crate::data::DATA_PORT]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -540,7 +544,7 @@ impl ProcessInstance {
             timeout_ms: f.spec.timeout_ms,
             env: {
                 let mut env = function_env(f);
-                let listener = self.proc.listener.take();
+                let listener = self.proc.listeners.pop();
                 self.data = inner
                     .data
                     .attach(&f.namespace, listener.is_some(), &mut env);
@@ -784,7 +788,11 @@ pub(crate) async fn run_exec(
     let mut spec = ProcessSpec {
         program: inner.sandbox.code_path(code_dir).join(handler),
         data_limit_bytes: data_limit,
-        loopback_listener: (data.is_some() && own_network).then_some(crate::data::DATA_PORT),
+        loopback_listeners: if data.is_some() && own_network {
+            vec![crate::data::DATA_PORT]
+        } else {
+            Vec::new()
+        },
         ..process_spec(inner, Placement::of(f), code_dir, false)
     };
     spec.env
@@ -803,7 +811,7 @@ pub(crate) async fn run_exec(
             );
         }
     };
-    if let (Some(d), Some(l)) = (data.as_mut(), proc.listener.take()) {
+    if let (Some(d), Some(l)) = (data.as_mut(), proc.listeners.pop()) {
         d.serve(l);
     }
     if let Some(mut stdin) = proc.stdin.take() {

@@ -11,6 +11,10 @@
 //!                                   POST /2018-06-01/runtime/init/error
 //! ```
 //!
+//! With a network of its own, the instance gets a second listener there, `127.0.0.1:9400`,
+//! relayed to the server's API for its namespace's data (`data.rs`), with `IGNIS_API_URL` and
+//! `IGNIS_TOKEN` in its environment, as every instance does.
+//!
 //! Init ends at the first `next` (success), an `init/error` or the process ending (failure).
 //! An invocation is handed to the waiting `next` and ends with its `response` or `error`, the
 //! process ending (crash, out of memory) or the deadline (the instance is killed). Everything
@@ -38,6 +42,8 @@ pub(crate) struct LambdaInstance {
     /// The Runtime API server; aborting it ends its connections too.
     server: tokio::task::JoinHandle<()>,
     region: String,
+    /// Its data access (token, relay of its data listener), as long as the instance lives.
+    _data: Option<crate::data::InstanceData>,
 }
 
 impl Drop for LambdaInstance {
@@ -141,12 +147,23 @@ impl LambdaInstance {
                 .port(),
             None => RUNTIME_API_PORT,
         };
+        // Its namespace's data, as for every instance (docs/baas.md): with a network of its
+        // own, through a second listener there, at the same port as other runtimes'.
+        let mut data_env = std::collections::BTreeMap::new();
+        let mut data = inner.data.attach(&f.namespace, own_network, &mut data_env);
+        let mut listen = Vec::new();
+        if own_network {
+            listen.push(RUNTIME_API_PORT);
+            if data.is_some() {
+                listen.push(crate::data::DATA_PORT);
+            }
+        }
         let code = sandbox.code_path(code_dir);
         let code_str = code.to_string_lossy().into_owned();
         let region = inner.config.aws_region.clone();
         let mut spec = ProcessSpec {
             program: code.join(ignis_runtime::code::LAMBDA_BOOTSTRAP),
-            loopback_listener: own_network.then_some(RUNTIME_API_PORT),
+            loopback_listeners: listen,
             data_limit_bytes: sandbox
                 .protections()
                 .cgroups
@@ -158,6 +175,7 @@ impl LambdaInstance {
         spec.env.extend(
             lambda_env(f, &code_str, &format!("127.0.0.1:{port}"), &region)
                 .into_iter()
+                .chain(data_env)
                 .map(|(k, v)| (k.into(), v.into())),
         );
         let started = std::time::Instant::now();
@@ -171,10 +189,15 @@ impl LambdaInstance {
                 ErrorPhase::Init,
             )
         })?;
-        let listener = match host_listener.or_else(|| proc.listener.take()) {
+        let mut own = proc.listeners.drain(..);
+        let listener = match host_listener.or_else(|| own.next()) {
             Some(l) => l,
             None => return Err(RunEnd::platform("no runtime API listener".into())),
         };
+        if let (Some(d), Some(l)) = (data.as_mut(), own.next()) {
+            d.serve(l);
+        }
+        drop(own);
         listener
             .set_nonblocking(true)
             .map_err(|e| RunEnd::platform(e.to_string()))?;
@@ -187,6 +210,7 @@ impl LambdaInstance {
             events,
             server,
             region,
+            _data: data,
         };
         match inst.wait(f, logs, deadline, ErrorPhase::Init, None).await {
             Waited::Ready => Ok(inst),

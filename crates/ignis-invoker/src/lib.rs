@@ -42,6 +42,7 @@ use ignis_core::{
 use ignis_runtime::bootstrap::BootstrapPaths;
 use ignis_sandbox::Sandbox;
 
+pub use ignis_wasm::{ApiBody, ApiFuture, ApiService, BoxError};
 pub use logs::{Followed, LogCollector, LogFollower, LogHub};
 use pool::{Acquired, Pool, PoolMap};
 pub use registry::InstanceInfo;
@@ -170,6 +171,9 @@ pub enum InvokeError {
     /// The invoker is shutting down.
     #[error("the invoker is shutting down")]
     ShuttingDown,
+    /// No invoker could run it (cluster mode: none is live, or the one running it was lost).
+    #[error("no invoker can run it: {0}")]
+    Unavailable(String),
 }
 
 /// Counts of one function's instances.
@@ -270,6 +274,13 @@ impl Invoker {
     /// address, set once it is bound. Until then instances get no data access.
     pub fn set_data_endpoint(&self, addr: std::net::SocketAddr) {
         self.inner.data.set_endpoint(addr);
+    }
+
+    /// The API served in this process, without a socket, that wasm components reach for their
+    /// namespace's data (`wasi:http` outgoing requests to `IGNIS_API_URL`). Set once; until
+    /// then wasm instances get no data access.
+    pub fn set_data_service(&self, service: Arc<dyn ApiService>) {
+        self.inner.data.set_service(service);
     }
 
     /// The tokens of running instances, which the gateway accepts for their namespace's data.

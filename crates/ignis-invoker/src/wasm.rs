@@ -8,6 +8,10 @@
 //! function's memory), keep-alive and `GET /v1/system/instances`. A slot is never spoiled by
 //! its invocation (the store is dropped), so it always goes back to the pool.
 //!
+//! A component's slot also holds its data access (`data.rs`): a token for its namespace, in
+//! `IGNIS_TOKEN`, and the in-process API its `wasi:http` outgoing requests reach. A module's
+//! holds none: it cannot make requests.
+//!
 //! Cold start = the version's code had to be loaded (artifact mapped, `instantiate_pre`); a new
 //! slot of code already loaded by another slot is warm.
 
@@ -25,6 +29,9 @@ use crate::logs::LogCollector;
 pub(crate) struct WasmSlot {
     code: Arc<WasmCode>,
     env: Vec<(String, String)>,
+    /// A component's data access (token, what its outgoing requests reach), as long as the
+    /// slot lives.
+    data: Option<crate::data::WasmData>,
 }
 
 fn load_failed(e: WasmError) -> RunEnd {
@@ -52,18 +59,28 @@ pub(crate) async fn create(
     f: &FunctionVersion,
 ) -> Result<(WasmSlot, bool), RunEnd> {
     let engine = inner.wasm_engine().map_err(RunEnd::platform)?;
-    let env = function_env(f).into_iter().collect();
-    if let Some(code) = engine.cached(&f.code.sha256) {
-        return Ok((WasmSlot { code, env }, false));
-    }
-    let engine = engine.clone();
-    let source = inner.code.clone();
-    let sha = f.code.sha256.clone();
-    let code = tokio::task::spawn_blocking(move || engine.load(&sha, || source.read(&sha)))
-        .await
-        .map_err(|e| RunEnd::platform(e.to_string()))?
-        .map_err(load_failed)?;
-    Ok((WasmSlot { code, env }, true))
+    let (code, cold) = match engine.cached(&f.code.sha256) {
+        Some(code) => (code, false),
+        None => {
+            let engine = engine.clone();
+            let source = inner.code.clone();
+            let sha = f.code.sha256.clone();
+            let code = tokio::task::spawn_blocking(move || engine.load(&sha, || source.read(&sha)))
+                .await
+                .map_err(|e| RunEnd::platform(e.to_string()))?
+                .map_err(load_failed)?;
+            (code, true)
+        }
+    };
+    let mut env: Vec<(String, String)> = function_env(f).into_iter().collect();
+    // Only a component can make a request (`wasi:http/outgoing-handler`); a WASI preview 1
+    // module has no way to open a connection, so it gets no token it could not use.
+    let data = if code.is_component() {
+        inner.data.attach_wasm(&f.namespace, &mut env)
+    } else {
+        None
+    };
+    Ok((WasmSlot { code, env, data }, cold))
 }
 
 /// Runs one invocation on a slot.
@@ -83,6 +100,7 @@ pub(crate) async fn run(
             memory_bytes: f.spec.memory_mb as usize * 1024 * 1024,
             deadline,
             timeout_ms: f.spec.timeout_ms,
+            api: slot.data.as_ref().map(|d| &d.api),
         })
         .await;
     // A capture keeps a little more than the log limit, so the collector marks truncation.

@@ -23,7 +23,7 @@ fn spec(host_network: bool) -> ProcessSpec {
         channel: true,
         stdin: false,
         background: false,
-        loopback_listener: None,
+        loopback_listeners: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@
 //!                    [user ns] · unshare(mount, ipc, uts, pid, [net])
 //!                    ──fork──► C2 = pid 1 of the new PID namespace
 //!                    │          parent-death signal · build root · hostname · loopback up
-//!                    │          [listener on 127.0.0.1:port sent to the server]
+//!                    │          [listeners on 127.0.0.1:ports sent to the server]
 //!                    │          fd 3 · rlimits · drop caps and uid · no_new_privs · seccomp
 //!                    │          exec the runtime
 //!                    └ closes every fd, waits for C2, exits as C2 did
@@ -33,11 +33,11 @@ pub(crate) struct NsPlan {
     pub root: Option<RootPlan>,
     /// Bring loopback up (in a new network namespace).
     pub lo_up: bool,
-    /// Bind a TCP listener at 127.0.0.1:port in the new network namespace and send it to the
-    /// server over the channel, which then closes at exec instead of becoming fd 3 — unless
-    /// `keep_channel`.
-    pub listen_port: Option<u16>,
-    /// With `listen_port`: the channel still becomes fd 3 after the listener went over it.
+    /// Bind a TCP listener at 127.0.0.1:port for each of these ports in the new network
+    /// namespace and send them, in order, to the server over the channel, which then closes
+    /// at exec instead of becoming fd 3 — unless `keep_channel`.
+    pub listen_ports: Vec<u16>,
+    /// With `listen_ports`: the channel still becomes fd 3 after the listeners went over it.
     pub keep_channel: bool,
 }
 
@@ -302,14 +302,16 @@ pub(crate) unsafe fn run(plan: &ChildPlan) -> std::io::Result<()> {
             if ns.lo_up {
                 loopback_up()?;
             }
-            if let (Some(port), Some(channel)) = (ns.listen_port, plan.channel_fd) {
-                send_loopback_listener(port, channel)?;
+            if let Some(channel) = plan.channel_fd {
+                for &port in &ns.listen_ports {
+                    send_loopback_listener(port, channel)?;
+                }
             }
         }
         let listener_only = plan
             .namespaces
             .as_ref()
-            .is_some_and(|ns| ns.listen_port.is_some() && !ns.keep_channel);
+            .is_some_and(|ns| !ns.listen_ports.is_empty() && !ns.keep_channel);
         if let Some(fd) = plan.channel_fd.filter(|_| !listener_only) {
             if fd == crate::CHANNEL_FD {
                 let flags = libc::fcntl(fd, libc::F_GETFD);

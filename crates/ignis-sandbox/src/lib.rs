@@ -214,12 +214,12 @@ pub struct ProcessSpec {
     /// Start with the smallest CPU share (stem cells warming up); see
     /// [`SandboxedProcess::set_memory_limit`].
     pub background: bool,
-    /// A TCP port on which the instance finds a listener at 127.0.0.1 inside its own network
-    /// namespace, accepted on by the server ([`SandboxedProcess::listener`]): how a server
-    /// serves an instance with no network. Requires [`Sandbox::own_network`]. Without
-    /// [`ProcessSpec::channel`] it goes over the channel's socketpair (no fd 3); with it, the
-    /// channel is fd 3 as usual.
-    pub loopback_listener: Option<u16>,
+    /// TCP ports on which the instance finds listeners at 127.0.0.1 inside its own network
+    /// namespace, accepted on by the server ([`SandboxedProcess::listeners`], in this order):
+    /// how a server serves an instance with no network. Requires [`Sandbox::own_network`]
+    /// when not empty. Without [`ProcessSpec::channel`] they go over the channel's socketpair
+    /// (no fd 3); with it, the channel is fd 3 as usual.
+    pub loopback_listeners: Vec<u16>,
 }
 
 /// A started instance process.
@@ -240,9 +240,9 @@ pub struct SandboxedProcess {
     /// For a holder that a zygote's fork entered: that process, whose exit is learnt from the
     /// zygote (it is not our child). `child` is then the holder.
     pub entered: Option<Entered>,
-    /// The listener of [`ProcessSpec::loopback_listener`], bound inside the instance's network
-    /// namespace.
-    pub listener: Option<std::net::TcpListener>,
+    /// The listeners of [`ProcessSpec::loopback_listeners`], in that order, bound inside the
+    /// instance's network namespace.
+    pub listeners: Vec<std::net::TcpListener>,
     cgroup: Option<InstanceCgroup>,
 }
 
@@ -537,7 +537,7 @@ impl Sandbox {
             channel: false,
             stdin: false,
             background: false,
-            loopback_listener: None,
+            loopback_listeners: Vec::new(),
         };
         let mut prepared = self.command(&spec)?;
         let status = prepared
@@ -563,7 +563,7 @@ impl Sandbox {
     }
 
     /// Whether an instance with (`host_network: false`) gets a network namespace of its own,
-    /// where [`ProcessSpec::loopback_listener`] can be used. Otherwise it shares the host's.
+    /// where [`ProcessSpec::loopback_listeners`] can be used. Otherwise it shares the host's.
     pub fn own_network(&self, host_network: bool) -> bool {
         !host_network && self.inner.protections.network_isolation
     }
@@ -605,12 +605,13 @@ impl Sandbox {
             }
             None => None,
         };
-        if spec.loopback_listener.is_some() && !self.own_network(spec.host_network) {
+        let listens = !spec.loopback_listeners.is_empty();
+        if listens && !self.own_network(spec.host_network) {
             return Err(std::io::Error::other(
                 "a loopback listener needs a network namespace of the instance's own",
             ));
         }
-        let (parent_end, child_end) = if spec.channel || spec.loopback_listener.is_some() {
+        let (parent_end, child_end) = if spec.channel || listens {
             let (a, b) = StdUnixStream::pair()?;
             (Some(a), Some(OwnedFd::from(b)))
         } else {
@@ -633,7 +634,7 @@ impl Sandbox {
                     )
                 }),
                 lo_up: !spec.host_network,
-                listen_port: spec.loopback_listener,
+                listen_ports: spec.loopback_listeners.clone(),
                 keep_channel: spec.channel,
             }
         });
@@ -710,27 +711,29 @@ impl Sandbox {
             stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
             entered: None,
-            listener: None,
+            listeners: Vec::new(),
             cgroup,
         };
-        match (spec.loopback_listener, channel.take()) {
-            (Some(_), Some(from_child)) => {
-                // The instance sends it before its exec; it ends (closing the channel) if it
-                // cannot. Dropping `proc` on failure kills it.
+        match channel.take() {
+            Some(from_child) if !spec.loopback_listeners.is_empty() => {
+                // The instance sends them, one message each, before its exec; it ends
+                // (closing the channel) if it cannot. Dropping `proc` on failure kills it.
                 let wait = std::time::Duration::from_secs(10);
-                let fd = tokio::time::timeout(wait, recv_fd(&from_child))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::other("no listener from the instance in 10 s")
-                    })??;
-                let listener = std::net::TcpListener::from(fd);
-                listener.set_nonblocking(true)?;
-                proc.listener = Some(listener);
+                for _ in &spec.loopback_listeners {
+                    let fd = tokio::time::timeout(wait, recv_fd(&from_child))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::other("no listener from the instance in 10 s")
+                        })??;
+                    let listener = std::net::TcpListener::from(fd);
+                    listener.set_nonblocking(true)?;
+                    proc.listeners.push(listener);
+                }
                 if spec.channel {
                     proc.channel = Some(from_child);
                 }
             }
-            (_, ch) => proc.channel = ch,
+            ch => proc.channel = ch,
         }
         Ok(proc)
     }

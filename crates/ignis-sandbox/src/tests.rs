@@ -18,7 +18,7 @@ fn spec(script: &str) -> ProcessSpec {
         channel: true,
         stdin: false,
         background: false,
-        loopback_listener: None,
+        loopback_listeners: Vec::new(),
     }
 }
 
@@ -163,11 +163,12 @@ async fn loopback_listener_serves_an_instance_without_network() {
          [ -e /proc/$$/fd/3 ] && echo 1 || echo 0",
     );
     s.program = "/bin/bash".into();
-    s.loopback_listener = Some(9001);
+    s.loopback_listeners = vec![9001];
     s.channel = false;
     let mut p = sb.spawn(&s).await.unwrap();
     assert!(p.channel.is_none(), "the listener replaces the channel");
-    let listener = tokio::net::TcpListener::from_std(p.listener.take().unwrap()).unwrap();
+    assert_eq!(p.listeners.len(), 1);
+    let listener = tokio::net::TcpListener::from_std(p.listeners.remove(0)).unwrap();
     let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .expect("the instance connects")
@@ -183,20 +184,32 @@ async fn loopback_listener_serves_an_instance_without_network() {
     assert!(status.success(), "{out}{}", read_all(&mut p.stderr).await);
     assert_eq!(out, "got pong\n0\n", "no fd 3 and the reply came through");
 
-    // With a channel asked for too, both: the listener, and the channel as fd 3.
-    let mut both = spec("[ -e /proc/$$/fd/3 ] && echo 1 || echo 0");
+    // With a channel asked for too, and two ports: both listeners, in order, and the channel
+    // as fd 3.
+    let mut both = spec(
+        "exec 5<>/dev/tcp/127.0.0.1/9400 && echo second >&5; \
+         [ -e /proc/$$/fd/3 ] && echo 1 || echo 0",
+    );
     both.program = "/bin/bash".into();
-    both.loopback_listener = Some(9001);
+    both.loopback_listeners = vec![9001, 9400];
     both.channel = true;
     let mut p = sb.spawn(&both).await.unwrap();
-    assert!(p.channel.is_some() && p.listener.is_some());
+    assert!(p.channel.is_some() && p.listeners.len() == 2);
+    let second = tokio::net::TcpListener::from_std(p.listeners.remove(1)).unwrap();
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), second.accept())
+        .await
+        .expect("the instance connects to its second listener")
+        .unwrap();
+    let mut buf = [0u8; 7];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"second\n");
     p.child.wait().await.unwrap();
     assert_eq!(read_all(&mut p.stdout).await, "1\n");
 
     // Where the instance shares the host's network there is nothing to bind it in.
     let mut host = spec("true");
     host.host_network = true;
-    host.loopback_listener = Some(9001);
+    host.loopback_listeners = vec![9001];
     assert!(!sb.own_network(true));
     assert!(sb.spawn(&host).await.is_err());
 }

@@ -6,11 +6,14 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod clock;
 mod data;
 mod executions;
 mod multipart;
 mod objects;
 mod sqlite;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
 mod topics;
 
 use ignis_core::usage::UsageCell;
@@ -20,7 +23,8 @@ use ignis_core::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use blobs::{BlobStore, sha256_hex};
+pub use blobs::{BlobMirror, BlobStore, sha256_hex};
+pub use clock::with_clock;
 pub use data::{
     BucketRecord, DataStore, Expect, IncrementError, KvEntry, ObjectMeta, StorageFiring,
     VersionMismatch,
@@ -160,7 +164,7 @@ pub struct NamespaceQuotas {
 }
 
 /// A version to add.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewVersion {
     /// Namespace.
     pub namespace: String,
@@ -226,7 +230,7 @@ pub struct ActivationPage {
 }
 
 /// An asynchronous invocation waiting in (or dead in) the durable queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedInvocation {
     /// The activation id it was acknowledged with (also the id of its activation record).
     pub id: ActivationId,
@@ -237,6 +241,7 @@ pub struct QueuedInvocation {
     /// Version asked for, or `None` for the latest at run time.
     pub version: Option<u32>,
     /// The event.
+    #[serde(with = "base64_bytes")]
     pub event: Vec<u8>,
     /// Runs tried so far.
     pub attempts: u32,
@@ -270,7 +275,7 @@ pub enum QueueState {
 }
 
 /// A message published to a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMessage {
     /// Its id, given to the publisher.
     pub id: String,
@@ -279,6 +284,7 @@ pub struct TopicMessage {
     /// Topic.
     pub topic: String,
     /// The message as functions get it: one JSON object (id, topic, data…).
+    #[serde(with = "base64_bytes")]
     pub body: Vec<u8>,
     /// When it was accepted.
     pub published_ms: u64,
@@ -317,6 +323,26 @@ pub struct Delivery {
     pub seq: u64,
     /// [`TopicMessage::body`].
     pub body: Vec<u8>,
+}
+
+/// Bytes as base64 text in JSON (events and messages travel in the cluster store's log).
+pub mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes bytes as base64.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    /// Deserializes base64 into bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The storage interface of Ignis. Object-safe: chosen once at start as `Arc<dyn Store>`.

@@ -381,137 +381,31 @@ impl MultipartStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::tests::{fired, object, queued_events};
-    use crate::{DataStore, Store};
-    use ignis_core::StorageEvent;
+    use crate::DataStore;
+    use crate::suite::{part, upload};
 
-    fn upload(id: &str, key: &str, created_ms: u64) -> MultipartUpload {
-        MultipartUpload {
-            id: id.into(),
-            bucket: "b1".into(),
-            key: key.into(),
-            content_type: Some("application/zip".into()),
-            metadata: BTreeMap::from([("owner".to_string(), "ada".to_string())]),
-            created_ms,
-        }
-    }
-
-    fn part(number: u32, file: &str) -> UploadedPart {
-        UploadedPart {
-            number,
-            size: 5,
-            etag: format!("md5-{file}"),
-            file: file.into(),
-            uploaded_ms: 1,
-        }
-    }
-
+    /// Uploads and their parts are there after the database is reopened, as after a restart
+    /// (the backend-neutral checks are [`crate::suite::multipart_uploads_complete_once`]).
     #[test]
-    fn uploads_and_parts_survive_reopen_and_complete_once() {
+    fn uploads_and_parts_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ignis.db");
         let ns = "default";
         {
             let s = SqliteStore::open(&path).unwrap();
-            assert!(matches!(
-                s.create_upload(ns, &upload("u1", "big.zip", 10)),
-                Err(StoreError::NotFound(_))
-            ));
             s.create_bucket(ns, "b1").unwrap();
             s.create_upload(ns, &upload("u1", "big.zip", 10)).unwrap();
-            assert_eq!(s.put_part(ns, "u1", &part(2, "p2")).unwrap(), None);
-            assert_eq!(s.put_part(ns, "u1", &part(1, "p1")).unwrap(), None);
-            // Uploading a part again replaces it: the old file is the caller's to delete.
-            let old = s.put_part(ns, "u1", &part(1, "p1b")).unwrap().unwrap();
-            assert_eq!(old.file, "p1");
-            assert!(matches!(
-                s.put_part(ns, "nope", &part(1, "px")),
-                Err(StoreError::NotFound(_))
-            ));
-            assert!(matches!(
-                s.delete_bucket(ns, "b1"),
-                Err(StoreError::Conflict(_))
-            ));
+            s.put_part(ns, "u1", &part(2, "p2")).unwrap();
+            s.put_part(ns, "u1", &part(1, "p1")).unwrap();
         }
-        // Reopened, as after a restart: the upload and its parts are there.
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(
             s.get_upload(ns, "u1").unwrap(),
             Some(upload("u1", "big.zip", 10))
         );
-        assert_eq!(s.get_upload("other", "u1").unwrap(), None);
-        let parts = s.list_parts(ns, "u1").unwrap();
-        assert_eq!(parts, [part(1, "p1b"), part(2, "p2")]);
-
-        // A part replaced since the caller read it: nothing is written.
-        let stale = [(1, "p1".to_string()), (2, "p2".to_string())];
-        let meta = object("big.zip", "whole");
-        let firings = [fired("zips", StorageEvent::ObjectCreated, &meta, &["f"])];
-        assert!(matches!(
-            s.complete_upload(ns, "u1", &stale, &meta, &firings),
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(s.get_object(ns, "b1", "big.zip").unwrap().is_none());
-        assert!(s.get_upload(ns, "u1").unwrap().is_some());
-
-        let chosen = [(1, "p1b".to_string())];
-        let done = s
-            .complete_upload(ns, "u1", &chosen, &meta, &firings)
-            .unwrap();
-        assert_eq!(done.replaced, None);
-        let mut files = done.part_files;
-        files.sort();
-        assert_eq!(files, ["p1b", "p2"], "every part's file, used or not");
-        assert_eq!(s.get_object(ns, "b1", "big.zip").unwrap().unwrap(), meta);
-        assert_eq!(queued_events(&s), ["object:created big.zip etag-whole"]);
-        assert_eq!(s.get_upload(ns, "u1").unwrap(), None);
-        assert!(s.list_parts(ns, "u1").unwrap().is_empty());
-        assert!(matches!(
-            s.complete_upload(ns, "u1", &chosen, &meta, &firings),
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn uploads_are_listed_aborted_and_swept() {
-        let (_d, s) = crate::sqlite::tests::store();
-        let ns = "default";
-        s.create_bucket(ns, "b1").unwrap();
-        s.create_upload(ns, &upload("u2", "a/x", 100)).unwrap();
-        s.create_upload(ns, &upload("u1", "a/x", 200)).unwrap();
-        s.create_upload(ns, &upload("u3", "b", 300)).unwrap();
-        s.put_part(ns, "u2", &part(1, "q1")).unwrap();
-        s.put_part(ns, "u2", &part(2, "q2")).unwrap();
-        s.put_part(ns, "u3", &part(1, "r1")).unwrap();
-        let ids = |prefix: &str, after: Option<(&str, &str)>, limit: usize| -> Vec<String> {
-            s.list_uploads(ns, "b1", prefix, after, limit)
-                .unwrap()
-                .into_iter()
-                .map(|u| u.id)
-                .collect()
-        };
-        assert_eq!(ids("", None, 10), ["u1", "u2", "u3"]);
-        assert_eq!(ids("a/", None, 10), ["u1", "u2"]);
-        assert_eq!(ids("", Some(("a/x", "u1")), 1), ["u2"]);
-        assert_eq!(ids("", Some(("a/x", "u2")), 10), ["u3"]);
-
-        assert_eq!(s.abort_upload(ns, "u3").unwrap(), Some(vec!["r1".into()]));
-        assert_eq!(s.abort_upload(ns, "u3").unwrap(), None);
-        // The sweep forgets uploads started before the cut, with their parts.
-        let mut swept = s.abort_uploads_before(150).unwrap();
-        swept.sort();
         assert_eq!(
-            swept,
-            [(ns.into(), "q1".into()), (ns.into(), "q2".into())] as [(String, String); 2]
+            s.list_parts(ns, "u1").unwrap(),
+            [part(1, "p1"), part(2, "p2")]
         );
-        assert_eq!(ids("", None, 10), ["u1"]);
-        // Deleting the namespace deletes its uploads.
-        s.create_namespace("team").unwrap();
-        s.create_bucket("team", "b1").unwrap();
-        s.create_upload("team", &upload("t1", "k", 1)).unwrap();
-        s.put_part("team", "t1", &part(1, "t")).unwrap();
-        s.delete_namespace("team").unwrap();
-        assert_eq!(s.get_upload("team", "t1").unwrap(), None);
-        assert!(s.list_parts("team", "t1").unwrap().is_empty());
     }
 }

@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use ignis_core::usage::UsageCell;
 use ignis_core::{
     ActivationId, ActivationRecord, ExecutionRecord, Firing, FunctionVersion, LogLine, Rule,
-    StepRecord, Trigger, now_ms,
+    StepRecord, Trigger,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::clock::now_ms;
 use crate::{
     ActivationFilter, ActivationPage, ApiKeyRecord, Cursor, NamespaceQuotas, NamespaceRecord,
     NewVersion, QueueState, QueuedInvocation, Result, Store, StoreError,
@@ -120,6 +121,9 @@ CREATE INDEX IF NOT EXISTS activations_by_fn ON activations (namespace, function
 pub struct SqliteStore {
     write: Mutex<Connection>,
     read: Mutex<Connection>,
+    /// Whether commits that must survive power loss sync to disk (`synchronous=FULL`); off
+    /// for a replica that is rebuilt from a replicated log ([`SqliteStore::open_replica`]).
+    sync_commits: bool,
 }
 
 fn open_conn(path: &Path) -> Result<Connection> {
@@ -134,6 +138,26 @@ fn open_conn(path: &Path) -> Result<Connection> {
 impl SqliteStore {
     /// Opens (creating) the database file and its schema; the `default` namespace exists.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens a replica: a database that is rebuilt from a replicated log at every start (cluster
+    /// mode, where the log is what is durable), so its commits do not wait for the disk.
+    pub fn open_replica(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (`VACUUM INTO`): a snapshot
+    /// of a replica, from which another node starts instead of replaying the whole log.
+    pub fn snapshot_to(&self, path: &Path) -> Result<()> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| std::io::Error::other("a snapshot path must be UTF-8"))?;
+        self.r().execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    fn open_with(path: &Path, sync_commits: bool) -> Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -153,10 +177,14 @@ impl SqliteStore {
             "INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES (?1, ?2)",
             params![ignis_core::DEFAULT_NAMESPACE, now_ms() as i64],
         )?;
+        if !sync_commits {
+            write.pragma_update(None, "synchronous", "OFF")?;
+        }
         let read = open_conn(path)?;
         Ok(SqliteStore {
             write: Mutex::new(write),
             read: Mutex::new(read),
+            sync_commits,
         })
     }
 
@@ -167,6 +195,12 @@ impl SqliteStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut conn = self.w();
+        if !self.sync_commits {
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            return Ok(out);
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         let result = (|| {
             let tx = conn.transaction()?;
@@ -666,6 +700,9 @@ impl Store for SqliteStore {
 
     fn enqueue(&self, item: &QueuedInvocation) -> Result<(QueuedInvocation, bool)> {
         let mut conn = self.w();
+        if !self.sync_commits {
+            return Self::enqueue_in(&mut conn, item);
+        }
         // An acknowledged async invocation must survive power loss, not only a process kill:
         // this commit syncs the log to disk (synchronous=FULL), others need not.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -816,6 +853,27 @@ impl Store for SqliteStore {
 
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
         self.synced(|tx| {
+            if let Some(at) = firing.scheduled_ms {
+                // A scheduled time fires once: a second firing for it (two schedulers of a
+                // cluster that both saw it due) is refused, writing nothing.
+                let last: Option<String> = tx
+                    .query_row(
+                        "SELECT record FROM triggers WHERE namespace = ?1 AND name = ?2",
+                        params![firing.namespace, firing.trigger],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let last = match last {
+                    Some(r) => serde_json::from_str::<Trigger>(&r)?.last_scheduled_ms,
+                    None => None,
+                };
+                if last.is_some_and(|last| last >= at) {
+                    return Err(StoreError::Conflict(format!(
+                        "the firing of trigger {:?} for {at}",
+                        firing.trigger
+                    )));
+                }
+            }
             insert_firing(tx, firing, queued)?;
             if let Some(at) = firing.scheduled_ms {
                 set_last_scheduled(tx, &firing.namespace, &firing.trigger, at)?;
@@ -1096,7 +1154,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use ignis_core::{CodeFormat, CodeRef, FunctionSpec, Runtime, Status};
+    use crate::suite::{activation, key, new_version};
+    use ignis_core::Status;
 
     /// A store in a temporary directory.
     pub(crate) fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -1105,469 +1164,23 @@ pub(crate) mod tests {
         (dir, s)
     }
 
-    fn new_version(name: &str) -> NewVersion {
-        NewVersion {
-            namespace: "default".into(),
-            name: name.into(),
-            spec: FunctionSpec::new(Runtime::Python, "app.handler"),
-            code: CodeRef {
-                sha256: "ab".repeat(32),
-                size: 3,
-                format: CodeFormat::File,
-                filename: Some("app.py".into()),
-            },
+    /// A store that dereferences to itself and keeps its directory.
+    pub(crate) struct TempStore {
+        store: SqliteStore,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TempStore {
+        type Target = SqliteStore;
+        fn deref(&self) -> &SqliteStore {
+            &self.store
         }
     }
 
-    fn activation(function: &str, start_ms: u64, status: Status) -> ActivationRecord {
-        ActivationRecord {
-            id: ActivationId::new(),
-            namespace: "default".into(),
-            function: function.into(),
-            version: 1,
-            start_ms,
-            end_ms: start_ms + 5,
-            duration_ms: 5,
-            queue_ms: 0,
-            init_ms: 0,
-            cold: false,
-            instance: "f/1".into(),
-            trigger: None,
-            status,
-            result: Some(serde_json::json!({"ok": true})),
-            error: None,
-            logs: vec![LogLine {
-                ts_ms: start_ms,
-                stream: ignis_core::LogStream::Stdout,
-                line: "hi".into(),
-            }],
-            logs_truncated: false,
-            memory_mb: 128,
-            billed_ms: 5,
-        }
-    }
-
-    #[test]
-    fn versions_count_up_and_delete() {
-        let (_d, s) = store();
-        assert!(s.namespace_exists("default").unwrap());
-        assert_eq!(s.list_namespaces().unwrap(), ["default"]);
-        assert!(!s.namespace_exists("other").unwrap());
-        let (v1, created) = s.put_version(new_version("f"), false).unwrap();
-        assert!(created);
-        assert_eq!(v1.version, 1);
-        let (v2, created) = s.put_version(new_version("f"), false).unwrap();
-        assert!(!created);
-        assert_eq!(v2.version, 2);
-        assert!(matches!(
-            s.put_version(new_version("f"), true),
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(
-            s.get_version("default", "f", None)
-                .unwrap()
-                .unwrap()
-                .version,
-            2
-        );
-        assert_eq!(s.get_version("default", "f", Some(1)).unwrap().unwrap(), v1);
-        assert!(s.get_version("default", "f", Some(9)).unwrap().is_none());
-        s.put_version(new_version("a"), false).unwrap();
-        let names: Vec<_> = s
-            .list_functions("default")
-            .unwrap()
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        assert_eq!(names, ["a", "f"]);
-        assert_eq!(s.list_versions("default", "f").unwrap().len(), 2);
-        assert_eq!(s.delete_function("default", "f").unwrap(), Some(2));
-        assert_eq!(s.delete_function("default", "f").unwrap(), None);
-        assert!(s.get_version("default", "f", None).unwrap().is_none());
-    }
-
-    #[test]
-    fn activations_page_and_filter() {
-        let (_d, s) = store();
-        let mut all = Vec::new();
-        for i in 0..25 {
-            let status = if i % 5 == 0 {
-                Status::Timeout
-            } else {
-                Status::Success
-            };
-            all.push(activation(
-                if i % 2 == 0 { "even" } else { "odd" },
-                1000 + i,
-                status,
-            ));
-        }
-        s.insert_activations(&all).unwrap();
-        let got = s.get_activation("default", all[3].id).unwrap().unwrap();
-        assert_eq!(got, all[3]);
-        assert!(s.get_activation("other", all[3].id).unwrap().is_none());
-
-        let mut seen = Vec::new();
-        let mut filter = ActivationFilter {
-            limit: 10,
-            ..Default::default()
-        };
-        loop {
-            let page = s.list_activations("default", &filter).unwrap();
-            assert!(
-                page.activations
-                    .iter()
-                    .all(|a| a.logs.is_empty() && a.result.is_none())
-            );
-            seen.extend(page.activations.iter().map(|a| a.start_ms));
-            match page.next {
-                Some(c) => filter.cursor = Some(c),
-                None => break,
-            }
-        }
-        let expected: Vec<u64> = (1000..1025).rev().collect();
-        assert_eq!(seen, expected);
-
-        let page = s
-            .list_activations(
-                "default",
-                &ActivationFilter {
-                    function: Some("even".into()),
-                    status: Some(Status::Timeout),
-                    limit: 50,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let starts: Vec<_> = page.activations.iter().map(|a| a.start_ms).collect();
-        assert_eq!(starts, [1020, 1010, 1000]);
-        let page = s
-            .list_activations(
-                "default",
-                &ActivationFilter {
-                    since: Some(1010),
-                    until: Some(1012),
-                    limit: 50,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(page.activations.len(), 2);
-    }
-
-    fn queued(key: Option<&str>) -> QueuedInvocation {
-        QueuedInvocation {
-            id: ActivationId::new(),
-            namespace: "default".into(),
-            function: "f".into(),
-            version: None,
-            event: b"{}".to_vec(),
-            attempts: 0,
-            next_attempt_ms: 100,
-            created_ms: 100,
-            idempotency_key: key.map(str::to_string),
-            last_error: None,
-            trigger: None,
-            callback: None,
-            state: QueueState::Queued,
-        }
-    }
-
-    #[test]
-    fn the_async_queue_retries_buries_and_revives() {
-        let (_d, s) = store();
-        let a = queued(None);
-        let (got, new) = s.enqueue(&a).unwrap();
-        assert!(new);
-        assert_eq!(got, a);
-        let k1 = queued(Some("k"));
-        assert!(s.enqueue(&k1).unwrap().1);
-        let (again, new) = s.enqueue(&queued(Some("k"))).unwrap();
-        assert!(!new, "the idempotency key returns the first submission");
-        assert_eq!(again.id, k1.id);
-        assert_eq!(s.due(99, 10).unwrap().len(), 0);
-        assert_eq!(s.due(100, 10).unwrap().len(), 2);
-        assert_eq!(s.next_due().unwrap(), Some(100));
-        s.retry_later(a.id, 1, 500, "boom").unwrap();
-        assert_eq!(s.due(100, 10).unwrap().len(), 1);
-        let due = s.due(500, 10).unwrap();
-        assert_eq!(due.iter().find(|q| q.id == a.id).unwrap().attempts, 1);
-        s.bury(a.id, 3, "boom").unwrap();
-        assert_eq!(s.due(1000, 10).unwrap().len(), 1);
-        let dead = s.dead_letters("default").unwrap();
-        assert_eq!(
-            (dead.len(), dead[0].last_error.as_deref()),
-            (1, Some("boom"))
-        );
-        assert!(s.revive("default", a.id).unwrap());
-        assert!(!s.revive("default", a.id).unwrap());
-        assert!(s.dead_letters("default").unwrap().is_empty());
-        s.dequeue(a.id).unwrap();
-        s.dequeue(k1.id).unwrap();
-        assert_eq!(s.next_due().unwrap(), None);
-        // A finished item's key still answers, with its state.
-        let (done, new) = s.enqueue(&queued(Some("k"))).unwrap();
-        assert!(!new);
-        assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
-    }
-
-    fn key(id: &str, namespace: Option<&str>) -> ApiKeyRecord {
-        ApiKeyRecord {
-            id: id.into(),
-            secret_hash: "$argon2id$x".into(),
-            sealed_secret: None,
-            secret_sha256: None,
-            secret: None,
-            namespace: namespace.map(str::to_string),
-            role: crate::Role::Owner,
-            created_ms: 1,
-        }
-    }
-
-    #[test]
-    fn deleting_a_namespace_deletes_everything_in_it() {
-        let (_d, s) = store();
-        assert!(s.create_namespace("team").unwrap());
-        assert!(!s.create_namespace("team").unwrap());
-        let quotas = NamespaceQuotas {
-            concurrency: Some(3),
-            ..Default::default()
-        };
-        assert!(s.set_namespace_quotas("team", &quotas).unwrap());
-        assert!(!s.set_namespace_quotas("nope", &quotas).unwrap());
-        assert_eq!(s.get_namespace("team").unwrap().unwrap().quotas, quotas);
-        assert_eq!(
-            s.get_namespace("default").unwrap().unwrap().quotas,
-            NamespaceQuotas::default()
-        );
-        let in_team = |mut v: NewVersion| {
-            v.namespace = "team".into();
-            v
-        };
-        s.put_version(in_team(new_version("f")), false).unwrap();
-        s.put_version(in_team(new_version("g")), false).unwrap();
-        s.put_version(new_version("f"), false).unwrap();
-        let mut a = activation("f", 5, Status::Success);
-        a.namespace = "team".into();
-        let b = activation("f", 6, Status::Success);
-        s.insert_activations(&[a.clone(), b.clone()]).unwrap();
-        let mut q = queued(Some("k"));
-        q.namespace = "team".into();
-        s.enqueue(&q).unwrap();
-        s.enqueue(&queued(Some("k"))).unwrap();
-        let trigger = |ns: &str| Trigger {
-            namespace: ns.into(),
-            name: "t".into(),
-            spec: ignis_core::TriggerSpec::default(),
-            created_ms: 1,
-            last_scheduled_ms: None,
-        };
-        s.put_trigger(&trigger("team"), false).unwrap();
-        s.put_trigger(&trigger("default"), false).unwrap();
-        let firing = Firing {
-            id: ActivationId::new(),
-            namespace: "team".into(),
-            trigger: "t".into(),
-            fired_ms: 1,
-            scheduled_ms: None,
-            activations: vec![],
-        };
-        s.record_firing(&firing, &[]).unwrap();
-        let topic_trigger = Trigger {
-            name: "on-orders".into(),
-            spec: ignis_core::TriggerSpec {
-                kind: ignis_core::TriggerKind::Topic,
-                topic: Some("orders".into()),
-                ..Default::default()
-            },
-            ..trigger("team")
-        };
-        s.put_trigger(&topic_trigger, false).unwrap();
-        let message = crate::TopicMessage {
-            id: "m1".into(),
-            namespace: "team".into(),
-            topic: "orders".into(),
-            body: b"{}".to_vec(),
-            published_ms: 1,
-        };
-        assert_eq!(s.publish(&message).unwrap(), 1);
-        s.put_key(&key("ik_team", Some("team"))).unwrap();
-        s.put_key(&key("ik_default", Some("default"))).unwrap();
-        s.put_key(&key("ik_admin", None)).unwrap();
-
-        let mut gone = s.delete_namespace("team").unwrap().unwrap();
-        gone.sort();
-        assert_eq!(gone, ["f", "g"]);
-        assert_eq!(s.delete_namespace("team").unwrap(), None);
-        assert!(s.get_namespace("team").unwrap().is_none());
-        assert!(s.list_functions("team").unwrap().is_empty());
-        assert!(s.list_versions("team", "f").unwrap().is_empty());
-        assert!(s.get_activation("team", a.id).unwrap().is_none());
-        assert!(s.list_triggers("team").unwrap().is_empty());
-        assert!(s.list_firings("team", "t", 10).unwrap().is_empty());
-        assert!(s.list_topics("team").unwrap().is_empty());
-        assert!(s.pending_deliveries().unwrap().is_empty());
-        assert!(
-            s.due(1 << 40, 10)
-                .unwrap()
-                .iter()
-                .all(|q| q.namespace == "default")
-        );
-        let ids: Vec<_> = s.list_keys().unwrap().into_iter().map(|k| k.id).collect();
-        assert_eq!(ids, ["ik_admin", "ik_default"]);
-        // The other namespace is untouched.
-        assert_eq!(s.list_functions("default").unwrap().len(), 1);
-        assert!(s.get_activation("default", b.id).unwrap().is_some());
-        assert_eq!(s.list_triggers("default").unwrap().len(), 1);
-        assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
-        // Nothing can be deployed into, nor recorded for, a namespace that is gone.
-        let mut late = activation("f", 7, Status::Success);
-        late.namespace = "team".into();
-        s.insert_activations(std::slice::from_ref(&late)).unwrap();
-        assert!(s.get_activation("team", late.id).unwrap().is_none());
-        assert!(matches!(
-            s.put_version(in_team(new_version("f")), false),
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(s.delete_key("ik_default").unwrap());
-        assert!(!s.delete_key("ik_default").unwrap());
-    }
-
-    #[test]
-    fn executions_keep_their_steps_and_go_with_their_namespace() {
-        use ignis_core::{ExecutionStatus, StepStatus};
-        let (_d, s) = store();
-        s.create_namespace("team").unwrap();
-        let exec = |ns: &str| ExecutionRecord {
-            id: ActivationId::new(),
-            namespace: ns.into(),
-            function: "wf".into(),
-            version: 1,
-            status: ExecutionStatus::Running,
-            input: serde_json::json!({"x": 1}),
-            output: None,
-            error: None,
-            start_ms: 10,
-            end_ms: None,
-            trigger: None,
-            resumed: 0,
-            parent: None,
-            steps: Vec::new(),
-        };
-        let (a, b) = (exec("team"), exec("default"));
-        s.save_execution(&a).unwrap();
-        s.save_execution(&b).unwrap();
-        let step = |name: &str, index: Option<u32>, end_ms: u64| StepRecord {
-            step: name.into(),
-            index,
-            function: "f".into(),
-            status: StepStatus::Succeeded,
-            activation_id: Some(ActivationId::new()),
-            attempts: 1,
-            start_ms: 11,
-            end_ms,
-            output: Some(serde_json::json!(index)),
-            error: None,
-        };
-        s.save_steps(&[
-            (a.id, "team".into(), step("one", None, 12)),
-            (a.id, "team".into(), step("map", Some(0), 13)),
-            (a.id, "team".into(), step("map", Some(1), 14)),
-        ])
-        .unwrap();
-        let got = s.get_execution("team", a.id).unwrap().unwrap();
-        assert_eq!(got.steps.len(), 3);
-        assert_eq!(got.steps[2].index, Some(1));
-        assert!(s.get_execution("default", a.id).unwrap().is_none());
-        assert_eq!(s.running_executions().unwrap().len(), 2);
-        let done = ExecutionRecord {
-            status: ExecutionStatus::Succeeded,
-            end_ms: Some(20),
-            ..b.clone()
-        };
-        s.save_execution(&done).unwrap();
-        let running = s.running_executions().unwrap();
-        assert_eq!(running.len(), 1);
-        assert_eq!(running[0].steps.len(), 3);
-        assert_eq!(
-            s.list_executions("default", Some("wf"), 10).unwrap().len(),
-            1
-        );
-        assert!(
-            s.list_executions("default", Some("other"), 10)
-                .unwrap()
-                .is_empty()
-        );
-        s.delete_namespace("team").unwrap();
-        assert!(s.get_execution("team", a.id).unwrap().is_none());
-        assert!(s.running_executions().unwrap().is_empty());
-        // A late write for the deleted namespace is dropped.
-        s.save_execution(&a).unwrap();
-        s.save_steps(&[(a.id, "team".into(), step("late", None, 30))])
-            .unwrap();
-        assert!(s.running_executions().unwrap().is_empty());
-    }
-
-    #[test]
-    fn activations_are_pruned_by_age_and_count() {
-        let (_d, s) = store();
-        s.create_namespace("other").unwrap();
-        let mut all: Vec<_> = (0..10)
-            .map(|i| activation("f", 1000 + i, Status::Success))
-            .collect();
-        let mut theirs = activation("f", 1, Status::Success);
-        theirs.namespace = "other".into();
-        all.push(theirs.clone());
-        s.insert_activations(&all).unwrap();
-        let starts = |s: &SqliteStore| -> Vec<u64> {
-            let f = ActivationFilter {
-                limit: 100,
-                ..Default::default()
-            };
-            let page = s.list_activations("default", &f).unwrap();
-            page.activations.iter().map(|a| a.start_ms).collect()
-        };
-        assert_eq!(s.prune_activations("default", 1003, None).unwrap(), 3);
-        assert_eq!(starts(&s), (1003..1010).rev().collect::<Vec<_>>());
-        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 3);
-        assert_eq!(starts(&s), [1009, 1008, 1007, 1006]);
-        assert_eq!(s.prune_activations("default", 0, Some(4)).unwrap(), 0);
-        assert!(s.get_activation("other", theirs.id).unwrap().is_some());
-    }
-
-    #[test]
-    fn usage_sums_are_exact_per_function_and_day() {
-        let (_d, s) = store();
-        let mut all = Vec::new();
-        for (f, start, mb, billed) in [
-            ("a", 1_000u64, 128u32, 3u64),
-            ("a", 2_000, 256, 7),
-            ("a", 86_400_000 + 5, 128, 1),
-            ("b", 3_000, 1024, 1000),
-            ("b", 200 * 86_400_000, 1024, 1000),
-        ] {
-            let mut a = activation(f, start, Status::Success);
-            a.memory_mb = mb;
-            a.billed_ms = billed;
-            all.push(a);
-        }
-        s.insert_activations(&all).unwrap();
-        let rows = s.usage("default", 0, 100 * 86_400_000).unwrap();
-        let got: Vec<_> = rows
-            .iter()
-            .map(|r| (r.function.as_str(), r.day, r.requests, r.mb_ms, r.billed_ms))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a", 0, 2, 128 * 3 + 256 * 7, 10),
-                ("a", 1, 1, 128, 1),
-                ("b", 0, 1, 1024 * 1000, 1000),
-            ]
-        );
-        assert!(s.usage("other", 0, u64::MAX).unwrap().is_empty());
-        assert_eq!(s.async_backlog().unwrap(), vec![]);
-    }
+    crate::store_suite!({
+        let (_dir, store) = store();
+        Some(TempStore { store, _dir })
+    });
 
     #[test]
     fn data_survives_reopen() {

@@ -31,6 +31,7 @@ async fn run(code: &WasmCode, event: &Bytes) -> Status {
             memory_bytes: 128 << 20,
             deadline: Instant::now() + Duration::from_secs(10),
             timeout_ms: 10_000,
+            api: None,
         })
         .await;
     debug_assert_eq!(out.status, Status::Success, "{:?}", out.error);

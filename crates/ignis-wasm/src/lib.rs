@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod http;
+mod outgoing;
 mod output;
 mod run;
 mod ticker;
@@ -43,6 +44,7 @@ use wasmtime::{
 };
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use outgoing::{ApiBody, ApiFuture, ApiService, BoxError, DataApi};
 use run::{ComponentState, ModuleState};
 pub use run::{RunOutput, RunRequest};
 

@@ -22,8 +22,9 @@ use wasmtime::{ResourceLimiter, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::outgoing::{DataApi, OutgoingHooks};
 use crate::output::{Capture, Full};
 use crate::{Pre, WasmCode, chain};
 
@@ -42,6 +43,9 @@ pub struct RunRequest<'a> {
     pub deadline: Instant,
     /// The function's timeout, for the error message.
     pub timeout_ms: u64,
+    /// What a component's outgoing requests may reach (its namespace's data); `None`: nothing.
+    /// Modules have no outgoing requests.
+    pub api: Option<&'a DataApi>,
 }
 
 /// How an invocation ended.
@@ -107,10 +111,12 @@ pub(crate) struct ModuleState {
 
 /// Store data of a `wasi:http` component.
 pub(crate) struct ComponentState {
+    /// First: dropped before `table` (fields drop in order), so that request bodies the table
+    /// still holds fail instead of ending (`outgoing.rs`).
+    hooks: OutgoingHooks,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutgoing,
     limits: Limits,
     deadline: Instant,
 }
@@ -131,29 +137,6 @@ impl WasiHttpView for ComponentState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Outgoing HTTP requests (`wasi:http/outgoing-handler`) are refused: functions get no network.
-pub(crate) struct DenyOutgoing;
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                hyper::Response<wasmtime_wasi_http::WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -396,10 +379,10 @@ impl WasmCode {
         let stdout = Capture::new(LOG_CAPTURE_BYTES, Full::Drop);
         let stderr = Capture::new(LOG_CAPTURE_BYTES, Full::Drop);
         let state = ComponentState {
+            hooks: OutgoingHooks::new(req.api.cloned()),
             wasi: wasi_builder(req, &stdout, &stderr).build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutgoing,
             limits: limits(req),
             deadline: req.deadline,
         };

@@ -10,6 +10,7 @@ use super::*;
 pub(crate) const GUEST: &str = include_str!("../fixtures/guest.wat");
 pub(crate) const NOOP: &str = include_str!("../fixtures/noop.wat");
 const HTTP_ECHO: &str = include_str!("../fixtures/http_echo.wat");
+const DATA_CLIENT: &str = include_str!("../fixtures/data_client.wat");
 const UNKNOWN_IMPORT: &str = include_str!("../fixtures/unknown_import.wat");
 const WRONG_WORLD: &str = include_str!("../fixtures/wrong_world.wat");
 
@@ -40,6 +41,7 @@ struct Call {
     env: Vec<(String, String)>,
     memory_mb: usize,
     timeout: Duration,
+    api: Option<DataApi>,
 }
 
 impl Call {
@@ -49,6 +51,7 @@ impl Call {
             env: Vec::new(),
             memory_mb: 64,
             timeout: Duration::from_secs(10),
+            api: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl Call {
             memory_bytes: self.memory_mb * 1024 * 1024,
             deadline: Instant::now() + self.timeout,
             timeout_ms: self.timeout.as_millis() as u64,
+            api: self.api.as_ref(),
         })
         .await
     }
@@ -344,4 +348,79 @@ async fn http_component_failures_are_classified() {
     call.timeout = Duration::from_millis(200);
     let out = call.run(&code).await;
     assert_eq!(out.status, Status::Timeout, "{:?}", out.error);
+}
+
+/// An API that answers `201` with what it was asked.
+struct Recorder;
+
+impl ApiService for Recorder {
+    fn call(&self, request: hyper::Request<ApiBody>) -> ApiFuture {
+        use http_body_util::BodyExt;
+        Box::pin(async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let head = format!("{} {} [{auth}]", request.method(), request.uri());
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let text = format!("{head} {}", String::from_utf8_lossy(&body));
+            let mut r = hyper::Response::new(
+                http_body_util::Full::new(Bytes::from(text))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            );
+            *r.status_mut() = hyper::StatusCode::CREATED;
+            r
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_component_reaches_the_api_it_is_given_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = deploy(&engine(dir.path()), DATA_CLIENT);
+    let api = DataApi::new(Arc::new(Recorder), "127.0.0.1:9400", "ibt_t").unwrap();
+    let call = |event: &'static str| {
+        let mut c = Call::new(event.as_bytes());
+        c.env = vec![
+            ("IGNIS_API_URL".into(), "http://127.0.0.1:9400".into()),
+            ("IGNIS_TOKEN".into(), "ibt_t".into()),
+        ];
+        c.api = Some(api.clone());
+        c
+    };
+    let body = |out: RunOutput| {
+        assert_eq!(out.status, Status::Success, "{:?}", out.error);
+        String::from_utf8(out.body.to_vec()).unwrap()
+    };
+
+    let out = call("env").run(&code).await;
+    assert_eq!(
+        body(out),
+        "IGNIS_API_URL=http://127.0.0.1:9400\nIGNIS_TOKEN=ibt_t\n"
+    );
+    // The request as the guest made it, streamed body included; the token put in, or its own.
+    let out = call("PUT\n$API/v1/namespaces/a/kv/k?ttl=9\n\nhello")
+        .run(&code)
+        .await;
+    assert_eq!(
+        body(out),
+        "201\nPUT /v1/namespaces/a/kv/k?ttl=9 [Bearer ibt_t] hello"
+    );
+    let out = call("GET\n$API/x\n$TOKEN\n").run(&code).await;
+    assert_eq!(body(out), "201\nGET /x [Bearer ibt_t] ");
+    // Elsewhere, or with another credential: refused before any API sees it.
+    for event in [
+        "GET\nhttp://127.0.0.1:8080/v1/system/info\n\n",
+        "GET\nhttp://example.com/\n\n",
+        "GET\n$API/v1/namespaces/a/keys\nBearer ik_1:admin\n",
+    ] {
+        let out = call(event).run(&code).await;
+        assert_eq!(body(out), "error HTTP-request-denied", "{event}");
+    }
+    // A component given no API reaches nothing.
+    let mut none = call("GET\n$API/x\n\n");
+    none.api = None;
+    assert_eq!(body(none.run(&code).await), "error HTTP-request-denied");
 }

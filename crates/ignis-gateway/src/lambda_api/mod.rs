@@ -146,6 +146,9 @@ impl From<ControllerError> for LambdaError {
                 "ServiceException",
                 "the server is shutting down",
             ),
+            ControllerError::NoInvoker(m) => {
+                LambdaError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", m)
+            }
             ControllerError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 LambdaError::new(

@@ -2,6 +2,7 @@
 
 mod activations;
 mod bench;
+mod cluster_mode;
 mod data;
 mod dlq;
 mod execution;

@@ -16,6 +16,7 @@ use ignis_store::{BlobStore, Role, SqliteStore, Store};
 use serde::Deserialize;
 
 use super::GlobalOpts;
+use super::cluster_mode::{self, NodeRole};
 
 /// Prints a line to stdout, ignoring a closed stdout (`ignis serve | head`): the server must
 /// keep running and shut down cleanly whatever happens to its output.
@@ -83,6 +84,17 @@ pub struct ServerConfig {
     pub body_timeout_secs: Option<u64>,
     /// Serve `/metrics` without a key (default false: an admin key is needed).
     pub metrics_public: Option<bool>,
+    /// Cluster mode: NATS server URLs, comma-separated (docs/cluster.md).
+    pub cluster: Option<String>,
+    /// Cluster mode: what this node does (gateway, invoker, all).
+    pub role: Option<super::cluster_mode::NodeRole>,
+    /// Cluster mode: this node's name, unique in the cluster.
+    pub node_name: Option<String>,
+    /// Cluster mode: copies JetStream keeps of the log, the code and the KV buckets.
+    pub cluster_replicas: Option<usize>,
+    /// Cluster mode: log entries between two compactions (snapshot, then older entries
+    /// deleted); 0 never compacts.
+    pub cluster_compact_entries: Option<u64>,
     /// The price model of usage reports (`[pricing]`: per_million_requests, per_gb_second,
     /// free_tier, free_requests_per_month, free_gb_seconds_per_month).
     pub pricing: Option<ignis_core::usage::PriceModel>,
@@ -183,6 +195,27 @@ pub struct ServeCommand {
     /// [default: false]
     #[arg(long, env = "IGNIS_FREE_TIER", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     free_tier: Option<bool>,
+    /// Join a cluster: the NATS server URLs (with JetStream), comma-separated; the store, the
+    /// code and the async queue are then the cluster's (docs/cluster.md)
+    #[arg(long, env = "IGNIS_CLUSTER", value_name = "URLS")]
+    cluster: Option<String>,
+    /// Cluster mode: what this node does: gateway (API, background work under a lease, no
+    /// instances), invoker (runs instances) or all [default: all]
+    #[arg(long, env = "IGNIS_ROLE", value_enum)]
+    role: Option<super::cluster_mode::NodeRole>,
+    /// Cluster mode: this node's name, unique in the cluster [default: host name and a hash of
+    /// the data directory]
+    #[arg(long, env = "IGNIS_NODE_NAME")]
+    node_name: Option<String>,
+    /// Cluster mode: copies JetStream keeps of the store's log, the code and the KV buckets
+    /// (3 for a cluster of three NATS servers) [default: 1]
+    #[arg(long, env = "IGNIS_CLUSTER_REPLICAS")]
+    cluster_replicas: Option<usize>,
+    /// Cluster mode: entries the store's log grows by between two compactions (a snapshot of
+    /// the store, then the entries before it deleted but as many again); 0 never compacts
+    /// [default: 100000]
+    #[arg(long, env = "IGNIS_CLUSTER_COMPACT_ENTRIES")]
+    cluster_compact_entries: Option<u64>,
     /// Do not write the CLI config file on first start
     #[arg(long)]
     no_cli_config: bool,
@@ -332,6 +365,21 @@ impl ServeCommand {
         if self.metrics_public.is_some() {
             cfg.metrics_public = self.metrics_public;
         }
+        if self.cluster.is_some() {
+            cfg.cluster = self.cluster.clone();
+        }
+        if self.role.is_some() {
+            cfg.role = self.role;
+        }
+        if self.node_name.is_some() {
+            cfg.node_name = self.node_name.clone();
+        }
+        if self.cluster_replicas.is_some() {
+            cfg.cluster_replicas = self.cluster_replicas;
+        }
+        if self.cluster_compact_entries.is_some() {
+            cfg.cluster_compact_entries = self.cluster_compact_entries;
+        }
         let mut pricing = cfg.pricing.take().unwrap_or_default();
         if let Some(p) = self.price_per_million_requests {
             pricing.per_million_requests = p;
@@ -368,10 +416,40 @@ impl ServeCommand {
             .parse()
             .with_context(|| format!("invalid listen address {listen:?}"))?;
 
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&data_dir.join("ignis.db")).context("cannot open the database")?,
-        );
-        let blobs = BlobStore::open(&data_dir.join("blobs"))?;
+        let joined = match &cfg.cluster {
+            Some(urls) => {
+                let node = cfg
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| cluster_mode::default_node_name(&data_dir));
+                cluster_mode::check_node_name(&node)?;
+                let role = cfg.role.unwrap_or(NodeRole::All);
+                say!("joining the cluster at {urls} as {node} ({role:?})");
+                let config = ignis_cluster::ClusterConfig {
+                    urls: urls.clone(),
+                    node,
+                    replicas: cfg.cluster_replicas.unwrap_or(1),
+                };
+                Some(cluster_mode::join(config, role, &data_dir)?)
+            }
+            None if cfg.role.is_some() || cfg.node_name.is_some() => {
+                anyhow::bail!("--role and --node-name are for cluster mode: add --cluster nats://…")
+            }
+            None => None,
+        };
+        let store: Arc<dyn Store> = match &joined {
+            Some(j) => j.store.clone(),
+            None => Arc::new(
+                SqliteStore::open(&data_dir.join("ignis.db"))
+                    .context("cannot open the database")?,
+            ),
+        };
+        let mut blobs = BlobStore::open(&data_dir.join("blobs"))?;
+        if let Some(j) = &joined {
+            blobs = j.share_blobs(blobs)?;
+        }
+        // A gateway of a cluster runs no instances: no stem cells, no zygote.
+        let runs_instances = joined.as_ref().is_none_or(|j| j.role.invokes());
         let bootstraps = ignis_runtime::bootstrap::install(&data_dir.join("runtime"))?;
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)?;
@@ -418,11 +496,15 @@ impl ServeCommand {
                 node: node.clone().unwrap_or_else(|| "node".into()),
                 keep_alive: Duration::from_secs(cfg.keep_alive_secs.unwrap_or(600)),
                 queue_per_function: cfg.queue_per_function.unwrap_or(100),
-                stem_cells: cfg.stem_cells.unwrap_or(2),
+                stem_cells: if runs_instances {
+                    cfg.stem_cells.unwrap_or(2)
+                } else {
+                    0
+                },
                 memory_budget_mb: cfg
                     .memory_budget_mb
                     .unwrap_or_else(default_memory_budget_mb),
-                zygote: cfg.zygote.unwrap_or(true),
+                zygote: runs_instances && cfg.zygote.unwrap_or(true),
                 aws_region: cfg
                     .aws_region
                     .clone()
@@ -450,7 +532,13 @@ impl ServeCommand {
         ));
         controller.set_pricing(cfg.pricing.clone().unwrap_or_default());
 
-        let master = Arc::new(master_key(&data_dir)?);
+        let mut master = master_key(&data_dir)?;
+        if let Some(j) = &joined {
+            let local = std::fs::read_to_string(data_dir.join("master.key"))?;
+            let shared = j.shared_master_key(&local)?;
+            master = MasterKey::from_hex(&shared).context("the cluster's master key is corrupt")?;
+        }
+        let master = Arc::new(master);
         let mut keys = store.list_keys()?;
         let mut new_key = None;
         if keys.is_empty() {
@@ -531,22 +619,38 @@ impl ServeCommand {
             cli_written.as_deref(),
         );
 
-        // Before the async worker, so that a queued workflow invocation delivered again joins
-        // its execution instead of driving it twice.
-        match controller.resume_workflows().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(executions = n, "resumed workflow executions"),
-            Err(e) => tracing::error!(error = %e, "cannot resume workflow executions"),
-        }
+        let announcement = match &joined {
+            Some(j) => {
+                let compact = cfg.cluster_compact_entries.unwrap_or(100_000);
+                j.start(&controller, &invoker, state.keys.clone(), compact)
+                    .await?
+            }
+            None => {
+                // Before the async worker, so that a queued workflow invocation delivered again
+                // joins its execution instead of driving it twice. (Not in a cluster: another
+                // live node may be driving it.)
+                match controller.resume_workflows().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(executions = n, "resumed workflow executions"),
+                    Err(e) => tracing::error!(error = %e, "cannot resume workflow executions"),
+                }
+                None
+            }
+        };
         controller.start_async_worker();
         controller.start_pruner(prune_interval());
         controller.start_scheduler();
         controller.start_topic_dispatcher();
         controller.start_nats_sources();
-        if let Err(e) = controller.provision_all().await {
+        if joined.is_some() {
+            // Provisioned instances (min_instances) are a single-server feature for now.
+        } else if let Err(e) = controller.provision_all().await {
             tracing::warn!(error = %e, "cannot start provisioned instances");
         }
-        let app = ignis_gateway::router(state);
+        let app = Arc::new(ignis_gateway::router(state));
+        // wasm components reach their namespace's data through the router itself, in this
+        // process (docs/baas.md); `app` outlives every invocation (kept past the shutdown).
+        invoker.set_data_service(Arc::new(ignis_gateway::InProcessApi::new(&app)));
         let defaults = ignis_gateway::HttpLimits::default();
         let limits = ignis_gateway::HttpLimits {
             max_connections: cfg.max_connections.unwrap_or(defaults.max_connections),
@@ -560,14 +664,19 @@ impl ServeCommand {
                 }),
             ..defaults
         };
-        ignis_gateway::serve(listener, app, limits, async move {
+        ignis_gateway::serve(listener, (*app).clone(), limits, async move {
             shutdown_signal().await;
             let _ = stopping_tx.send(true);
         })
         .await
         .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");
+        if let Some(a) = &announcement {
+            // Gateways stop sending here before the instances go.
+            a.leave();
+        }
         controller.shutdown().await;
+        drop(app);
         say!("stopped");
         Ok(())
     }

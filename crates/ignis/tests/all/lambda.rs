@@ -349,6 +349,144 @@ def handler(event, context):
     );
 }
 
+/// A `lambda` function (awslambdaric, so a handler nobody adapted) reaches its namespace's
+/// data with plain HTTP to `$IGNIS_API_URL` and `$IGNIS_TOKEN` — with no network at all, through
+/// the second listener of its network namespace, and with the host's — and nothing else: not
+/// another namespace's data, not its own namespace's functions. The token dies with the
+/// instance.
+#[test]
+fn a_lambda_function_reaches_its_namespace_s_data() {
+    let s = Server::start();
+    let python = server_python(&s);
+    if !needs(
+        python_has(&python, "awslambdaric"),
+        "the awslambdaric package (pip install awslambdaric)",
+    ) {
+        return;
+    }
+    assert_eq!(
+        s.request("PUT", "/v1/namespaces/team", None, b"").status,
+        201
+    );
+    let team_secret = "/v1/namespaces/team/kv/secret";
+    assert_eq!(
+        s.request("PUT", team_secret, Some("text/plain"), b"team's")
+            .status,
+        200
+    );
+    assert_eq!(
+        s.request(
+            "PUT",
+            "/v1/namespaces/default/buckets/lambda-out",
+            None,
+            b""
+        )
+        .status,
+        201
+    );
+    let bootstrap = format!(
+        "#!/bin/sh\nexec {} -m awslambdaric \"$_HANDLER\"\n",
+        python.display()
+    );
+    let app = r#"
+import json, os, urllib.error, urllib.request
+
+API = os.environ["IGNIS_API_URL"]
+NS = "/v1/namespaces/" + os.environ["IGNIS_NAMESPACE"]
+
+def call(method, path, body=b"", content_type="application/json"):
+    req = urllib.request.Request(API + path, data=body, method=method, headers={
+        "Authorization": "Bearer " + os.environ["IGNIS_TOKEN"], "Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+def handler(event, context):
+    status, body = call("POST", NS + "/kv/lambda-hits", b'{"increment": 1}')
+    assert status == 200, (status, body)
+    n = json.loads(body)["value"]
+    key = "%s-%d.txt" % (context.function_name, n)
+    put = call("PUT", NS + "/buckets/lambda-out/objects/" + key, b"hit %d" % n, "text/plain")
+    published = call("POST", NS + "/topics/lambda-hits", json.dumps({"n": n}).encode())
+    return {"url": API, "token": os.environ["IGNIS_TOKEN"], "n": n, "key": key,
+            "object": put[0], "publish": published[0],
+            "other_kv": call("GET", "/v1/namespaces/team/kv/secret", None)[0],
+            "other_put": call("PUT", "/v1/namespaces/team/kv/secret", b"mine now")[0],
+            "other_buckets": call("GET", "/v1/namespaces/team/buckets", None)[0],
+            "functions": call("GET", NS + "/functions", None)[0]}
+"#;
+    let mut hits = 0;
+    for (name, network) in [("data", "none"), ("data-host", "host")] {
+        deploy_lambda(
+            &s,
+            name,
+            &[("bootstrap", &bootstrap), ("app.py", app)],
+            &["--network", network],
+        );
+        let mut token = String::new();
+        for _ in 0..2 {
+            hits += 1;
+            let (r, v) = invoke_json(&s, name, "{}");
+            assert_eq!(r.status, 200, "{v} {}", logs_of(&s, &r));
+            assert_eq!(v["n"], hits, "{v}");
+            assert_eq!(
+                (v["object"].as_i64(), v["publish"].as_i64()),
+                (Some(200), Some(202)),
+                "{v}"
+            );
+            for what in ["other_kv", "other_put", "other_buckets", "functions"] {
+                assert_eq!(v[what], 403, "{name}: {what}: {v}");
+            }
+            if network == "none" {
+                assert_eq!(
+                    v["url"], "http://127.0.0.1:9400",
+                    "the instance's own loopback"
+                );
+            } else {
+                assert_eq!(v["url"], s.url, "the server itself");
+            }
+            let t = v["token"].as_str().unwrap();
+            assert!(t.starts_with("ibt_"), "{t}");
+            assert!(token.is_empty() || token == t, "one token per instance");
+            token = t.to_string();
+            let key = v["key"].as_str().unwrap();
+            let r = s.get(&format!(
+                "/v1/namespaces/default/buckets/lambda-out/objects/{key}"
+            ));
+            assert_eq!((r.status, r.text()), (200, format!("hit {hits}")));
+        }
+        // The token is the instance's: refused once the instance is gone.
+        let bearer = format!("Bearer {token}");
+        let probe = || {
+            s.raw_request(
+                "GET",
+                "/v1/namespaces/default/kv/lambda-hits",
+                &[("authorization", &bearer)],
+                None,
+                b"",
+            )
+            .status
+        };
+        assert_eq!(probe(), 200);
+        let path = format!("/v1/namespaces/default/functions/{name}");
+        assert_eq!(s.request("DELETE", &path, None, b"").status, 200);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while probe() != 401 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the token outlived its instance"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    assert_eq!(s.get("/v1/namespaces/default/kv/lambda-hits").text(), "4");
+    assert_eq!(s.get(team_secret).text(), "team's");
+    let topics = s.get("/v1/namespaces/default/topics").json();
+    assert!(topics.to_string().contains("lambda-hits"), "{topics}");
+}
+
 /// Builds the `lambda_runtime` function of tests/fixtures/rust-lambda; `None` if cargo or
 /// the crate registry is not reachable.
 fn rust_lambda_binary() -> Option<PathBuf> {

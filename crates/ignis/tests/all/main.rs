@@ -8,6 +8,7 @@ mod baas;
 mod bad_input;
 mod bench;
 mod cli;
+mod cluster;
 mod compose;
 mod events;
 mod fuzz;

@@ -8,6 +8,7 @@ use crate::harness::*;
 
 const GUEST: &str = include_str!("../../../ignis-wasm/fixtures/guest.wat");
 const HTTP_ECHO: &str = include_str!("../../../ignis-wasm/fixtures/http_echo.wat");
+const DATA_CLIENT: &str = include_str!("../../../ignis-wasm/fixtures/data_client.wat");
 const UNKNOWN_IMPORT: &str = include_str!("../../../ignis-wasm/fixtures/unknown_import.wat");
 const WRONG_WORLD: &str = include_str!("../../../ignis-wasm/fixtures/wrong_world.wat");
 
@@ -84,6 +85,11 @@ fn wasi_commands_run_with_activations_logs_and_metering() {
     assert!(env.contains(&"GREETING=hi"), "{env:?}");
     assert!(env.contains(&"IGNIS_FUNCTION_NAME=transform"), "{env:?}");
     assert!(env.contains(&"IGNIS_MEMORY_MB=256"), "{env:?}");
+    // A WASI preview 1 module cannot make a request, so it is given no token to make one with.
+    assert!(
+        !env.iter().any(|e| e.starts_with("IGNIS_TOKEN=")),
+        "{env:?}"
+    );
     // A fresh store per invocation: the guest's run counter is 1 every time.
     assert_eq!(v["runs"], 1);
     assert_eq!(s.invoke("transform", "{}").json()["runs"], 1);
@@ -365,4 +371,148 @@ fn max_instances_bounds_wasm_concurrency() {
     let mut sorted = statuses.clone();
     sorted.sort();
     assert_eq!(sorted, vec![429, 504, 504], "{statuses:?}");
+}
+
+/// A `wasi:http` component reaches its namespace's data — key-value entries, objects, topics —
+/// through `wasi:http/outgoing-handler` to `$IGNIS_API_URL`, served by the server in its own
+/// process (the guest has no network), and nothing else: not another namespace's data, not its
+/// own namespace's functions, not another address, not with another credential. Its token
+/// lives as long as its instance. The fixture (`fixtures/data_client/client.c`) makes the one
+/// request its event describes and answers `STATUS\n` and the response's body.
+#[test]
+fn a_component_reaches_its_namespace_s_data_and_nothing_else() {
+    let s = Server::start();
+    assert_eq!(
+        s.request("PUT", "/v1/namespaces/team", None, b"").status,
+        201
+    );
+    let secret = "/v1/namespaces/default/kv/secret";
+    assert_eq!(
+        s.request("PUT", secret, Some("text/plain"), b"default's")
+            .status,
+        200
+    );
+    let r = s.request(
+        "PUT",
+        "/v1/namespaces/team/functions/client?runtime=wasm&filename=client.wat",
+        Some("application/octet-stream"),
+        DATA_CLIENT.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let call = |event: &str| -> String {
+        let r = s.request(
+            "POST",
+            "/v1/namespaces/team/functions/client/invoke",
+            Some("text/plain"),
+            event.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{event}: {}", r.text());
+        r.text()
+    };
+
+    let env = call("env");
+    assert!(
+        env.contains("IGNIS_API_URL=http://127.0.0.1:9400\n"),
+        "{env}"
+    );
+    assert!(env.contains("IGNIS_NAMESPACE=team\n"), "{env}");
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("IGNIS_TOKEN="))
+        .expect("a token")
+        .to_string();
+    assert!(token.starts_with("ibt_") && token.len() == 68, "{token}");
+
+    // Its own data, the token put in by the host or sent by the guest.
+    for (auth, want) in [("", 1), ("$TOKEN", 2)] {
+        let out = call(&format!(
+            "POST\n$API/v1/namespaces/team/kv/hits\n{auth}\n{{\"increment\": 1}}"
+        ));
+        assert!(out.starts_with("200\n"), "{out}");
+        assert!(out.contains(&format!("\"value\":{want}")), "{out}");
+    }
+    assert!(call("PUT\n$API/v1/namespaces/team/buckets/out\n\n").starts_with("201\n"));
+    let out = call("PUT\n$API/v1/namespaces/team/buckets/out/objects/a.txt\n\nhello from wasm");
+    assert!(out.starts_with("200\n"), "{out}");
+    assert_eq!(
+        call("GET\n$API/v1/namespaces/team/buckets/out/objects/a.txt\n\n"),
+        "200\nhello from wasm"
+    );
+    let out = call("POST\n$API/v1/namespaces/team/topics/wasm-events\n\n{\"n\": 1}");
+    assert!(out.starts_with("202\n"), "{out}");
+    assert_eq!(s.get("/v1/namespaces/team/kv/hits").text(), "2");
+    let r = s.get("/v1/namespaces/team/buckets/out/objects/a.txt");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from wasm"));
+    let topics = s.get("/v1/namespaces/team/topics").json();
+    assert!(topics.to_string().contains("wasm-events"), "{topics}");
+
+    // A guest that traps mid-upload stores nothing: its request body fails, it does not end.
+    for (what, path) in [
+        ("object", "/v1/namespaces/team/buckets/out/objects/cut.txt"),
+        ("entry", "/v1/namespaces/team/kv/cut"),
+    ] {
+        let r = s.request(
+            "POST",
+            "/v1/namespaces/team/functions/client/invoke",
+            Some("text/plain"),
+            format!("PUT!\n$API{path}\n\nthe first half").as_bytes(),
+        );
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            s.get(path).status,
+            404,
+            "{what}: a truncated body was stored"
+        );
+    }
+
+    // Another namespace's data, its own namespace's functions and keys, the server: 403.
+    for event in [
+        "GET\n$API/v1/namespaces/default/kv/secret\n\n",
+        "PUT\n$API/v1/namespaces/default/kv/secret\n\nmine now",
+        "GET\n$API/v1/namespaces/default/buckets\n\n",
+        "POST\n$API/v1/namespaces/default/topics/t\n\n{}",
+        "GET\n$API/v1/namespaces/team/functions\n\n",
+        "GET\n$API/v1/namespaces/team/keys\n\n",
+        "GET\n$API/v1/system/info\n\n",
+    ] {
+        let out = call(event);
+        assert!(out.starts_with("403\n"), "{event}: {out}");
+    }
+    // Anywhere else, or with another credential (the admin key!): refused by the host.
+    let admin = format!("Bearer {}", s.key);
+    for event in [
+        format!("GET\nhttp://{}/v1/namespaces/team/kv/hits\n\n", s.addr),
+        "GET\nhttp://example.com/\n\n".to_string(),
+        format!("GET\n$API/v1/namespaces/default/kv/secret\n{admin}\n"),
+        "GET\n$API/v1/namespaces/team/kv/hits\nBearer ibt_0000\n".to_string(),
+    ] {
+        assert_eq!(call(&event), "error HTTP-request-denied", "{event}");
+    }
+    assert_eq!(s.get(secret).text(), "default's");
+
+    // The token works while the instance lives (from anywhere, like any instance's), and is
+    // refused once it is gone.
+    let bearer = format!("Bearer {token}");
+    let probe = || {
+        s.raw_request(
+            "GET",
+            "/v1/namespaces/team/kv/hits",
+            &[("authorization", &bearer)],
+            None,
+            b"",
+        )
+        .status
+    };
+    assert_eq!(probe(), 200);
+    assert_eq!(
+        s.request("DELETE", "/v1/namespaces/team/functions/client", None, b"")
+            .status,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe() != 401 {
+        assert!(Instant::now() < deadline, "the token outlived its instance");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
