@@ -28,7 +28,7 @@ pub mod natsd;
 use std::future::Future;
 use std::time::Duration;
 
-pub use code::CodeMirror;
+pub use code::{BodyStore, CodeMirror};
 pub use dispatch::{Dispatcher, InvokerService};
 pub use lease::Lease;
 pub use log::{Change, ReplicatedStore};

@@ -503,7 +503,7 @@ impl Controller {
                 let Some(meta) = i.store.get_object(&ns, &b, &k)? else {
                     break;
                 };
-                match std::fs::File::open(i.objects.path(&ns, &meta.file)) {
+                match std::fs::File::open(i.objects.local(&ns, &meta.file)) {
                     Ok(f) => return Ok((meta, f)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(ControllerError::Internal(e.to_string())),

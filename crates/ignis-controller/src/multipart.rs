@@ -201,7 +201,7 @@ impl Controller {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut md5s = Vec::with_capacity(parts.len() * 16);
                 for p in &parts {
-                    let mut f = match std::fs::File::open(i.objects.path(&ns, &p.file)) {
+                    let mut f = match std::fs::File::open(i.objects.local(&ns, &p.file)) {
                         Ok(f) => f,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             return Err(ControllerError::BadRequest(format!(

@@ -30,7 +30,7 @@ pub use data::{
     VersionMismatch,
 };
 pub use multipart::{CompletedUpload, MultipartStore, MultipartUpload, UploadedPart};
-pub use objects::{ObjectFiles, ObjectWriter, WrittenObject};
+pub use objects::{BodyMirror, ObjectFiles, ObjectWriter, WrittenObject};
 pub use sqlite::SqliteStore;
 
 /// A store operation that failed.

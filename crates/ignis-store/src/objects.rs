@@ -4,18 +4,44 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
-/// The directory of object bodies.
-#[derive(Debug, Clone)]
+/// The directory of object bodies and, in cluster mode, the shared place every node's
+/// directory is filled from.
+#[derive(Clone)]
 pub struct ObjectFiles {
     dir: PathBuf,
+    mirror: Option<Arc<dyn BodyMirror>>,
+}
+
+impl std::fmt::Debug for ObjectFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectFiles")
+            .field("dir", &self.dir)
+            .field("mirrored", &self.mirror.is_some())
+            .finish()
+    }
+}
+
+/// Where object bodies are shared between nodes (cluster mode: the JetStream object store).
+/// A body is uploaded there before its object is recorded; a node that has no copy of a body
+/// downloads it when it is read.
+pub trait BodyMirror: Send + Sync {
+    /// Stores the body `file` of `namespace`, read from `path`.
+    fn upload(&self, namespace: &str, file: &str, path: &Path) -> std::io::Result<()>;
+    /// Writes the body `file` of `namespace` to `dest`; false if the mirror does not have it.
+    fn download(&self, namespace: &str, file: &str, dest: &Path) -> std::io::Result<bool>;
+    /// Deletes a body (best effort).
+    fn remove(&self, namespace: &str, file: &str);
+    /// Deletes every body of a namespace (best effort).
+    fn remove_namespace(&self, namespace: &str);
 }
 
 /// A body being written; dropped unfinished, its temporary file is removed.
-#[derive(Debug)]
 pub struct ObjectWriter {
+    mirror: Option<(Arc<dyn BodyMirror>, String)>,
     file: Option<std::fs::File>,
     tmp: PathBuf,
     dir: PathBuf,
@@ -54,7 +80,46 @@ impl ObjectFiles {
         }
         Ok(ObjectFiles {
             dir: dir.to_path_buf(),
+            mirror: None,
         })
+    }
+
+    /// The same directory, shared through `mirror`.
+    pub fn mirrored(self, mirror: Arc<dyn BodyMirror>) -> Self {
+        ObjectFiles {
+            mirror: Some(mirror),
+            ..self
+        }
+    }
+
+    /// Where a body is on this node, downloading it first from the mirror if this node has no
+    /// copy (cluster mode). A body nobody has stays missing: opening the path fails with
+    /// `NotFound`.
+    pub fn local(&self, namespace: &str, file: &str) -> PathBuf {
+        let path = self.path(namespace, file);
+        let Some(mirror) = &self.mirror else {
+            return path;
+        };
+        if path.exists() {
+            return path;
+        }
+        let dir = self.namespace_dir(namespace);
+        let fetched = std::fs::create_dir_all(&dir).and_then(|()| {
+            static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!(".{file}.{n}.fetch.tmp"));
+            let found = mirror.download(namespace, file, &tmp)?;
+            if found {
+                std::fs::rename(&tmp, &path)?;
+            } else {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Ok(found)
+        });
+        if let Err(e) = fetched {
+            tracing::warn!(namespace, file, "could not fetch an object body: {e}");
+        }
+        path
     }
 
     fn namespace_dir(&self, namespace: &str) -> PathBuf {
@@ -75,6 +140,7 @@ impl ObjectFiles {
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = std::fs::File::create(&tmp)?;
         Ok(ObjectWriter {
+            mirror: self.mirror.clone().map(|m| (m, namespace.to_string())),
             file: Some(file),
             tmp,
             dir,
@@ -90,14 +156,18 @@ impl ObjectFiles {
     pub fn duplicate(&self, namespace: &str, file: &str) -> std::io::Result<String> {
         let dir = self.namespace_dir(namespace);
         let name = ignis_core::new_secret()?[..32].to_string();
-        match std::fs::hard_link(dir.join(file), dir.join(&name)) {
+        let source = self.local(namespace, file);
+        match std::fs::hard_link(&source, dir.join(&name)) {
             Ok(()) => {
                 std::fs::File::open(&dir)?.sync_all()?;
+                if let Some(mirror) = &self.mirror {
+                    mirror.upload(namespace, &name, &dir.join(&name))?;
+                }
                 Ok(name)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
             Err(_) => {
-                let mut from = std::fs::File::open(dir.join(file))?;
+                let mut from = std::fs::File::open(&source)?;
                 let mut w = self.writer(namespace)?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -119,10 +189,16 @@ impl ObjectFiles {
         {
             tracing::warn!(namespace, file, "could not delete an object body: {e}");
         }
+        if let Some(mirror) = &self.mirror {
+            mirror.remove(namespace, file);
+        }
     }
 
     /// Deletes every body of a namespace.
     pub fn remove_namespace(&self, namespace: &str) -> std::io::Result<()> {
+        if let Some(mirror) = &self.mirror {
+            mirror.remove_namespace(namespace);
+        }
         match std::fs::remove_dir_all(self.namespace_dir(namespace)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -152,6 +228,9 @@ impl ObjectWriter {
         drop(f);
         std::fs::rename(&self.tmp, self.dir.join(&self.name))?;
         std::fs::File::open(&self.dir)?.sync_all()?;
+        if let Some((mirror, namespace)) = &self.mirror {
+            mirror.upload(namespace, &self.name, &self.dir.join(&self.name))?;
+        }
         Ok(WrittenObject {
             file: std::mem::take(&mut self.name),
             size: self.size,

@@ -110,6 +110,15 @@ impl Joined {
         Ok(blobs.mirrored(Arc::new(mirror)))
     }
 
+    /// The object bodies' directory, shared through the cluster's object store.
+    pub fn share_objects(
+        &self,
+        objects: ignis_store::ObjectFiles,
+    ) -> anyhow::Result<ignis_store::ObjectFiles> {
+        let mirror = ignis_cluster::BodyStore::open(self.cluster.clone())?;
+        Ok(objects.mirrored(Arc::new(mirror)))
+    }
+
     /// The master key every node uses (API keys' sealed secrets must open on every node):
     /// this node's proposal if it is the first, otherwise the cluster's.
     pub fn shared_master_key(&self, local_hex: &str) -> anyhow::Result<String> {

@@ -515,7 +515,10 @@ impl ServeCommand {
             Arc::new(Blobs(blobs.clone())),
         );
         let invoker_region = invoker.aws_region().to_string();
-        let objects = ignis_store::ObjectFiles::open(&data_dir.join("objects"))?;
+        let mut objects = ignis_store::ObjectFiles::open(&data_dir.join("objects"))?;
+        if let Some(j) = &joined {
+            objects = j.share_objects(objects)?;
+        }
         let instance_tokens = invoker.tokens().clone();
         let controller = Controller::new(store.clone(), blobs, objects, invoker.clone())?;
         controller.set_quota_defaults(ignis_controller::QuotaDefaults::default().overridden_by(

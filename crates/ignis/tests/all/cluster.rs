@@ -230,6 +230,40 @@ fn deployed_on_one_gateway_invoked_through_another_warm_on_one_invoker() {
     }
     let v = g2.get("/v1/namespaces/default/kv/visits").text();
     assert_eq!(v.trim(), "10", "{v}");
+    // Object bodies written through one node are read through the others (the cluster's
+    // object store), and deleted everywhere.
+    let put = |s: &Server, path: &str, body: &[u8]| {
+        s.request(
+            "PUT",
+            &format!("/v1/namespaces/default/buckets{path}"),
+            Some("application/octet-stream"),
+            body,
+        )
+    };
+    assert_eq!(put(&g1, "/shared", b"").status, 201);
+    let body: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+    let r = put(&g1, "/shared/objects/blob.bin", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for node in [&g2, &i1] {
+        let got = node.get("/v1/namespaces/default/buckets/shared/objects/blob.bin");
+        assert_eq!(got.status, 200);
+        assert!(
+            got.body == body,
+            "the body read through another node differs"
+        );
+    }
+    let del = g2.request(
+        "DELETE",
+        "/v1/namespaces/default/buckets/shared/objects/blob.bin",
+        None,
+        b"",
+    );
+    assert_eq!(del.status, 204, "{}", del.text());
+    assert_eq!(
+        i2.get("/v1/namespaces/default/buckets/shared/objects/blob.bin")
+            .status,
+        404
+    );
     let id = first.header("x-ignis-activation-id").unwrap().to_string();
     let a = crate::harness::wait_activation(&g1, &id, 10);
     assert_eq!(a["status"], "success");
