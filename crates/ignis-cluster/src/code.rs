@@ -170,7 +170,7 @@ impl ignis_store::BodyMirror for BodyStore {
 
     fn remove_namespace(&self, namespace: &str) {
         let (store, prefix) = (self.store.clone(), format!("{namespace}/"));
-        let _ = self.cluster.wait(async move {
+        self.cluster.wait(async move {
             use futures_util::StreamExt;
             let mut names = Vec::new();
             if let Ok(mut list) = store.list().await {
