@@ -812,6 +812,19 @@ impl Store for SqliteStore {
 
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
         self.synced(|tx| {
+            // A firing whose id is derived from its source (a JetStream message) may be
+            // offered again after a redelivery: the second time is a conflict, not a repeat.
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM firings WHERE id = ?1",
+                    [firing.id.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(StoreError::Conflict(format!("firing {}", firing.id)));
+            }
             insert_firing(tx, firing, queued)?;
             if let Some(at) = firing.scheduled_ms {
                 set_last_scheduled(tx, &firing.namespace, &firing.trigger, at)?;
@@ -1305,6 +1318,27 @@ pub(crate) mod tests {
         let (done, new) = s.enqueue(&queued(Some("k"))).unwrap();
         assert!(!new);
         assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
+    }
+
+    #[test]
+    fn a_firing_is_recorded_once() {
+        let (_d, s) = store();
+        let firing = Firing {
+            id: ActivationId::new(),
+            namespace: "default".into(),
+            trigger: "t".into(),
+            fired_ms: 1,
+            scheduled_ms: None,
+            activations: vec![],
+        };
+        s.record_firing(&firing, &[queued(None)]).unwrap();
+        // The same firing again (a redelivered message) writes nothing.
+        assert!(matches!(
+            s.record_firing(&firing, &[queued(None)]),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.list_firings("default", "t", 10).unwrap().len(), 1);
+        assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
     }
 
     fn key(id: &str, namespace: Option<&str>) -> ApiKeyRecord {
