@@ -34,8 +34,12 @@ use crate::Cluster;
 pub(crate) const STREAM: &str = "IGNIS_LOG";
 /// Its subject.
 const SUBJECT: &str = "ignis.log";
+/// How long a starting node waits to catch up with the log.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a write waits for its own node to apply it.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the applier waits for an entry before it checks that its consumer is not stuck.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 /// How long a write keeps trying to append to the log (a JetStream leader election).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -582,7 +586,9 @@ impl ReplicatedStore {
         let start = cluster
             .wait(async move {
                 let bucket = snapshot_bucket(&bucket_js, replicas).await?;
-                let Some((seq, name)) = snapshots(&bucket).await?.pop() else {
+                // Listing makes a consumer, which a NATS cluster still forming may refuse.
+                let newest = crate::until_formed(|| snapshots(&bucket)).await?.pop();
+                let Some((seq, name)) = newest else {
                     return Ok(0);
                 };
                 let mut object = bucket.get(&name).await.map_err(|e| e.to_string())?;
@@ -631,7 +637,8 @@ impl ReplicatedStore {
             applied,
         };
         store.start_applier()?;
-        store.barrier()?;
+        // Catching up at start may span a JetStream leader election (a NATS server just lost).
+        store.barrier_within(CATCH_UP_TIMEOUT)?;
         Ok(store)
     }
 
@@ -732,6 +739,10 @@ impl ReplicatedStore {
 
     /// Waits until this node has applied every entry appended before the call.
     pub fn barrier(&self) -> Result<()> {
+        self.barrier_within(APPLY_TIMEOUT)
+    }
+
+    fn barrier_within(&self, timeout: Duration) -> Result<()> {
         let js = self.cluster.jetstream().clone();
         let last = self
             .cluster
@@ -740,12 +751,12 @@ impl ReplicatedStore {
                 Ok::<_, async_nats::Error>(stream.cached_info().state.last_sequence)
             })
             .map_err(unavailable)?;
-        self.wait_applied(last)
+        self.wait_applied(last, timeout)
     }
 
-    fn wait_applied(&self, seq: u64) -> Result<()> {
+    fn wait_applied(&self, seq: u64, timeout: Duration) -> Result<()> {
         let mut applied = self.applied.seq.lock().unwrap();
-        let deadline = std::time::Instant::now() + APPLY_TIMEOUT;
+        let deadline = std::time::Instant::now() + timeout;
         while *applied < seq {
             if self
                 .applied
@@ -860,8 +871,22 @@ async fn consume(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(message)) => message?,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                // Quiet for a while: fine if there is nothing new; if the log has entries this
+                // node has not seen, the consumer is stuck (a NATS server came and went):
+                // make a new one.
+                let stream = js.get_stream(STREAM).await?;
+                let last = stream.cached_info().state.last_sequence;
+                if last > *applied.seq.lock().unwrap() {
+                    return Err(format!("the log is at {last} but nothing arrives").into());
+                }
+                continue;
+            }
+        };
         let seq = message.info()?.stream_sequence;
         let expected = *applied.seq.lock().unwrap() + 1;
         if seq > expected {
@@ -886,7 +911,6 @@ async fn consume(
         *applied.seq.lock().unwrap() = seq;
         applied.moved.notify_all();
     }
-    Ok(())
 }
 
 fn apply_entry(replica: &SqliteStore, applied: &Applied, payload: &[u8]) {

@@ -1,17 +1,32 @@
 //! `nats` triggers: an external NATS subject as an event source (OpenFaaS's NATS connector).
 //!
-//! One task per `nats` trigger connects to the trigger's server, subscribes to its subject
-//! (in its queue group, if it names one) and fires the trigger for each message, in the order
-//! they arrive: the firing queues one asynchronous invocation per enabled rule through the
-//! durable queue, so a message is accepted durably before the next is read. A message with a
-//! reply subject (a NATS request) is answered once the firing is on disk, with the firing's id
-//! and activation ids (or an error): the requester knows its message will be handled.
+//! One task per `nats` trigger connects to the trigger's server and fires the trigger for each
+//! message, in the order they arrive: the firing queues one asynchronous invocation per enabled
+//! rule through the durable queue, so a message is accepted durably before the next is read.
+//! A trigger reads its messages one of two ways:
 //!
-//! Core NATS delivers at most once: a message that arrives while the server is down, or in
-//! the moment between its receipt and the firing's commit when the server is killed, is not
-//! seen. A lost connection is retried with backoff (0.5 s doubling to 30 s). A supervisor
-//! starts and stops the tasks as triggers are created, changed or deleted (a namespace's
-//! deletion included), and at shutdown.
+//! ```text
+//!  core NATS (no stream)                     JetStream (a stream named)
+//!  subscribe(subject[, queue group])         durable pull consumer on the stream,
+//!     │                                      filtered by the subject
+//!     ▼                                         │
+//!  fire ── commit ──► reply to a request        ▼
+//!                                            fire with an id derived from the message
+//!  at most once: a message published while      │── commit ──► ACK
+//!  Ignis is down, or killed between its         │── already fired (redelivery) ──► ACK
+//!  receipt and the commit, is not seen          └── failed ──► NAK, reconnect with backoff
+//!                                            at least once, fired once per message
+//! ```
+//!
+//! Core NATS: a message with a reply subject (a NATS request) is answered once the firing is
+//! on disk, with the firing's id and activation ids (or an error): the requester knows its
+//! message will be handled. JetStream: see [`jetstream`].
+//!
+//! A lost connection is retried with backoff (0.5 s doubling to 30 s). A supervisor starts and
+//! stops the tasks as triggers are created, changed or deleted (a namespace's deletion
+//! included), and at shutdown.
+
+mod jetstream;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +35,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ignis_core::{NatsSource, SpecError, Trigger, TriggerKind};
+use ignis_core::{NatsSource, SpecError, Trigger, TriggerKind, TriggerSpec};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
@@ -103,13 +118,62 @@ pub(crate) fn check_nats_source(source: Option<&NatsSource>) -> Result<()> {
     if let Some(g) = &s.queue_group {
         check_token("nats.queue_group", g)?;
     }
+    match &s.stream {
+        Some(stream) => {
+            jetstream::check_name("nats.stream", stream)?;
+            if let Some(c) = &s.consumer {
+                jetstream::check_name("nats.consumer", c)?;
+            }
+            if s.queue_group.is_some() {
+                return Err(SpecError::new(
+                    "nats.queue_group",
+                    "a queue group is for core NATS; the servers reading one JetStream consumer share its messages already",
+                )
+                .into());
+            }
+        }
+        None => {
+            for (set, field) in [
+                (s.consumer.is_some(), "nats.consumer"),
+                (s.deliver.is_some(), "nats.deliver"),
+            ] {
+                if set {
+                    return Err(SpecError::new(
+                        field,
+                        format!("{field} needs a JetStream stream (nats.stream)"),
+                    )
+                    .into());
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// Fills in what a stored `nats` trigger leaves out: the name of the JetStream consumer that
+/// Ignis makes for it, so that the trigger shows it.
+pub(crate) fn complete_nats_source(namespace: &str, name: &str, spec: &mut TriggerSpec) {
+    if let Some(s) = &mut spec.nats
+        && s.stream.is_some()
+        && s.consumer.is_none()
+    {
+        s.consumer = Some(jetstream::default_consumer(namespace, name));
+    }
 }
 
 /// The event a NATS message becomes: `{"subject", "data", "headers", "reply"?}`. `data` is the
 /// payload's JSON if it is JSON, else its text if it is UTF-8; other payloads come as
 /// `data_base64` instead.
 fn nats_event(msg: &async_nats::Message) -> Vec<u8> {
+    let mut event = message_fields(msg);
+    if let Some(reply) = &msg.reply {
+        event.insert("reply".into(), Value::from(reply.as_str()));
+    }
+    serde_json::to_vec(&Value::Object(event)).unwrap_or_default()
+}
+
+/// `subject`, `data` (or `data_base64`) and `headers` of a message's event.
+fn message_fields(msg: &async_nats::Message) -> Map<String, Value> {
     let mut event = Map::new();
     event.insert("subject".into(), Value::from(msg.subject.as_str()));
     if let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) {
@@ -128,10 +192,7 @@ fn nats_event(msg: &async_nats::Message) -> Vec<u8> {
         }
     }
     event.insert("headers".into(), Value::Object(headers));
-    if let Some(reply) = &msg.reply {
-        event.insert("reply".into(), Value::from(reply.as_str()));
-    }
-    serde_json::to_vec(&Value::Object(event)).unwrap_or_default()
+    event
 }
 
 impl Controller {
@@ -158,7 +219,8 @@ impl Controller {
         self.inner.nats.count()
     }
 
-    /// Starts the subscriptions of new or changed `nats` triggers, stops those of deleted ones.
+    /// Starts the subscriptions of new or changed `nats` triggers, stops those of deleted ones,
+    /// and deletes the JetStream consumers Ignis made for triggers that no longer use them.
     async fn reconcile_nats(&self) -> Result<()> {
         // In a cluster, only the node that runs the background work subscribes.
         let wanted: Vec<(Trigger, NatsSource)> = if self.leads() {
@@ -183,6 +245,7 @@ impl Controller {
             }
             if let Some(old) = running.remove(&key) {
                 old.task.abort();
+                jetstream::forget_consumer(&key.0, &key.1, &old.source, Some(&source));
             }
             let this = self.clone();
             let task = tokio::spawn(async move { this.subscribe_nats(t).await }).abort_handle();
@@ -192,14 +255,16 @@ impl Controller {
             let keep = keep.contains(key);
             if !keep {
                 r.task.abort();
+                jetstream::forget_consumer(&key.0, &key.1, &r.source, None);
             }
             keep
         });
         Ok(())
     }
 
-    /// Connects, subscribes and fires `trigger` for every message, connecting again with
-    /// backoff whenever the connection is lost for good. Ends only when aborted.
+    /// Connects and fires `trigger` for every message (of its subject, or of its JetStream
+    /// stream), connecting again with backoff whenever the connection is lost for good. Ends
+    /// only when aborted.
     async fn subscribe_nats(self, trigger: Trigger) {
         let Some(source) = trigger.spec.nats.clone() else {
             return;
@@ -212,6 +277,14 @@ impl Controller {
                 .connect(source.url.as_str())
                 .await;
             match connected {
+                Ok(client) if source.stream.is_some() => {
+                    if let Err(e) = self
+                        .consume_stream(&trigger, &source, &client, &mut backoff)
+                        .await
+                    {
+                        tracing::warn!(namespace = %trigger.namespace, trigger = %trigger.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "nats trigger cannot read its stream");
+                    }
+                }
                 Ok(client) => {
                     let sub = match &source.queue_group {
                         Some(g) => {
@@ -275,6 +348,17 @@ mod tests {
             url: url.into(),
             subject: subject.into(),
             queue_group: group.map(String::from),
+            stream: None,
+            consumer: None,
+            deliver: None,
+        }
+    }
+
+    fn in_stream(stream: &str, consumer: Option<&str>) -> NatsSource {
+        NatsSource {
+            stream: Some(stream.into()),
+            consumer: consumer.map(String::from),
+            ..source("nats://127.0.0.1:4222", "orders.>", None)
         }
     }
 
@@ -291,6 +375,30 @@ mod tests {
             (source("nats://h:4222", "a b", None), "nats.subject"),
             (source("nats://h:4222", "a..b", None), "nats.subject"),
             (source("nats://h:4222", "a", Some("")), "nats.queue_group"),
+            (in_stream("", None), "nats.stream"),
+            (in_stream("ORD.ERS", None), "nats.stream"),
+            (in_stream("ORDERS", Some("a b")), "nats.consumer"),
+            (
+                NatsSource {
+                    queue_group: Some("g".into()),
+                    ..in_stream("ORDERS", None)
+                },
+                "nats.queue_group",
+            ),
+            (
+                NatsSource {
+                    consumer: Some("c".into()),
+                    ..source("nats://h:4222", "a", None)
+                },
+                "nats.consumer",
+            ),
+            (
+                NatsSource {
+                    deliver: Some(ignis_core::NatsDeliver::All),
+                    ..source("nats://h:4222", "a", None)
+                },
+                "nats.deliver",
+            ),
         ] {
             match check_nats_source(Some(&bad)) {
                 Err(crate::ControllerError::InvalidSpec(e)) => {
@@ -300,6 +408,35 @@ mod tests {
             }
         }
         assert!(check_nats_source(None).is_err());
+        assert!(check_nats_source(Some(&in_stream("ORDERS", None))).is_ok());
+        assert!(check_nats_source(Some(&in_stream("ORDERS", Some("mine")))).is_ok());
+    }
+
+    #[test]
+    fn a_stream_trigger_gets_its_consumer_name() {
+        let mut spec = TriggerSpec {
+            nats: Some(in_stream("ORDERS", None)),
+            ..Default::default()
+        };
+        complete_nats_source("default", "orders", &mut spec);
+        let named = spec.nats.as_ref().and_then(|s| s.consumer.clone());
+        assert_eq!(
+            named,
+            Some(jetstream::default_consumer("default", "orders"))
+        );
+        // A consumer given is kept; a core NATS trigger gets none.
+        let mut mine = TriggerSpec {
+            nats: Some(in_stream("ORDERS", Some("mine"))),
+            ..Default::default()
+        };
+        complete_nats_source("default", "orders", &mut mine);
+        assert_eq!(mine.nats.unwrap().consumer.as_deref(), Some("mine"));
+        let mut core = TriggerSpec {
+            nats: Some(source("nats://h:1", "a", None)),
+            ..Default::default()
+        };
+        complete_nats_source("default", "orders", &mut core);
+        assert_eq!(core.nats.unwrap().consumer, None);
     }
 
     #[test]

@@ -245,6 +245,7 @@ impl Controller {
             ))
         })?;
         check_trigger_spec(&mut spec)?;
+        crate::nats::complete_nats_source(namespace, name, &mut spec);
         let (ns, n) = (namespace.to_string(), name.to_string());
         let trigger = self
             .blocking(move |i| {

@@ -34,8 +34,8 @@ pub use ids::{ActivationId, new_secret, now_ms};
 pub use json::{JsonError, MAX_JSON_DEPTH, check_json};
 pub use names::{NameError, validate_function_name, validate_namespace_name, validate_topic_name};
 pub use trigger::{
-    Caused, Firing, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, NatsSource, Rule, StorageEvent, Trigger,
-    TriggerKind, TriggerSpec,
+    Caused, Firing, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, NatsDeliver, NatsSource, Rule,
+    StorageEvent, Trigger, TriggerKind, TriggerSpec,
 };
 
 /// Largest request payload (event) accepted by invoke, like Lambda's synchronous limit.

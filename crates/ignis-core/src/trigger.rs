@@ -1,6 +1,6 @@
 //! Triggers (named event sources: fired by API, on a cron schedule, by messages published to a
-//! topic, or by messages of an external NATS subject) and rules (a trigger linked to a
-//! function), in the OpenWhisk model.
+//! topic, or by messages of an external NATS subject or JetStream stream) and rules (a trigger
+//! linked to a function), in the OpenWhisk model.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,30 @@ pub struct NatsSource {
     /// every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_group: Option<String>,
+    /// A JetStream stream that stores the subject's messages. With one, the trigger reads them
+    /// through a durable pull consumer and acknowledges each only once its firing is on disk:
+    /// at least once, also across restarts of Ignis. Without one, core NATS: at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// With `stream`: the durable consumer's name. Left out, Ignis names (and owns) one for the
+    /// trigger, filled in when the trigger is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// With `stream`: where a consumer that Ignis creates starts (default
+    /// [`NatsDeliver::New`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<NatsDeliver>,
+}
+
+/// Where a JetStream consumer made for a `nats` trigger starts reading its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsDeliver {
+    /// The messages stored since the trigger was created or last replaced.
+    #[default]
+    New,
+    /// Every message of the stream, from its first.
+    All,
 }
 
 /// What a user says about a trigger.

@@ -434,7 +434,8 @@ pub trait Store: DataStore + MultipartStore + Send + Sync {
     fn delete_rule(&self, namespace: &str, name: &str) -> Result<bool>;
     /// Records a firing, queues the invocations it caused and, for a schedule, the time it
     /// fired for — all in one transaction synced to disk, so a firing is never lost nor
-    /// repeated.
+    /// repeated. Fails with `Conflict`, writing nothing, if a firing with its id was already
+    /// recorded (ids derived from a message make a redelivered message fire once).
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()>;
     /// Marks a scheduled time as handled without firing (a time missed during downtime).
     fn skip_scheduled(&self, namespace: &str, trigger: &str, scheduled_ms: u64) -> Result<()>;

@@ -853,6 +853,19 @@ impl Store for SqliteStore {
 
     fn record_firing(&self, firing: &Firing, queued: &[QueuedInvocation]) -> Result<()> {
         self.synced(|tx| {
+            // A firing whose id is derived from its source (a JetStream message) may be
+            // offered again after a redelivery: the second time is a conflict, not a repeat.
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM firings WHERE id = ?1",
+                    [firing.id.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(StoreError::Conflict(format!("firing {}", firing.id)));
+            }
             if let Some(at) = firing.scheduled_ms {
                 // A scheduled time fires once: a second firing for it (two schedulers of a
                 // cluster that both saw it due) is refused, writing nothing.

@@ -215,6 +215,57 @@ pub fn the_async_queue_retries_buries_and_revives(s: &dyn Store) {
     assert_eq!((done.id, done.state), (k1.id, QueueState::Done));
 }
 
+pub fn a_firing_is_recorded_once(s: &dyn Store) {
+    let firing = Firing {
+        id: ActivationId::new(),
+        namespace: "default".into(),
+        trigger: "t".into(),
+        fired_ms: 1,
+        scheduled_ms: None,
+        activations: vec![],
+    };
+    s.record_firing(&firing, &[queued(None)]).unwrap();
+    // The same firing again (a redelivered message) writes nothing.
+    assert!(matches!(
+        s.record_firing(&firing, &[queued(None)]),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.list_firings("default", "t", 10).unwrap().len(), 1);
+    assert_eq!(s.due(1 << 40, 10).unwrap().len(), 1);
+}
+
+pub fn a_scheduled_time_fires_once(s: &dyn Store) {
+    let mut trigger = topic_trigger("tick", "unused");
+    trigger.spec = TriggerSpec {
+        kind: TriggerKind::Cron,
+        schedule: Some("* * * * * *".into()),
+        ..Default::default()
+    };
+    s.put_trigger(&trigger, true).unwrap();
+    let at = |ms: u64| Firing {
+        id: ActivationId::new(),
+        namespace: "default".into(),
+        trigger: "tick".into(),
+        fired_ms: ms,
+        scheduled_ms: Some(ms),
+        activations: vec![],
+    };
+    s.record_firing(&at(2000), &[]).unwrap();
+    // Two schedulers both saw 2000 due: the second is refused; a later time fires.
+    assert!(matches!(
+        s.record_firing(&at(2000), &[]),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.record_firing(&at(1000), &[]),
+        Err(StoreError::Conflict(_))
+    ));
+    s.record_firing(&at(3000), &[]).unwrap();
+    assert_eq!(s.list_firings("default", "tick", 10).unwrap().len(), 2);
+    let t = s.get_trigger("default", "tick").unwrap().unwrap();
+    assert_eq!(t.last_scheduled_ms, Some(3000));
+}
+
 pub fn key(id: &str, namespace: Option<&str>) -> ApiKeyRecord {
     ApiKeyRecord {
         id: id.into(),
@@ -951,7 +1002,7 @@ pub fn messages_wait_for_every_subscribed_trigger_then_go(s: &dyn Store) {
 #[macro_export]
 macro_rules! store_suite {
     ($make:expr) => {
-        $crate::store_suite!(@each $make; versions_count_up_and_delete, activations_page_and_filter, the_async_queue_retries_buries_and_revives, deleting_a_namespace_deletes_everything_in_it, executions_keep_their_steps_and_go_with_their_namespace, activations_are_pruned_by_age_and_count, usage_sums_are_exact_per_function_and_day, kv_compare_and_swap_increment_and_ttl, buckets_and_objects, object_changes_commit_with_their_firings, multipart_uploads_complete_once, multipart_uploads_are_listed_aborted_and_swept, messages_wait_for_every_subscribed_trigger_then_go);
+        $crate::store_suite!(@each $make; versions_count_up_and_delete, a_firing_is_recorded_once, a_scheduled_time_fires_once, activations_page_and_filter, the_async_queue_retries_buries_and_revives, deleting_a_namespace_deletes_everything_in_it, executions_keep_their_steps_and_go_with_their_namespace, activations_are_pruned_by_age_and_count, usage_sums_are_exact_per_function_and_day, kv_compare_and_swap_increment_and_ttl, buckets_and_objects, object_changes_commit_with_their_firings, multipart_uploads_complete_once, multipart_uploads_are_listed_aborted_and_swept, messages_wait_for_every_subscribed_trigger_then_go);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -44,6 +44,12 @@ fn source(t: &Value) -> String {
             if let Some(g) = n["queue_group"].as_str() {
                 s.push_str(&format!(" (queue group {g})"));
             }
+            if let Some(stream) = n["stream"].as_str() {
+                s.push_str(&format!(
+                    " (stream {stream}, consumer {})",
+                    text(n, "consumer")
+                ));
+            }
             s
         }
         _ => String::new(),
@@ -107,8 +113,19 @@ enum TriggerAction {
         #[arg(long, requires = "nats_url")]
         nats_subject: Option<String>,
         /// A NATS queue group, to share the subject's messages with other subscribers
-        #[arg(long, requires = "nats_url")]
+        #[arg(long, requires = "nats_url", conflicts_with = "stream")]
         queue_group: Option<String>,
+        /// Read the subject's messages from this JetStream stream, through a durable consumer:
+        /// at least once, also those published while Ignis is down
+        #[arg(long, requires = "nats_url")]
+        stream: Option<String>,
+        /// With --stream: the durable consumer's name [default: one Ignis makes for the trigger]
+        #[arg(long, requires = "stream")]
+        consumer: Option<String>,
+        /// With --stream: where a consumer Ignis makes starts: new (messages stored from now on)
+        /// or all (the stream's first message) [default: new]
+        #[arg(long, requires = "stream", value_parser = ["new", "all"])]
+        deliver: Option<String>,
     },
     /// List triggers
     #[command(alias = "ls")]
@@ -155,6 +172,9 @@ impl TriggerCommand {
                 nats_url,
                 nats_subject,
                 queue_group,
+                stream,
+                consumer,
+                deliver,
             } => {
                 let payload: Option<Value> = payload
                     .map(|p| serde_json::from_str(&p))
@@ -199,6 +219,15 @@ impl TriggerCommand {
                     body["nats"] = json!({ "url": url, "subject": subject });
                     if let Some(g) = queue_group {
                         body["nats"]["queue_group"] = Value::from(g);
+                    }
+                    if let Some(s) = stream {
+                        body["nats"]["stream"] = Value::from(s);
+                    }
+                    if let Some(c) = consumer {
+                        body["nats"]["consumer"] = Value::from(c);
+                    }
+                    if let Some(d) = deliver {
+                        body["nats"]["deliver"] = Value::from(d);
                     }
                 }
                 if let Some(s) = cron {

@@ -14,6 +14,7 @@ mod events;
 mod fuzz;
 mod hardening;
 mod invoke;
+mod jetstream;
 mod lambda;
 mod lifecycle;
 mod messaging;

@@ -27,7 +27,7 @@ fn publish(s: &Server, topic: &str, content_type: &str, body: &[u8]) -> Resp {
 }
 
 /// Every activation of a function in `ns`, with its result, through all pages.
-fn results_of(s: &Server, ns: &str, name: &str) -> Vec<Value> {
+pub(crate) fn results_of(s: &Server, ns: &str, name: &str) -> Vec<Value> {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -519,7 +519,7 @@ fn try_publish(addr: &str, key: &str, topic: &str, body: &str) -> Option<String>
 }
 
 /// `nats-server`, from PATH or /usr/sbin (where Debian puts it).
-fn nats_server_binary() -> Option<std::path::PathBuf> {
+pub(crate) fn nats_server_binary() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([std::path::PathBuf::from("/usr/sbin")])
@@ -561,7 +561,7 @@ impl Drop for NatsServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
