@@ -12,6 +12,36 @@ use crate::{Cluster, ClusterError};
 /// The object store bucket of code blobs.
 const BUCKET: &str = "ignis_code";
 
+/// A JetStream object store bucket, created if the cluster has none.
+pub(crate) fn object_bucket(
+    cluster: &Cluster,
+    bucket: &'static str,
+    description: &'static str,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    let js = cluster.jetstream().clone();
+    let replicas = cluster.replicas();
+    cluster
+        .wait(async move {
+            crate::until_formed(|| async {
+                match js.get_object_store(bucket).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => {
+                        js.create_object_store(object_store::Config {
+                            bucket: bucket.into(),
+                            description: Some(description.into()),
+                            num_replicas: replicas,
+                            storage: async_nats::jetstream::stream::StorageType::File,
+                            ..Default::default()
+                        })
+                        .await
+                    }
+                }
+            })
+            .await
+        })
+        .map_err(|e| ClusterError::Nats(format!("object store {bucket}: {e}")))
+}
+
 /// [`BlobMirror`] on the JetStream object store `ignis_code`.
 pub struct CodeMirror {
     cluster: Arc<Cluster>,
@@ -21,28 +51,7 @@ pub struct CodeMirror {
 impl CodeMirror {
     /// Opens the bucket, creating it if the cluster has none.
     pub fn open(cluster: Arc<Cluster>) -> Result<Self, ClusterError> {
-        let js = cluster.jetstream().clone();
-        let replicas = cluster.replicas();
-        let store = cluster
-            .wait(async move {
-                crate::until_formed(|| async {
-                    match js.get_object_store(BUCKET).await {
-                        Ok(s) => Ok(s),
-                        Err(_) => {
-                            js.create_object_store(object_store::Config {
-                                bucket: BUCKET.into(),
-                                description: Some("Ignis code blobs, by SHA-256".into()),
-                                num_replicas: replicas,
-                                storage: async_nats::jetstream::stream::StorageType::File,
-                                ..Default::default()
-                            })
-                            .await
-                        }
-                    }
-                })
-                .await
-            })
-            .map_err(|e| ClusterError::Nats(format!("object store {BUCKET}: {e}")))?;
+        let store = object_bucket(&cluster, BUCKET, "Ignis code blobs, by SHA-256")?;
         Ok(CodeMirror { cluster, store })
     }
 }
@@ -94,28 +103,7 @@ pub struct BodyStore {
 impl BodyStore {
     /// Opens the bucket, creating it if the cluster has none.
     pub fn open(cluster: Arc<Cluster>) -> Result<Self, ClusterError> {
-        let js = cluster.jetstream().clone();
-        let replicas = cluster.replicas();
-        let store = cluster
-            .wait(async move {
-                crate::until_formed(|| async {
-                    match js.get_object_store(BODIES).await {
-                        Ok(s) => Ok(s),
-                        Err(_) => {
-                            js.create_object_store(object_store::Config {
-                                bucket: BODIES.into(),
-                                description: Some("Ignis object bodies".into()),
-                                num_replicas: replicas,
-                                storage: async_nats::jetstream::stream::StorageType::File,
-                                ..Default::default()
-                            })
-                            .await
-                        }
-                    }
-                })
-                .await
-            })
-            .map_err(|e| ClusterError::Nats(format!("object store {BODIES}: {e}")))?;
+        let store = object_bucket(&cluster, BODIES, "Ignis object bodies")?;
         Ok(BodyStore { cluster, store })
     }
 }

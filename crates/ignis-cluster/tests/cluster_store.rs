@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ignis_cluster::natsd::{self, NatsServer};
 use ignis_cluster::{Cluster, ClusterConfig, ReplicatedStore};
-use ignis_core::{CodeFormat, CodeRef, FunctionSpec, Runtime};
-use ignis_store::{DataStore, NewVersion, Store, StoreError};
+use ignis_store::suite::new_version;
+use ignis_store::{DataStore, Store, StoreError};
 
 fn node(urls: &str, name: &str, dir: &std::path::Path, replicas: usize) -> ReplicatedStore {
     let cluster = Cluster::connect(
@@ -23,18 +23,20 @@ fn node(urls: &str, name: &str, dir: &std::path::Path, replicas: usize) -> Repli
     ReplicatedStore::open(Arc::new(cluster), &dir.join(format!("{name}.db"))).unwrap()
 }
 
-fn version(name: &str) -> NewVersion {
-    NewVersion {
-        namespace: "default".into(),
-        name: name.into(),
-        spec: FunctionSpec::new(Runtime::Python, "app.handler"),
-        code: CodeRef {
-            sha256: "ab".repeat(32),
-            size: 1,
-            format: CodeFormat::File,
-            filename: Some("app.py".into()),
-        },
-    }
+/// One NATS server and two nodes on it: the directory, the server, its URL and the nodes.
+fn two_nodes() -> Option<(
+    tempfile::TempDir,
+    Vec<NatsServer>,
+    String,
+    ReplicatedStore,
+    ReplicatedStore,
+)> {
+    let bin = natsd::binary_for_test()?;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = natsd::start_cluster(&bin, &dir.path().join("nats"), 1).unwrap();
+    let u = urls(&nats);
+    let (a, b) = (node(&u, "a", dir.path(), 1), node(&u, "b", dir.path(), 1));
+    Some((dir, nats, u, a, b))
 }
 
 fn urls(nats: &[NatsServer]) -> String {
@@ -46,15 +48,11 @@ fn urls(nats: &[NatsServer]) -> String {
 
 #[test]
 fn nodes_see_each_others_writes_and_agree_on_every_conflict() {
-    let Some(bin) = natsd::binary_for_test() else {
+    let Some((dir, _nats, u, a, b)) = two_nodes() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let nats = natsd::start_cluster(&bin, &dir.path().join("nats"), 1).unwrap();
-    let u = urls(&nats);
-    let (a, b) = (node(&u, "a", dir.path(), 1), node(&u, "b", dir.path(), 1));
 
-    a.put_version(version("f"), false).unwrap();
+    a.put_version(new_version("f"), false).unwrap();
     let seen = b.get_version("default", "f", None).unwrap().unwrap();
     assert_eq!(seen.version, 1);
 
@@ -62,8 +60,8 @@ fn nodes_see_each_others_writes_and_agree_on_every_conflict() {
     for round in 0..10 {
         let name = format!("race{round}");
         let (ra, rb) = std::thread::scope(|s| {
-            let ha = s.spawn(|| a.put_version(version(&name), true));
-            let hb = s.spawn(|| b.put_version(version(&name), true));
+            let ha = s.spawn(|| a.put_version(new_version(&name), true));
+            let hb = s.spawn(|| b.put_version(new_version(&name), true));
             (ha.join().unwrap(), hb.join().unwrap())
         });
         let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
@@ -128,14 +126,10 @@ fn losing_one_of_three_nats_servers_loses_no_acknowledged_write() {
 
 #[test]
 fn a_compacted_log_keeps_its_tail_and_new_nodes_start_from_the_snapshot() {
-    let Some(bin) = natsd::binary_for_test() else {
+    let Some((dir, _nats, u, a, b)) = two_nodes() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let nats = natsd::start_cluster(&bin, &dir.path().join("nats"), 1).unwrap();
-    let u = urls(&nats);
-    let (a, b) = (node(&u, "a", dir.path(), 1), node(&u, "b", dir.path(), 1));
-    a.put_version(version("f"), false).unwrap();
+    a.put_version(new_version("f"), false).unwrap();
     for _ in 0..100 {
         a.kv_increment("default", "n", 1, None, 1).unwrap();
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ignis_cluster::natsd::{self, NatsServer};
 use serde_json::Value;
 
-use crate::harness::{Server, parse_response};
+use crate::harness::{Server, parse_response, scheduled_times};
 
 /// NATS servers and the data directories of the nodes of one test.
 struct Cluster {
@@ -430,22 +430,6 @@ fn a_gateway_killed_and_restarted_loses_no_client_that_retries() {
     });
     assert_eq!(failed, 0, "{failed} calls failed even after 20 tries");
     assert!(done > 10, "only {done} calls");
-}
-
-fn scheduled_times(s: &Server, trigger: &str) -> Vec<u64> {
-    let f = s
-        .get(&format!(
-            "/v1/namespaces/default/triggers/{trigger}/firings?limit=1000"
-        ))
-        .json();
-    let mut t: Vec<u64> = f["firings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{f}"))
-        .iter()
-        .map(|f| f["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    t.sort();
-    t
 }
 
 #[test]

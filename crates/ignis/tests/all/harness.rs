@@ -602,3 +602,20 @@ pub fn fire_through_rule(
         .to_string();
     wait_activation(s, &id, 20)
 }
+
+/// The scheduled times a trigger fired for, oldest first.
+pub fn scheduled_times(s: &Server, trigger: &str) -> Vec<u64> {
+    let f = s
+        .get(&format!(
+            "/v1/namespaces/default/triggers/{trigger}/firings?limit=1000"
+        ))
+        .json();
+    let mut t: Vec<u64> = f["firings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["scheduled_ms"].as_u64().unwrap())
+        .collect();
+    t.sort();
+    t
+}

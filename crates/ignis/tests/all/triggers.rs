@@ -174,22 +174,6 @@ fn trigger_and_rule_errors() {
     );
 }
 
-fn scheduled_times(s: &Server, trigger: &str) -> Vec<u64> {
-    let f = s
-        .get(&format!(
-            "/v1/namespaces/default/triggers/{trigger}/firings?limit=1000"
-        ))
-        .json();
-    let mut t: Vec<u64> = f["firings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["scheduled_ms"].as_u64().unwrap())
-        .collect();
-    t.sort();
-    t
-}
-
 #[test]
 fn a_cron_trigger_fires_on_time_and_never_twice() {
     let mut s = Server::start();
