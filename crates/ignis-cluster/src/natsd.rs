@@ -1,6 +1,7 @@
 //! Running `nats-server` with what Ignis needs (JetStream, `max_payload` of 8 MiB), alone or as
 //! a cluster of several on loopback: for `ignis dev cluster` and for tests.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,6 +100,9 @@ impl NatsServer {
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(log)
+            // Its own process group: a Ctrl-C in the terminal reaches only the program that
+            // started it (`ignis dev cluster`, a test), which stops it after the nodes.
+            .process_group(0)
             .spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -21,9 +21,10 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Dev(_)) {
         // A client writing into a closed pipe (`ignis activations list | head`) ends quietly,
-        // as other command-line tools do, instead of panicking in println!.
+        // as other command-line tools do, instead of panicking in println!. (Not the servers:
+        // `ignis serve` and `ignis dev cluster` keep running, and stop their children in order.)
         // SAFETY: resetting a signal disposition before any thread is started.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

@@ -4,6 +4,7 @@ mod activations;
 mod bench;
 mod cluster_mode;
 mod data;
+mod dev;
 mod dlq;
 mod execution;
 mod function;
@@ -87,6 +88,8 @@ pub enum Command {
     /// Namespaces (tenants): create, list, delete (admin keys only)
     #[command(alias = "namespace")]
     Ns(ns::NsCommand),
+    /// Tools for trying Ignis on one machine: `dev cluster` runs a whole cluster
+    Dev(dev::DevCommand),
 }
 
 impl Command {
@@ -110,6 +113,7 @@ impl Command {
             Command::Ns(c) => c.execute(global).await,
             Command::Kv(c) => c.execute(global).await,
             Command::Objects(c) => c.execute(global).await,
+            Command::Dev(c) => c.execute(global).await,
         }
     }
 }

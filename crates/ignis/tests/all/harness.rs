@@ -87,6 +87,19 @@ pub fn alone() -> Alone {
 /// See [`alone`].
 pub struct Alone;
 
+/// Counts servers started some other way (by `ignis dev cluster`) among those running while
+/// it lives, so that a test running [`alone`] waits for them.
+pub struct Counted {
+    _running: Option<Running>,
+}
+
+/// See [`Counted`].
+pub fn counted() -> Counted {
+    Counted {
+        _running: Running::start(),
+    }
+}
+
 impl Drop for Alone {
     fn drop(&mut self) {
         ALONE_HERE.with(|a| a.set(false));

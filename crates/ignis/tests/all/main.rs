@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod compose;
+mod dev_cluster;
 mod events;
 mod fuzz;
 mod hardening;

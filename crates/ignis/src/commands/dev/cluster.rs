@@ -1,0 +1,849 @@
+//! `ignis dev cluster`: a whole cluster on this machine (docs/cluster.md), to try cluster mode
+//! and to measure it (`bench/cluster/run.sh`).
+//!
+//! ```text
+//!  nats-server ×K   clustered on loopback ports, JetStream, max_payload 8 MB (ignis_cluster::natsd)
+//!      │            wait until JetStream answers (a fresh cluster elects its leader first)
+//!  gateway-1        ignis serve --role gateway: makes the admin key, writes the CLI config
+//!      │            its admin.key copied into every other node's data directory
+//!  gateway-2…,      ignis serve --role gateway|invoker, started together, each waited for
+//!  invoker-1…N      ("listening on" in its output)
+//!      │
+//!  summary on stdout, then wait for Ctrl-C or SIGTERM (a node that dies is reported)
+//!      │
+//!  SIGTERM to the gateways, then to the invokers (each finishes its invocations), then to NATS
+//! ```
+//!
+//! Every `ignis serve` is a child of this process, started from the main thread (which lives
+//! until the end) with a parent-death signal, so that it stops gracefully even if this process
+//! is killed; each child, NATS servers included, has its own process group, so that a Ctrl-C in
+//! the terminal reaches only this process, which then stops them in order. A node's stdout and
+//! stderr go to `<dir>/<node>.log`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ignis_cluster::natsd::{self, NatsServer};
+use ignis_cluster::{Cluster, ClusterConfig};
+
+use crate::commands::GlobalOpts;
+
+/// Prints a line to stdout, ignoring a closed stdout: the nodes must still be stopped in order.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Prints a progress line to stderr, ignoring a closed stderr.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), "dev cluster: {}", format_args!($($arg)*));
+    }};
+}
+
+/// How long a node may take to listen: joining, rebuilding its replica from the log, probing
+/// the sandbox and the interpreters.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to stop after SIGTERM (it finishes its invocations) before it is
+/// killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a fresh NATS cluster may take before JetStream answers.
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a NATS server may take to stop after SIGTERM.
+const NATS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Copies JetStream keeps at most (the usual size of a JetStream cluster's replica group).
+const MAX_REPLICAS: usize = 3;
+
+const NO_NATS_SERVER: &str = "nats-server is not installed (looked on PATH and in /usr/sbin): \
+    `ignis dev cluster` runs NATS servers with JetStream (2.9 or later) as children. \
+    Install it (Debian and Ubuntu: apt-get install nats-server; elsewhere: the release archive \
+    of nats-server for your platform), or name it with --nats-server PATH";
+
+/// Run a cluster on this machine: NATS servers, gateways and invokers, until Ctrl-C.
+#[derive(Args)]
+pub struct ClusterCommand {
+    /// Invokers to start: nodes that run the instances (`ignis serve --role invoker`)
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=32))]
+    invokers: u16,
+    /// Gateways to start: nodes that serve the API and take turns at the background work
+    /// (`ignis serve --role gateway`)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=8))]
+    gateways: u16,
+    /// NATS servers to start, clustered with each other; JetStream keeps min(N, 3) copies of
+    /// the store's log, the code and the KV buckets
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    nats: u16,
+    /// Directory for the nodes' data directories, their logs and the NATS servers' data; kept
+    /// at the end, and used again by the next run with this directory (same --nats) [default:
+    /// a temporary directory, removed at the end]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The nats-server to run [default: nats-server on PATH, else /usr/sbin/nats-server]
+    #[arg(long, env = "IGNIS_NATS_SERVER", value_name = "PATH")]
+    nats_server: Option<PathBuf>,
+}
+
+/// Where everything lives: a temporary directory removed at the end, or one given.
+enum Base {
+    Temporary(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl Base {
+    fn path(&self) -> &Path {
+        match self {
+            Base::Temporary(t) => t.path(),
+            Base::Given(p) => p,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM received so far: the first stops the cluster in order, a second kills
+/// what is left.
+#[derive(Clone)]
+struct Signals {
+    count: Arc<AtomicUsize>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let signals = Signals {
+            count: Arc::default(),
+            notify: Arc::default(),
+        };
+        let s = signals.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                s.count.fetch_add(1, Ordering::SeqCst);
+                s.notify.notify_one();
+            }
+        });
+        Ok(signals)
+    }
+
+    fn received(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// The start-up was stopped by a signal: not a failure.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Gateway,
+    Invoker,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Invoker => "invoker",
+        }
+    }
+}
+
+/// What a node's banner told.
+enum Banner {
+    Listening(String),
+    CliConfig(String),
+}
+
+/// One `ignis serve` child.
+struct Node {
+    name: String,
+    role: Role,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Child,
+    banner: mpsc::Receiver<Banner>,
+    url: Option<String>,
+    cli_config: Option<String>,
+    /// How it ended, once it has.
+    exited: Option<ExitStatus>,
+}
+
+impl Node {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has ended (and notes how, the first time).
+    fn ended(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited.is_some()
+    }
+
+    /// Reads what its banner said so far.
+    fn read_banner(&mut self) {
+        while let Ok(line) = self.banner.try_recv() {
+            match line {
+                Banner::Listening(url) => self.url = Some(url),
+                Banner::CliConfig(path) => self.cli_config = Some(path),
+            }
+        }
+    }
+}
+
+/// Everything started so far.
+#[derive(Default)]
+struct Running {
+    nats: Vec<NatsServer>,
+    nodes: Vec<Node>,
+    replicas: usize,
+}
+
+/// How every node is started.
+struct Launch<'a> {
+    exe: &'a Path,
+    nats_urls: &'a str,
+    replicas: usize,
+    base: &'a Path,
+}
+
+impl ClusterCommand {
+    /// Runs the subcommand.
+    pub async fn execute(self, global: &GlobalOpts) -> anyhow::Result<()> {
+        let signals = Signals::install()?;
+        let nats_bin = match &self.nats_server {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => anyhow::bail!("--nats-server: {} is not a file", p.display()),
+            None => natsd::binary().ok_or_else(|| anyhow::anyhow!(NO_NATS_SERVER))?,
+        };
+        let exe = std::env::current_exe().context("cannot find the path of this program")?;
+        let base = match &self.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("cannot create {}", d.display()))?;
+                Base::Given(d.canonicalize()?)
+            }
+            None => Base::Temporary(
+                tempfile::Builder::new()
+                    .prefix("ignis-dev-cluster-")
+                    .tempdir()
+                    .context("cannot create a temporary directory")?,
+            ),
+        };
+        let mut running = Running::default();
+        match self.start(&mut running, &nats_bin, &exe, base.path(), &signals) {
+            Ok(()) => {
+                if global.json {
+                    say!("{}", summary_json(&running, base.path()));
+                } else {
+                    print_summary(&running, base.path(), matches!(base, Base::Temporary(_)));
+                }
+                let _ = std::io::stdout().flush();
+                watch(&mut running, &signals).await;
+            }
+            Err(e) if e.is::<Interrupted>() => note!("interrupted while starting"),
+            Err(e) => {
+                stop(&mut running, &signals);
+                let dir = match base {
+                    Base::Temporary(t) => t.keep(),
+                    Base::Given(p) => p,
+                };
+                return Err(e.context(format!(
+                    "the cluster did not start (logs kept in {})",
+                    dir.display()
+                )));
+            }
+        }
+        say!("stopping: the gateways, then the invokers, then NATS");
+        stop(&mut running, &signals);
+        if let Base::Temporary(t) = base {
+            let path = t.path().to_path_buf();
+            match t.close() {
+                Ok(()) => say!("removed {}", path.display()),
+                Err(e) => note!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        say!("stopped");
+        Ok(())
+    }
+
+    /// Starts NATS, the first gateway, then every other node; returns once all listen.
+    fn start(
+        &self,
+        running: &mut Running,
+        nats_bin: &Path,
+        exe: &Path,
+        base: &Path,
+        signals: &Signals,
+    ) -> anyhow::Result<()> {
+        let n = usize::from(self.nats);
+        running.replicas = n.min(MAX_REPLICAS);
+        note!(
+            "starting {n} NATS server{} ({})",
+            plural(n),
+            nats_bin.display()
+        );
+        running.nats =
+            natsd::start_cluster(nats_bin, &base.join("nats"), n).with_context(|| {
+                format!(
+                    "cannot start nats-server (its log: {})",
+                    base.join("nats").display()
+                )
+            })?;
+        let nats_urls: Vec<String> = running.nats.iter().map(NatsServer::url).collect();
+        let nats_urls = nats_urls.join(",");
+        wait_for_jetstream(&nats_urls, running.replicas, signals)
+            .with_context(|| format!("NATS logs: {}/n*.log", base.join("nats").display()))?;
+
+        let launch = Launch {
+            exe,
+            nats_urls: &nats_urls,
+            replicas: running.replicas,
+            base,
+        };
+        // The first gateway alone: it makes the admin key, which the others must find in the
+        // store (two nodes starting on an empty store would each make one).
+        note!("starting gateway-1");
+        running
+            .nodes
+            .push(spawn_node(&launch, "gateway-1", Role::Gateway, true)?);
+        wait_listening(running.nodes.last_mut().expect("pushed"), signals)?;
+        let admin_key = running.nodes[0].data_dir.join("admin.key");
+        let key = std::fs::read_to_string(&admin_key)
+            .with_context(|| format!("cannot read {}", admin_key.display()))?;
+
+        let others: Vec<(String, Role)> = (2..=self.gateways)
+            .map(|i| (format!("gateway-{i}"), Role::Gateway))
+            .chain((1..=self.invokers).map(|i| (format!("invoker-{i}"), Role::Invoker)))
+            .collect();
+        note!(
+            "starting {}",
+            others
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let first_new = running.nodes.len();
+        for (name, role) in &others {
+            let dir = base.join(name);
+            create_private_dir(&dir)?;
+            write_private(&dir.join("admin.key"), &key)?;
+            running.nodes.push(spawn_node(&launch, name, *role, false)?);
+        }
+        for node in &mut running.nodes[first_new..] {
+            wait_listening(node, signals)?;
+        }
+        for node in &mut running.nodes {
+            node.read_banner();
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Waits until JetStream answers: a NATS cluster just started elects its JetStream leader
+/// first. The nodes would wait for it too (for 30 s), but a NATS set-up that never gets there
+/// (JetStream off, servers that cannot reach each other) is then reported here, naming NATS,
+/// instead of as the first gateway's failure to create the store's stream.
+fn wait_for_jetstream(urls: &str, replicas: usize, signals: &Signals) -> anyhow::Result<()> {
+    let cluster = Cluster::connect(
+        ClusterConfig {
+            urls: urls.to_string(),
+            node: "dev-cluster".into(),
+            replicas,
+        },
+        Duration::from_secs(15),
+    )?;
+    let deadline = Instant::now() + JETSTREAM_TIMEOUT;
+    loop {
+        let client = cluster.client().clone();
+        let answer = cluster.wait(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                client.request("$JS.API.INFO", bytes::Bytes::new()),
+            )
+            .await
+        });
+        let why = match answer {
+            Ok(Ok(msg)) => match serde_json::from_slice::<serde_json::Value>(&msg.payload) {
+                Ok(v) if v.get("error").is_none() => return Ok(()),
+                Ok(v) => v["error"]["description"]
+                    .as_str()
+                    .unwrap_or("an error")
+                    .to_string(),
+                Err(e) => format!("an unreadable answer: {e}"),
+            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_string(),
+        };
+        if signals.received() > 0 {
+            return Err(Interrupted.into());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "JetStream did not answer within {} s ({why}): is it enabled?",
+                JETSTREAM_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts `ignis serve` for one node; `cli_config`: whether it may write the CLI config.
+fn spawn_node(l: &Launch, name: &str, role: Role, cli_config: bool) -> anyhow::Result<Node> {
+    let data_dir = l.base.join(name);
+    let log_path = l.base.join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let mut cmd = Command::new(l.exe);
+    cmd.arg("serve")
+        .args(["--cluster", l.nats_urls])
+        .args(["--role", role.as_str()])
+        .args(["--node-name", name])
+        .arg("--cluster-replicas")
+        .arg(l.replicas.to_string())
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    if !cli_config {
+        cmd.arg("--no-cli-config");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone()?)
+        .process_group(0);
+    // SAFETY: the hook makes one system call (prctl, async-signal-safe) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(stop_with_parent);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {} serve", l.exe.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("dev-{name}"))
+        .spawn(move || copy_output(stdout, log, tx))
+        .context("cannot start a thread")?;
+    Ok(Node {
+        name: name.to_string(),
+        role,
+        data_dir,
+        log: log_path,
+        child,
+        banner: rx,
+        url: None,
+        cli_config: None,
+        exited: None,
+    })
+}
+
+/// In the child, before exec: SIGTERM (a graceful stop) when this process dies, even killed.
+/// The signal follows the thread that forked: the main thread, which lives until the end.
+fn stop_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copies a node's stdout into its log, telling what its banner says on the way.
+fn copy_output(stdout: ChildStdout, mut log: File, banner: mpsc::Sender<Banner>) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(url) = line.split("listening on ").nth(1) {
+            let _ = banner.send(Banner::Listening(url.trim().to_string()));
+        } else if let Some(rest) = line.trim_start().strip_prefix("CLI config written to ")
+            && let Some((path, _)) = rest.split_once(": `")
+        {
+            let _ = banner.send(Banner::CliConfig(path.to_string()));
+        }
+        let _ = writeln!(log, "{line}");
+    }
+}
+
+/// Waits until `node` says where it listens.
+fn wait_listening(node: &mut Node, signals: &Signals) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match node.banner.recv_timeout(Duration::from_millis(100)) {
+            Ok(Banner::Listening(url)) => {
+                node.url = Some(url);
+                return Ok(());
+            }
+            Ok(Banner::CliConfig(path)) => node.cli_config = Some(path),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Its output is closed: it is ending.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+        }
+        if node.ended() {
+            anyhow::bail!(
+                "{} exited before it listened ({}); the end of its log ({}):\n{}",
+                node.name,
+                node.exited.expect("ended"),
+                node.log.display(),
+                tail(&node.log, 12)
+            );
+        }
+        if signals.received() > 0 {
+            return Err(Interrupted.into());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} did not listen within {} s (see {})",
+                node.name,
+                START_TIMEOUT.as_secs(),
+                node.log.display()
+            );
+        }
+    }
+}
+
+/// The last `n` lines of a file, indented.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+/// Waits for a signal, saying so when a node ends on its own meanwhile (the others go on: a
+/// node killed by hand is how failures are tried).
+async fn watch(running: &mut Running, signals: &Signals) {
+    while signals.received() == 0 {
+        for node in &mut running.nodes {
+            if node.exited.is_none() && node.ended() {
+                note!(
+                    "{} (pid {}) exited: {}; the others go on (its log: {})",
+                    node.name,
+                    node.pid(),
+                    node.exited.expect("ended"),
+                    node.log.display()
+                );
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), signals.notify.notified()).await;
+    }
+}
+
+/// Stops the gateways, then the invokers (SIGTERM: each finishes its invocations), then the
+/// NATS servers. Another signal meanwhile, or a node slower than [`STOP_TIMEOUT`], is SIGKILL.
+fn stop(running: &mut Running, signals: &Signals) {
+    let seen = signals.received();
+    for role in [Role::Gateway, Role::Invoker] {
+        for node in &mut running.nodes {
+            node.ended();
+        }
+        let mut group: Vec<&mut Node> = running
+            .nodes
+            .iter_mut()
+            .filter(|n| n.role == role && n.exited.is_none())
+            .collect();
+        for node in &group {
+            signal(node.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            group.retain_mut(|n| !n.ended());
+            if group.is_empty() {
+                break;
+            }
+            let again = signals.received() > seen;
+            if again || Instant::now() >= deadline {
+                for node in &mut group {
+                    note!(
+                        "{} (pid {}) {}: killed",
+                        node.name,
+                        node.pid(),
+                        if again {
+                            "is still stopping and another signal came"
+                        } else {
+                            "did not stop within a minute of SIGTERM"
+                        }
+                    );
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    node.exited = node.child.try_wait().ok().flatten();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // NATS last: SIGTERM lets it close its JetStream files; dropping a server kills and reaps it.
+    for server in &running.nats {
+        if let Some(pid) = server.pid() {
+            signal(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + NATS_STOP_TIMEOUT;
+    while Instant::now() < deadline
+        && running
+            .nats
+            .iter()
+            .filter_map(NatsServer::pid)
+            .any(|pid| !has_exited(pid))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.nats.clear();
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child of ours that has not been reaped yet (so the pid is still its).
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Whether a child of ours has exited (it is a zombie until reaped, or gone).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+fn gateways(running: &Running) -> impl Iterator<Item = &Node> {
+    running.nodes.iter().filter(|n| n.role == Role::Gateway)
+}
+
+fn admin_key(running: &Running) -> String {
+    std::fs::read_to_string(running.nodes[0].data_dir.join("admin.key"))
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn nats_urls(running: &Running) -> String {
+    let urls: Vec<String> = running.nats.iter().map(NatsServer::url).collect();
+    urls.join(",")
+}
+
+/// The summary as one line of JSON (`--json`), for scripts.
+fn summary_json(running: &Running, base: &Path) -> serde_json::Value {
+    let node = |n: &Node| {
+        serde_json::json!({
+            "name": n.name,
+            "role": n.role.as_str(),
+            "url": n.url,
+            "pid": n.pid(),
+            "data_dir": n.data_dir,
+            "log": n.log,
+        })
+    };
+    serde_json::json!({
+        "gateways": gateways(running).map(|n| n.url.clone()).collect::<Vec<_>>(),
+        "admin_key": admin_key(running),
+        "nodes": running.nodes.iter().map(node).collect::<Vec<_>>(),
+        "nats": running.nats.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "url": s.url(),
+            "pid": s.pid(),
+        })).collect::<Vec<_>>(),
+        "nats_urls": nats_urls(running),
+        "replicas": running.replicas,
+        "cli_config": running.nodes[0].cli_config,
+        "dir": base,
+        "pid": std::process::id(),
+    })
+}
+
+fn print_summary(running: &Running, base: &Path, temporary: bool) {
+    let count = |role| running.nodes.iter().filter(|n| n.role == role).count();
+    let (g, i, n) = (
+        count(Role::Gateway),
+        count(Role::Invoker),
+        running.nats.len(),
+    );
+    say!(
+        "Ignis dev cluster ready: {g} gateway{}, {i} invoker{}, {n} NATS server{} (JetStream \
+         replicas: {})",
+        plural(g),
+        plural(i),
+        plural(n),
+        running.replicas
+    );
+    say!("  {:<11} {:<8} {:<28} PID", "NODE", "ROLE", "URL");
+    for node in &running.nodes {
+        say!(
+            "  {:<11} {:<8} {:<28} {}",
+            node.name,
+            node.role.as_str(),
+            node.url.as_deref().unwrap_or("-"),
+            node.pid()
+        );
+    }
+    for s in &running.nats {
+        say!(
+            "  {:<11} {:<8} {:<28} {}",
+            format!("nats-{}", s.name),
+            "nats",
+            s.url(),
+            s.pid().map(|p| p.to_string()).unwrap_or_default()
+        );
+    }
+    say!("");
+    for node in gateways(running) {
+        say!("  gateway:    {}", node.url.as_deref().unwrap_or("-"));
+    }
+    let key = admin_key(running);
+    say!("  admin key:  {key}");
+    say!("  NATS:       {}", nats_urls(running));
+    match &running.nodes[0].cli_config {
+        Some(path) => say!("  CLI config: {path} points at gateway-1: `ignis fn list` works"),
+        None => say!("  CLI config: not written (an existing one was kept): use the env line"),
+    }
+    say!(
+        "  env:        export IGNIS_URL={} IGNIS_KEY={key}",
+        running.nodes[0].url.as_deref().unwrap_or("-")
+    );
+    say!(
+        "  data:       {0}/<node>/ (data directories), {0}/<node>.log (their output), {0}/nats/",
+        base.display()
+    );
+    say!(
+        "  stop:       Ctrl-C, or kill {} (SIGTERM): the nodes stop, then NATS{}",
+        std::process::id(),
+        if temporary {
+            ", and the directory is removed"
+        } else {
+            ""
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cluster: ClusterCommand,
+    }
+
+    #[test]
+    fn arguments_have_defaults_and_bounds() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["cluster"]).unwrap().cluster;
+        assert_eq!((c.invokers, c.gateways, c.nats), (3, 1, 3));
+        assert!(c.dir.is_none());
+        let c = Cli::try_parse_from(["cluster", "--invokers", "2", "--nats", "1"])
+            .unwrap()
+            .cluster;
+        assert_eq!((c.invokers, c.nats), (2, 1));
+        assert!(Cli::try_parse_from(["cluster", "--invokers", "0"]).is_err());
+        assert!(Cli::try_parse_from(["cluster", "--nats", "6"]).is_err());
+        assert!(Cli::try_parse_from(["cluster", "--gateways", "0"]).is_err());
+    }
+
+    #[test]
+    fn banners_are_read_from_the_output() {
+        let (tx, rx) = mpsc::channel();
+        let dir = tempfile::tempdir().unwrap();
+        let log = File::create(dir.path().join("n.log")).unwrap();
+        let mut child = Command::new("printf")
+            .arg(
+                "joining the cluster\nIgnis 0.1.0 listening on http://127.0.0.1:4711\n  \
+                 CLI config written to /x/cli.toml: `ignis fn list` works from here\n",
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        copy_output(child.stdout.take().unwrap(), log, tx);
+        child.wait().unwrap();
+        let got: Vec<String> = rx
+            .try_iter()
+            .map(|b| match b {
+                Banner::Listening(u) => format!("url {u}"),
+                Banner::CliConfig(p) => format!("cli {p}"),
+            })
+            .collect();
+        assert_eq!(got, ["url http://127.0.0.1:4711", "cli /x/cli.toml"]);
+        let logged = std::fs::read_to_string(dir.path().join("n.log")).unwrap();
+        assert_eq!(logged.lines().count(), 3);
+        assert!(tail(&dir.path().join("n.log"), 1).contains("CLI config"));
+    }
+
+    #[test]
+    fn exited_children_are_seen_in_proc() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !has_exited(pid) {
+            assert!(Instant::now() < deadline, "a zombie is an exited child");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(has_exited(pid));
+        assert!(!has_exited(std::process::id()));
+    }
+}
