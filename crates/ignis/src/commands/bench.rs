@@ -2,15 +2,16 @@
 //! function, then throughput, latency percentiles, errors by kind and cold starts.
 //!
 //! ```text
-//!  deploy bench-noop-<runtime>      (unless --function names one; max_instances = C)
-//!      │
+//!  deploy bench-noop-<runtime>      (unless --function names one; max_instances = C;
+//!      │                             with --functions F: bench-noop-<runtime>-1 … -F)
 //!  warm-up: W invocations, C at once ── every instance gets created, not measured
 //!      │
 //!  measure: N invocations by C workers ─┬─ one tokio task each, one shared pooled Client
 //!      │                                └─ each takes the next ticket until N or --duration
+//!      │                                   (ticket k invokes function k mod F)
 //!  summary: merge the workers' tallies, sort latencies once, percentiles by nearest rank
 //!      │
-//!  delete bench-noop-<runtime>      (kills its instances)
+//!  delete bench-noop-<runtime>[-i]  (kills their instances)
 //! ```
 //!
 //! Latency is measured from just before the request is sent to the end of the response body,
@@ -57,7 +58,15 @@ pub struct BenchCommand {
     /// Invocations made before measuring, C at once, so that every instance exists
     #[arg(long, value_name = "N", default_value_t = 200)]
     warmup: u64,
+    /// Spread the load over F no-op functions (`bench-noop-<runtime>-1` … `-F`), invoked in
+    /// turn: in a cluster, each function has its own home invoker
+    #[arg(long, value_name = "F", default_value_t = 1, conflicts_with = "function",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_FUNCTIONS))]
+    functions: u32,
 }
+
+/// Most no-op functions `--functions` deploys.
+const MAX_FUNCTIONS: i64 = 64;
 
 impl BenchCommand {
     /// Runs the subcommand.
@@ -81,8 +90,8 @@ impl BenchCommand {
             ))
             .into());
         }
-        let (name, deployed) = match &self.function {
-            Some(name) => (name.clone(), false),
+        let (names, deployed) = match &self.function {
+            Some(name) => (vec![name.clone()], false),
             None if runtime.is_composition() => {
                 return Err(ClientError::Config(format!(
                     "--runtime {runtime}: deploy a {runtime} and give it with --function"
@@ -90,22 +99,34 @@ impl BenchCommand {
                 .into());
             }
             None => {
-                let f = deploy_noop(&client, runtime, self.concurrency).await?;
-                eprintln!(
-                    "bench: deployed {} version {} ({runtime}, max_instances {})",
-                    f.name, f.version, f.spec.max_instances
-                );
-                (f.name, true)
+                let mut names = Vec::new();
+                for name in noop_names(runtime, self.functions) {
+                    let deployed = deploy_noop(&client, &name, runtime, self.concurrency).await;
+                    let f = match deployed {
+                        Ok(f) => f,
+                        Err(e) => {
+                            delete_all(&client, &names).await;
+                            return Err(e);
+                        }
+                    };
+                    eprintln!(
+                        "bench: deployed {} version {} ({runtime}, max_instances {})",
+                        f.name, f.version, f.spec.max_instances
+                    );
+                    names.push(f.name);
+                }
+                (names, true)
             }
         };
         let target = Arc::new(Target {
             client: client.clone(),
-            name: name.clone(),
+            label: label(&names),
+            names: names.clone(),
             payload: Bytes::from(self.payload.clone()),
         });
         let outcome = self.run(&target, runtime).await;
-        if deployed && let Err(e) = client.delete_function(&name).await {
-            eprintln!("bench: warning: cannot delete {name}: {e}");
+        if deployed {
+            delete_all(&client, &names).await;
         }
         let summary = outcome?;
         if global.json {
@@ -130,7 +151,7 @@ impl BenchCommand {
         if self.warmup > 0 {
             eprintln!(
                 "bench: warming up {}: {} invocations, {c} at once",
-                target.name, self.warmup
+                target.label, self.warmup
             );
             let phase = Phase {
                 total: self.warmup,
@@ -150,14 +171,14 @@ impl BenchCommand {
                 let why = warm.errors.examples.values().next().cloned();
                 anyhow::bail!(
                     "every warm-up invocation of {} failed: {}",
-                    target.name,
+                    target.label,
                     why.unwrap_or_default()
                 );
             }
         }
         eprintln!(
             "bench: measuring {} invocations of {}, {c} at once",
-            self.requests, target.name
+            self.requests, target.label
         );
         let phase = Phase {
             total: self.requests,
@@ -166,15 +187,18 @@ impl BenchCommand {
             warmup: false,
         };
         let (tally, took) = run_phase(target, &phase).await?;
-        Ok(Summary::new(
-            &target.name,
-            runtime,
-            c,
-            tally,
-            took,
-            self.warmup,
-            warm_cold,
-        ))
+        Ok(Summary {
+            functions: target.names.len(),
+            ..Summary::new(
+                &target.label,
+                runtime,
+                c,
+                tally,
+                took,
+                self.warmup,
+                warm_cold,
+            )
+        })
     }
 }
 
@@ -217,13 +241,41 @@ fn noop_code(runtime: Runtime) -> (&'static str, &'static str, &'static [u8]) {
     }
 }
 
-/// Deploys `bench-noop-<runtime>` with room for `concurrency` instances.
+/// The no-op functions of a run: `bench-noop-<runtime>`, or `-1` … `-F` after it.
+fn noop_names(runtime: Runtime, functions: u32) -> Vec<String> {
+    match functions {
+        0 | 1 => vec![format!("bench-noop-{runtime}")],
+        f => (1..=f)
+            .map(|i| format!("bench-noop-{runtime}-{i}"))
+            .collect(),
+    }
+}
+
+/// How a run names its functions: the one, or `first … last (F functions)`.
+fn label(names: &[String]) -> String {
+    match names {
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} … {last} ({} functions)", names.len()),
+        [] => String::new(),
+    }
+}
+
+/// Deletes the no-op functions of a run (all their versions; kills their instances).
+async fn delete_all(client: &Client, names: &[String]) {
+    for name in names {
+        if let Err(e) = client.delete_function(name).await {
+            eprintln!("bench: warning: cannot delete {name}: {e}");
+        }
+    }
+}
+
+/// Deploys a no-op function `name` with room for `concurrency` instances.
 async fn deploy_noop(
     client: &Client,
+    name: &str,
     runtime: Runtime,
     concurrency: u32,
 ) -> anyhow::Result<ignis_core::FunctionVersion> {
-    let name = format!("bench-noop-{runtime}");
     let (filename, handler, code) = noop_code(runtime);
     let upload = CodeUpload::File {
         filename: filename.to_owned(),
@@ -232,16 +284,18 @@ async fn deploy_noop(
     let mut req = DeployRequest::new(runtime, handler, Some(upload));
     req.max_instances = Some(concurrency);
     let f = client
-        .deploy(&name, &req)
+        .deploy(name, &req)
         .await
         .with_context(|| format!("cannot deploy {name}"))?;
     Ok(f)
 }
 
-/// What every worker invokes.
+/// What every worker invokes: the functions in turn.
 struct Target {
     client: Client,
-    name: String,
+    names: Vec<String>,
+    /// How progress lines and the summary name them.
+    label: String,
     payload: Bytes,
 }
 
@@ -306,16 +360,18 @@ async fn worker(
 ) -> Tally {
     let mut tally = Tally::default();
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d)
-            || shared.give_up.load(Ordering::Relaxed)
-            || shared.issued.fetch_add(1, Ordering::Relaxed) >= phase.total
-        {
+        if deadline.is_some_and(|d| Instant::now() >= d) || shared.give_up.load(Ordering::Relaxed) {
             return tally;
         }
+        let ticket = shared.issued.fetch_add(1, Ordering::Relaxed);
+        if ticket >= phase.total {
+            return tally;
+        }
+        let name = &target.names[(ticket % target.names.len() as u64) as usize];
         let sent = Instant::now();
         let result = target
             .client
-            .invoke(&target.name, None, target.payload.clone())
+            .invoke(name, None, target.payload.clone())
             .await;
         let latency = sent.elapsed();
         let failed = if tally.record(&result, latency) {
@@ -521,6 +577,8 @@ struct ErrorSummary {
 #[derive(Debug, Serialize)]
 struct Summary {
     function: String,
+    /// How many functions the load was spread over.
+    functions: usize,
     runtime: Runtime,
     concurrency: u32,
     /// Invocations measured (successful or not).
@@ -571,6 +629,7 @@ impl Summary {
         };
         Summary {
             function: function.to_owned(),
+            functions: 1,
             runtime,
             concurrency,
             requests,
@@ -667,6 +726,33 @@ mod tests {
         assert!(Cli::try_parse_from(["bench", "-c", "1001"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--requests", "0"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--function", "f", "-r", "node"]).is_err());
+        assert_eq!(c.functions, 1);
+        let c = Cli::try_parse_from(["bench", "--functions", "8"])
+            .unwrap()
+            .bench;
+        assert_eq!(c.functions, 8);
+        assert!(Cli::try_parse_from(["bench", "--functions", "0"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--functions", "65"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--functions", "2", "--function", "f"]).is_err());
+    }
+
+    #[test]
+    fn several_functions_are_named_in_turn() {
+        assert_eq!(noop_names(Runtime::Python, 1), ["bench-noop-python"]);
+        let names = noop_names(Runtime::Wasm, 3);
+        assert_eq!(
+            names,
+            [
+                "bench-noop-wasm-1",
+                "bench-noop-wasm-2",
+                "bench-noop-wasm-3"
+            ]
+        );
+        assert_eq!(
+            label(&names),
+            "bench-noop-wasm-1 … bench-noop-wasm-3 (3 functions)"
+        );
+        assert_eq!(label(&names[..1]), "bench-noop-wasm-1");
     }
 
     #[test]

@@ -73,3 +73,37 @@ fn bench_fails_when_requests_fail() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_spreads_the_load_over_several_functions() {
+    let s = Server::start();
+    let out = ok(&s.cli(&[
+        "bench",
+        "--functions",
+        "3",
+        "--requests",
+        "90",
+        "--warmup",
+        "9",
+        "--concurrency",
+        "3",
+        "--json",
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["functions"], 3, "{v}");
+    assert_eq!(v["succeeded"], 90, "{v}");
+    assert_eq!(
+        v["function"], "bench-noop-python-1 … bench-noop-python-3 (3 functions)",
+        "{v}"
+    );
+    // Each function got its turns (a third of the invocations each), and all are deleted.
+    let page = s.get("/v1/namespaces/default/activations?limit=200").json();
+    let names = names_in(&page["activations"], "function");
+    for i in 1..=3 {
+        let name = format!("bench-noop-python-{i}");
+        assert_eq!(names.iter().filter(|n| **n == name).count(), 33, "{name}");
+        let r = s.get(&format!("/v1/namespaces/default/functions/{name}"));
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+}
