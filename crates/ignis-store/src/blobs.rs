@@ -168,4 +168,33 @@ mod tests {
             .insert(sha256_hex(b"x"), b"y".to_vec());
         assert!(two.get(&sha256_hex(b"x")).is_err());
     }
+
+    #[test]
+    fn concurrent_fills_of_one_blob_all_succeed() {
+        struct Slow(Vec<u8>);
+        impl BlobMirror for Slow {
+            fn upload(&self, _: &str, _: &[u8]) -> std::io::Result<()> {
+                Ok(())
+            }
+            fn download(&self, _: &str) -> std::io::Result<Option<Vec<u8>>> {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                Ok(Some(self.0.clone()))
+            }
+        }
+        let code = vec![7u8; 1 << 20];
+        let sha = sha256_hex(&code);
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path())
+            .unwrap()
+            .mirrored(Arc::new(Slow(code.clone())));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, sha) = (store.clone(), sha.clone());
+                std::thread::spawn(move || store.get(&sha).map(|b| b.len()))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), code.len());
+        }
+    }
 }
