@@ -266,7 +266,7 @@ impl ClusterCommand {
                     print_summary(&running, base.path(), matches!(base, Base::Temporary(_)));
                 }
                 let _ = std::io::stdout().flush();
-                watch(&mut running, &signals).await;
+                watch(&mut running, &signals, base.path()).await;
             }
             Err(e) if e.is::<Interrupted>() => note!("interrupted while starting"),
             Err(e) => {
@@ -574,8 +574,23 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 /// Waits for a signal, saying so when a node ends on its own meanwhile (the others go on: a
 /// node killed by hand is how failures are tried).
-async fn watch(running: &mut Running, signals: &Signals) {
+async fn watch(running: &mut Running, signals: &Signals, base: &Path) {
+    let mut nats_gone = std::collections::HashSet::new();
     while signals.received() == 0 {
+        for server in &running.nats {
+            if let Some(pid) = server.pid()
+                && has_exited(pid)
+                && nats_gone.insert(pid)
+            {
+                note!(
+                    "NATS server {} (pid {pid}) exited; the others go on (its log: {})",
+                    server.name,
+                    base.join("nats")
+                        .join(format!("{}.log", server.name))
+                        .display()
+                );
+            }
+        }
         for node in &mut running.nodes {
             if node.exited.is_none() && node.ended() {
                 note!(
