@@ -34,8 +34,9 @@ pub use lease::Lease;
 pub use log::{Change, ReplicatedStore};
 pub use membership::{Announcement, InvokerInfo, Membership};
 
-/// NATS must carry an event (6 MiB) with its framing, and a result with its logs.
-pub const MIN_MAX_PAYLOAD: usize = 8 << 20;
+/// NATS must carry an event (6 MiB) with its framing, a result with its logs, and a queued
+/// invocation in the store's log, whose event is base64 there (8 MiB).
+pub const MIN_MAX_PAYLOAD: usize = 16 << 20;
 
 /// Why the cluster could not be joined or used.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +125,7 @@ impl Cluster {
         if max < MIN_MAX_PAYLOAD {
             return Err(ClusterError::Config(format!(
                 "the NATS server's max_payload is {max} bytes; Ignis needs at least {MIN_MAX_PAYLOAD} \
-                 (set `max_payload: 8MB` in nats-server.conf)"
+                 (set `max_payload: 16MB` in nats-server.conf)"
             )));
         }
         let js = async_nats::jetstream::new(client.clone());

@@ -34,6 +34,8 @@ use crate::Cluster;
 pub(crate) const STREAM: &str = "IGNIS_LOG";
 /// Its subject.
 const SUBJECT: &str = "ignis.log";
+/// Most bytes of activation records in one entry of the log.
+const BATCH_BYTES: usize = 4 << 20;
 /// How long a starting node waits to catch up with the log.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a write waits for its own node to apply it.
@@ -1162,7 +1164,24 @@ impl Store for ReplicatedStore {
     }
 
     fn insert_activations(&self, records: &[ActivationRecord]) -> Result<()> {
-        answer!(self.exec(Command::InsertActivations { records: records.to_vec() }), Outcome::Unit => ())
+        // One entry per batch of at most BATCH_BYTES of records (an entry must fit in a NATS
+        // message); a record larger than that is an entry of its own.
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, r) in records.iter().enumerate() {
+            let size = serde_json::to_vec(r)?.len();
+            if i > start && bytes + size > BATCH_BYTES {
+                let batch = records[start..i].to_vec();
+                answer!(self.exec(Command::InsertActivations { records: batch }), Outcome::Unit => ())?;
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        if start < records.len() {
+            let batch = records[start..].to_vec();
+            answer!(self.exec(Command::InsertActivations { records: batch }), Outcome::Unit => ())?;
+        }
+        Ok(())
     }
 
     fn get_activation(

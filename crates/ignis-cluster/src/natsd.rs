@@ -1,4 +1,4 @@
-//! Running `nats-server` with what Ignis needs (JetStream, `max_payload` of 8 MiB), alone or as
+//! Running `nats-server` with what Ignis needs (JetStream, `max_payload` of 16 MiB), alone or as
 //! a cluster of several on loopback: for `ignis dev cluster` and for tests.
 
 use std::os::unix::process::CommandExt;
@@ -63,7 +63,7 @@ impl NatsServer {
         let store = dir.join(name);
         std::fs::create_dir_all(&store)?;
         let mut conf = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\n\
+            "server_name: {name}\nlisten: 127.0.0.1:{}\nmax_payload: 16MB\n\
              jetstream {{\n  store_dir: {:?}\n}}\n",
             ports.client,
             store.display().to_string(),

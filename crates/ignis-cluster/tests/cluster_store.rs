@@ -156,3 +156,31 @@ fn a_compacted_log_keeps_its_tail_and_new_nodes_start_from_the_snapshot() {
     assert_eq!(d.snapshot_seq(), again);
     assert_eq!(d.kv_get("default", "n", 1).unwrap().unwrap().value, b"106");
 }
+
+#[test]
+fn large_activations_and_events_fit_in_the_log() {
+    let Some((_dir, _nats, _u, a, b)) = two_nodes() else {
+        return;
+    };
+    // Ten records of 1.5 MiB results each: more than one NATS message can carry at once.
+    let records: Vec<_> = (0..10)
+        .map(|i| {
+            let mut r = ignis_store::suite::activation("f", 1000 + i, ignis_core::Status::Success);
+            r.result = Some(serde_json::Value::String("x".repeat(3 << 19)));
+            r
+        })
+        .collect();
+    a.insert_activations(&records).unwrap();
+    for r in &records {
+        assert_eq!(b.get_activation("default", r.id).unwrap().as_ref(), Some(r));
+    }
+    // A queued invocation with a 6 MiB event (base64 in the log: 8 MiB).
+    let mut item = ignis_store::suite::queued(None);
+    item.event = vec![b'7'; 6 << 20];
+    let (stored, new) = a.enqueue(&item).unwrap();
+    assert!(new);
+    assert_eq!(
+        b.due(1 << 40, 10).unwrap()[0].event.len(),
+        stored.event.len()
+    );
+}
