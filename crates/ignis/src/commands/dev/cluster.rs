@@ -2,7 +2,7 @@
 //! and to measure it (`bench/cluster/run.sh`).
 //!
 //! ```text
-//!  nats-server ×K   clustered on loopback ports, JetStream, max_payload 8 MB (ignis_cluster::natsd)
+//!  nats-server ×K   clustered on loopback ports, JetStream, max_payload 16 MB (ignis_cluster::natsd)
 //!      │            wait until JetStream answers (a fresh cluster elects its leader first)
 //!  gateway-1        ignis serve --role gateway: makes the admin key, writes the CLI config
 //!      │            its admin.key copied into every other node's data directory
