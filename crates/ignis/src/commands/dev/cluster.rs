@@ -20,14 +20,10 @@
 //! the terminal reaches only this process, which then stops them in order. A node's stdout and
 //! stderr go to `<dir>/<node>.log`.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -50,6 +46,12 @@ macro_rules! note {
         let _ = writeln!(std::io::stderr(), "dev cluster: {}", format_args!($($arg)*));
     }};
 }
+
+mod node;
+mod summary;
+
+use node::{Launch, Node, Role, create_private_dir, spawn_node, wait_listening, write_private};
+use summary::{print_summary, summary_json};
 
 /// How long a node may take to listen: joining, rebuilding its replica from the log, probing
 /// the sandbox and the interpreters.
@@ -159,79 +161,12 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Gateway,
-    Invoker,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Gateway => "gateway",
-            Role::Invoker => "invoker",
-        }
-    }
-}
-
-/// What a node's banner told.
-enum Banner {
-    Listening(String),
-    CliConfig(String),
-}
-
-/// One `ignis serve` child.
-struct Node {
-    name: String,
-    role: Role,
-    data_dir: PathBuf,
-    log: PathBuf,
-    child: Child,
-    banner: mpsc::Receiver<Banner>,
-    url: Option<String>,
-    cli_config: Option<String>,
-    /// How it ended, once it has.
-    exited: Option<ExitStatus>,
-}
-
-impl Node {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether it has ended (and notes how, the first time).
-    fn ended(&mut self) -> bool {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        self.exited.is_some()
-    }
-
-    /// Reads what its banner said so far.
-    fn read_banner(&mut self) {
-        while let Ok(line) = self.banner.try_recv() {
-            match line {
-                Banner::Listening(url) => self.url = Some(url),
-                Banner::CliConfig(path) => self.cli_config = Some(path),
-            }
-        }
-    }
-}
-
 /// Everything started so far.
 #[derive(Default)]
 struct Running {
     nats: Vec<NatsServer>,
     nodes: Vec<Node>,
     replicas: usize,
-}
-
-/// How every node is started.
-struct Launch<'a> {
-    exe: &'a Path,
-    nats_urls: &'a str,
-    replicas: usize,
-    base: &'a Path,
 }
 
 impl ClusterCommand {
@@ -420,158 +355,6 @@ fn wait_for_jetstream(urls: &str, replicas: usize, signals: &Signals) -> anyhow:
     }
 }
 
-/// Starts `ignis serve` for one node; `cli_config`: whether it may write the CLI config.
-fn spawn_node(l: &Launch, name: &str, role: Role, cli_config: bool) -> anyhow::Result<Node> {
-    let data_dir = l.base.join(name);
-    let log_path = l.base.join(format!("{name}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let mut cmd = Command::new(l.exe);
-    cmd.arg("serve")
-        .args(["--cluster", l.nats_urls])
-        .args(["--role", role.as_str()])
-        .args(["--node-name", name])
-        .arg("--cluster-replicas")
-        .arg(l.replicas.to_string())
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--listen", "127.0.0.1:0"]);
-    if !cli_config {
-        cmd.arg("--no-cli-config");
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone()?)
-        .process_group(0);
-    // SAFETY: the hook makes one system call (prctl, async-signal-safe) and allocates nothing.
-    unsafe {
-        cmd.pre_exec(stop_with_parent);
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {} serve", l.exe.display()))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("dev-{name}"))
-        .spawn(move || copy_output(stdout, log, tx))
-        .context("cannot start a thread")?;
-    Ok(Node {
-        name: name.to_string(),
-        role,
-        data_dir,
-        log: log_path,
-        child,
-        banner: rx,
-        url: None,
-        cli_config: None,
-        exited: None,
-    })
-}
-
-/// In the child, before exec: SIGTERM (a graceful stop) when this process dies, even killed.
-/// The signal follows the thread that forked: the main thread, which lives until the end.
-fn stop_with_parent() -> std::io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Copies a node's stdout into its log, telling what its banner says on the way.
-fn copy_output(stdout: ChildStdout, mut log: File, banner: mpsc::Sender<Banner>) {
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        if let Some(url) = line.split("listening on ").nth(1) {
-            let _ = banner.send(Banner::Listening(url.trim().to_string()));
-        } else if let Some(rest) = line.trim_start().strip_prefix("CLI config written to ")
-            && let Some((path, _)) = rest.split_once(": `")
-        {
-            let _ = banner.send(Banner::CliConfig(path.to_string()));
-        }
-        let _ = writeln!(log, "{line}");
-    }
-}
-
-/// Waits until `node` says where it listens.
-fn wait_listening(node: &mut Node, signals: &Signals) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        match node.banner.recv_timeout(Duration::from_millis(100)) {
-            Ok(Banner::Listening(url)) => {
-                node.url = Some(url);
-                return Ok(());
-            }
-            Ok(Banner::CliConfig(path)) => node.cli_config = Some(path),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Its output is closed: it is ending.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-        }
-        if node.ended() {
-            anyhow::bail!(
-                "{} exited before it listened ({}); the end of its log ({}):\n{}",
-                node.name,
-                node.exited.expect("ended"),
-                node.log.display(),
-                tail(&node.log, 12)
-            );
-        }
-        if signals.received() > 0 {
-            return Err(Interrupted.into());
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!(
-                "{} did not listen within {} s (see {})",
-                node.name,
-                START_TIMEOUT.as_secs(),
-                node.log.display()
-            );
-        }
-    }
-}
-
-/// The last `n` lines of a file, indented.
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(content.as_bytes())?;
-    Ok(())
-}
-
 /// Waits for a signal, saying so when a node ends on its own meanwhile (the others go on: a
 /// node killed by hand is how failures are tried).
 async fn watch(running: &mut Running, signals: &Signals, base: &Path) {
@@ -686,114 +469,6 @@ fn has_exited(pid: u32) -> bool {
     }
 }
 
-fn gateways(running: &Running) -> impl Iterator<Item = &Node> {
-    running.nodes.iter().filter(|n| n.role == Role::Gateway)
-}
-
-fn admin_key(running: &Running) -> String {
-    std::fs::read_to_string(running.nodes[0].data_dir.join("admin.key"))
-        .map(|k| k.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn nats_urls(running: &Running) -> String {
-    let urls: Vec<String> = running.nats.iter().map(NatsServer::url).collect();
-    urls.join(",")
-}
-
-/// The summary as one line of JSON (`--json`), for scripts.
-fn summary_json(running: &Running, base: &Path) -> serde_json::Value {
-    let node = |n: &Node| {
-        serde_json::json!({
-            "name": n.name,
-            "role": n.role.as_str(),
-            "url": n.url,
-            "pid": n.pid(),
-            "data_dir": n.data_dir,
-            "log": n.log,
-        })
-    };
-    serde_json::json!({
-        "gateways": gateways(running).map(|n| n.url.clone()).collect::<Vec<_>>(),
-        "admin_key": admin_key(running),
-        "nodes": running.nodes.iter().map(node).collect::<Vec<_>>(),
-        "nats": running.nats.iter().map(|s| serde_json::json!({
-            "name": s.name,
-            "url": s.url(),
-            "pid": s.pid(),
-        })).collect::<Vec<_>>(),
-        "nats_urls": nats_urls(running),
-        "replicas": running.replicas,
-        "cli_config": running.nodes[0].cli_config,
-        "dir": base,
-        "pid": std::process::id(),
-    })
-}
-
-fn print_summary(running: &Running, base: &Path, temporary: bool) {
-    let count = |role| running.nodes.iter().filter(|n| n.role == role).count();
-    let (g, i, n) = (
-        count(Role::Gateway),
-        count(Role::Invoker),
-        running.nats.len(),
-    );
-    say!(
-        "Ignis dev cluster ready: {g} gateway{}, {i} invoker{}, {n} NATS server{} (JetStream \
-         replicas: {})",
-        plural(g),
-        plural(i),
-        plural(n),
-        running.replicas
-    );
-    say!("  {:<11} {:<8} {:<28} PID", "NODE", "ROLE", "URL");
-    for node in &running.nodes {
-        say!(
-            "  {:<11} {:<8} {:<28} {}",
-            node.name,
-            node.role.as_str(),
-            node.url.as_deref().unwrap_or("-"),
-            node.pid()
-        );
-    }
-    for s in &running.nats {
-        say!(
-            "  {:<11} {:<8} {:<28} {}",
-            format!("nats-{}", s.name),
-            "nats",
-            s.url(),
-            s.pid().map(|p| p.to_string()).unwrap_or_default()
-        );
-    }
-    say!("");
-    for node in gateways(running) {
-        say!("  gateway:    {}", node.url.as_deref().unwrap_or("-"));
-    }
-    let key = admin_key(running);
-    say!("  admin key:  {key}");
-    say!("  NATS:       {}", nats_urls(running));
-    match &running.nodes[0].cli_config {
-        Some(path) => say!("  CLI config: {path} points at gateway-1: `ignis fn list` works"),
-        None => say!("  CLI config: not written (an existing one was kept): use the env line"),
-    }
-    say!(
-        "  env:        export IGNIS_URL={} IGNIS_KEY={key}",
-        running.nodes[0].url.as_deref().unwrap_or("-")
-    );
-    say!(
-        "  data:       {0}/<node>/ (data directories), {0}/<node>.log (their output), {0}/nats/",
-        base.display()
-    );
-    say!(
-        "  stop:       Ctrl-C, or kill {} (SIGTERM): the nodes stop, then NATS{}",
-        std::process::id(),
-        if temporary {
-            ", and the directory is removed"
-        } else {
-            ""
-        }
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,36 +496,8 @@ mod tests {
     }
 
     #[test]
-    fn banners_are_read_from_the_output() {
-        let (tx, rx) = mpsc::channel();
-        let dir = tempfile::tempdir().unwrap();
-        let log = File::create(dir.path().join("n.log")).unwrap();
-        let mut child = Command::new("printf")
-            .arg(
-                "joining the cluster\nIgnis 0.1.0 listening on http://127.0.0.1:4711\n  \
-                 CLI config written to /x/cli.toml: `ignis fn list` works from here\n",
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        copy_output(child.stdout.take().unwrap(), log, tx);
-        child.wait().unwrap();
-        let got: Vec<String> = rx
-            .try_iter()
-            .map(|b| match b {
-                Banner::Listening(u) => format!("url {u}"),
-                Banner::CliConfig(p) => format!("cli {p}"),
-            })
-            .collect();
-        assert_eq!(got, ["url http://127.0.0.1:4711", "cli /x/cli.toml"]);
-        let logged = std::fs::read_to_string(dir.path().join("n.log")).unwrap();
-        assert_eq!(logged.lines().count(), 3);
-        assert!(tail(&dir.path().join("n.log"), 1).contains("CLI config"));
-    }
-
-    #[test]
     fn exited_children_are_seen_in_proc() {
-        let mut child = Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !has_exited(pid) {
