@@ -7,7 +7,8 @@
 //!  gateway-1        ignis serve --role gateway: makes the admin key, writes the CLI config
 //!      │            its admin.key copied into every other node's data directory
 //!  gateway-2…,      ignis serve --role gateway|invoker, started together, each waited for
-//!  invoker-1…N      ("listening on" in its output)
+//!  invoker-1…N      ("listening on" in its output), then until every gateway counts every
+//!                   invoker live (GET /v1/system/cluster)
 //!      │
 //!  summary on stdout, then wait for Ctrl-C or SIGTERM (a node that dies is reported)
 //!      │
@@ -51,7 +52,7 @@ mod node;
 mod summary;
 
 use node::{Launch, Node, Role, create_private_dir, spawn_node, wait_listening, write_private};
-use summary::{print_summary, summary_json};
+use summary::{admin_key, print_summary, summary_json};
 
 /// How long a node may take to listen: joining, rebuilding its replica from the log, probing
 /// the sandbox and the interpreters.
@@ -61,6 +62,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fresh NATS cluster may take before JetStream answers.
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the gateways may take to see every invoker live once all listen.
+const INVOKERS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a NATS server may take to stop after SIGTERM.
 const NATS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copies JetStream keeps at most (the usual size of a JetStream cluster's replica group).
@@ -193,7 +196,11 @@ impl ClusterCommand {
             ),
         };
         let mut running = Running::default();
-        match self.start(&mut running, &nats_bin, &exe, base.path(), &signals) {
+        let started = match self.start(&mut running, &nats_bin, &exe, base.path(), &signals) {
+            Ok(()) => wait_until_invokers_live(&running, &signals).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(()) => {
                 if global.json {
                     say!("{}", summary_json(&running, base.path()));
@@ -353,6 +360,69 @@ fn wait_for_jetstream(urls: &str, replicas: usize, signals: &Signals) -> anyhow:
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until every gateway counts every invoker live (`GET /v1/system/cluster`): a node
+/// prints `listening on` before it joins the cluster's invokers (its heartbeats start after),
+/// and an invocation sent to a gateway that knows no invoker yet fails with `503 no_invoker`.
+async fn wait_until_invokers_live(running: &Running, signals: &Signals) -> anyhow::Result<()> {
+    let key = admin_key(running);
+    let wanted: Vec<&str> = running
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Invoker)
+        .map(|n| n.name.as_str())
+        .collect();
+    note!("waiting until the gateways see the invokers");
+    let deadline = Instant::now() + INVOKERS_TIMEOUT;
+    for gateway in running.nodes.iter().filter(|n| n.role == Role::Gateway) {
+        let client =
+            ignis_client::Client::new(gateway.url.as_deref().unwrap_or(""), &key, "default")?;
+        loop {
+            let seen = live_invokers(&client).await;
+            if let Ok(seen) = &seen
+                && wanted.iter().all(|w| seen.iter().any(|s| s == w))
+            {
+                break;
+            }
+            if signals.received() > 0 {
+                return Err(Interrupted.into());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} does not count every invoker live {} s after they listened (it sees: {}); \
+                     see the invokers' logs",
+                    gateway.name,
+                    INVOKERS_TIMEOUT.as_secs(),
+                    match seen {
+                        Ok(s) if s.is_empty() => "none".to_string(),
+                        Ok(s) => s.join(", "),
+                        Err(e) => e,
+                    }
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The invokers a node counts live, by name.
+async fn live_invokers(client: &ignis_client::Client) -> Result<Vec<String>, String> {
+    let (status, _, body) = client
+        .request(ignis_client::Method::GET, "/v1/system/cluster", None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("GET /v1/system/cluster answered {status}"));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(v["invokers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["node"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// Waits for a signal, saying so when a node ends on its own meanwhile (the others go on: a

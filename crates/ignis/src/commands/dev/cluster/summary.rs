@@ -13,7 +13,7 @@ fn gateways(running: &Running) -> impl Iterator<Item = &Node> {
     running.nodes.iter().filter(|n| n.role == Role::Gateway)
 }
 
-fn admin_key(running: &Running) -> String {
+pub(super) fn admin_key(running: &Running) -> String {
     std::fs::read_to_string(running.nodes[0].data_dir.join("admin.key"))
         .map(|k| k.trim().to_string())
         .unwrap_or_default()
