@@ -215,6 +215,16 @@ fn decode_reply(msg: &Bytes) -> Result<InvokeResult, InvokeError> {
     }
 }
 
+/// What became of an invocation sent to an invoker.
+enum Sent {
+    /// The invoker answered (with the run's end, or why it did not run it).
+    Answered(Result<InvokeResult, InvokeError>),
+    /// Nobody received it: it never ran.
+    NotTaken(String),
+    /// It may have run, or be running: no answer came.
+    Lost(String),
+}
+
 /// Sends invocations to invokers. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -240,9 +250,10 @@ impl Dispatcher {
         &self.members
     }
 
-    /// Runs an invocation on the function's home invoker, or the next ones when it is full.
-    /// An invoker lost while running it is `Unavailable` (the invocation did not end: a queued
-    /// one is sent again, a caller may retry).
+    /// Runs an invocation on the function's home invoker, or the next ones when it is full or
+    /// not listening. Once an invoker has it, it is not sent elsewhere: an invoker lost while
+    /// running it is `Unavailable` (a queued invocation is sent again by the queue, a caller may
+    /// retry), so a blocking call never runs twice behind its caller's back.
     pub async fn invoke(&self, inv: Invocation) -> Result<InvokeResult, InvokeError> {
         let order = self
             .members
@@ -251,9 +262,14 @@ impl Dispatcher {
         for node in order {
             let attempt = match &self.local {
                 Some(local) if node == self.cluster.node() => local.invoke(inv.clone()).await,
-                _ => self.remote(&node, &inv).await,
+                _ => match self.remote(&node, &inv).await {
+                    Sent::Answered(answer) => answer,
+                    Sent::NotTaken(why) => Err(InvokeError::Unavailable(why)),
+                    Sent::Lost(why) => return Err(InvokeError::Unavailable(why)),
+                },
             };
             match attempt {
+                // It never ran there: the next invoker may take it.
                 Err(
                     e @ (InvokeError::Throttled { .. }
                     | InvokeError::OutOfMemory { .. }
@@ -266,7 +282,7 @@ impl Dispatcher {
         Err(last)
     }
 
-    async fn remote(&self, node: &str, inv: &Invocation) -> Result<InvokeResult, InvokeError> {
+    async fn remote(&self, node: &str, inv: &Invocation) -> Sent {
         let timeout = Duration::from_millis(inv.function.spec.timeout_ms) + GRACE;
         let request = async_nats::Request::new()
             .payload(encode_request(inv))
@@ -276,22 +292,26 @@ impl Dispatcher {
             .client()
             .send_request(format!("{SUBJECT_PREFIX}{node}"), request);
         tokio::pin!(sent);
-        let lost = |why: &str| InvokeError::Unavailable(format!("invoker {node} {why}"));
+        let why = |what: &str| format!("invoker {node} {what}");
         loop {
             tokio::select! {
                 answer = &mut sent => {
                     return match answer {
-                        Ok(msg) => decode_reply(&msg.payload),
-                        Err(e) => Err(lost(&match e.kind() {
-                            async_nats::RequestErrorKind::NoResponders => "is not listening".to_string(),
-                            async_nats::RequestErrorKind::TimedOut => "did not answer in time".to_string(),
-                            _ => format!("could not be asked: {e}"),
-                        })),
+                        Ok(msg) => Sent::Answered(decode_reply(&msg.payload)),
+                        Err(e) => match e.kind() {
+                            async_nats::RequestErrorKind::NoResponders => {
+                                Sent::NotTaken(why("is not listening"))
+                            }
+                            async_nats::RequestErrorKind::TimedOut => {
+                                Sent::Lost(why("did not answer in time"))
+                            }
+                            _ => Sent::Lost(why(&format!("could not be asked: {e}"))),
+                        },
                     };
                 }
                 _ = tokio::time::sleep(LIVENESS_CHECK) => {
                     if !self.members.is_live(node) {
-                        return Err(lost("was lost while running it"));
+                        return Sent::Lost(why("was lost while running it"));
                     }
                 }
             }
@@ -300,24 +320,35 @@ impl Dispatcher {
 }
 
 /// Answers invocations sent to this node.
-pub struct InvokerService;
+pub struct InvokerService {
+    running: Arc<tokio::sync::watch::Sender<usize>>,
+    task: tokio::task::AbortHandle,
+}
 
 impl InvokerService {
     /// Subscribes to this node's subject and runs what arrives on `invoker`, each invocation
     /// on its own task of the current runtime.
-    pub async fn start(cluster: &Arc<Cluster>, invoker: Invoker) -> Result<(), ClusterError> {
+    pub async fn start(
+        cluster: &Arc<Cluster>,
+        invoker: Invoker,
+    ) -> Result<InvokerService, ClusterError> {
         let client = cluster.client().clone();
         let mut subscription = client
             .subscribe(format!("{SUBJECT_PREFIX}{}", cluster.node()))
             .await
             .map_err(|e| ClusterError::Nats(e.to_string()))?;
-        tokio::spawn(async move {
+        let running = Arc::new(tokio::sync::watch::Sender::new(0usize));
+        let counter = running.clone();
+        let task = tokio::spawn(async move {
             while let Some(msg) = subscription.next().await {
                 let Some(reply) = msg.reply.clone() else {
                     continue;
                 };
                 let (invoker, client) = (invoker.clone(), client.clone());
+                counter.send_modify(|n| *n += 1);
+                let done = counter.clone();
                 tokio::spawn(async move {
+                    let _count = Counted(done);
                     let answer = match decode_request(&msg.payload) {
                         Ok(inv) => encode_reply(invoker.invoke(inv).await),
                         Err(e) => encode_reply(Err(InvokeError::Unavailable(format!(
@@ -327,10 +358,29 @@ impl InvokerService {
                     if let Err(e) = client.publish(reply, answer).await {
                         tracing::warn!(error = %e, "an invocation's answer was not sent");
                     }
+                    let _ = client.flush().await;
                 });
             }
-        });
-        Ok(())
+        })
+        .abort_handle();
+        Ok(InvokerService { running, task })
+    }
+
+    /// Takes no more invocations and waits (up to `timeout`) for those running to end and
+    /// be answered: a clean stop does not cut short what gateways sent here.
+    pub async fn drain(&self, timeout: Duration) {
+        self.task.abort();
+        let mut watch = self.running.subscribe();
+        let _ = tokio::time::timeout(timeout, watch.wait_for(|n| *n == 0)).await;
+    }
+}
+
+/// Counts a running invocation until dropped.
+struct Counted(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -32,6 +32,9 @@ pub struct InvokerInfo {
     pub memory_used_mb: u64,
     /// Its live instances.
     pub instances: usize,
+    /// It is stopping: it finishes what it runs but takes nothing new.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// The invokers this node knows of.
@@ -94,14 +97,23 @@ impl Membership {
     /// Announces this node as an invoker every [`HEARTBEAT`], with what `info` says then.
     pub fn announce(
         cluster: &Arc<Cluster>,
-        info: impl Fn() -> InvokerInfo + Send + 'static,
+        info: impl Fn() -> InvokerInfo + Send + Sync + 'static,
     ) -> Result<Announcement, ClusterError> {
         let bucket = bucket(cluster)?;
         let key = cluster.node().to_string();
         let b = bucket.clone();
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = draining.clone();
+        let beat = move || {
+            let mut i = info();
+            i.draining = stopping.load(std::sync::atomic::Ordering::Acquire);
+            serde_json::to_vec(&i).unwrap_or_default()
+        };
+        let beat = Arc::new(beat);
+        let first = beat.clone();
         let task = cluster.handle().spawn(async move {
             loop {
-                let body = serde_json::to_vec(&info()).unwrap_or_default();
+                let body = first();
                 if let Err(e) = b.put(&key, body.into()).await {
                     tracing::warn!(error = %e, "heartbeat not sent");
                 }
@@ -112,6 +124,8 @@ impl Membership {
             cluster: cluster.clone(),
             bucket,
             task,
+            draining,
+            beat,
         })
     }
 
@@ -122,14 +136,14 @@ impl Membership {
             .read()
             .unwrap()
             .values()
-            .filter(|(_, at)| at.elapsed() < LIVE_FOR)
+            .filter(|(info, at)| at.elapsed() < LIVE_FOR && !info.draining)
             .map(|(info, _)| info.clone())
             .collect();
         live.sort_by(|a, b| a.node.cmp(&b.node));
         live
     }
 
-    /// Whether an invoker is live.
+    /// Whether an invoker is live (a draining one is: it still answers what it has).
     pub fn is_live(&self, node: &str) -> bool {
         self.seen
             .read()
@@ -155,14 +169,31 @@ impl Membership {
     }
 }
 
-/// This node's heartbeats; dropping it stops them and deletes the key (a clean leave).
+/// This node's heartbeats.
 pub struct Announcement {
     cluster: Arc<Cluster>,
     bucket: kv::Store,
     task: tokio::task::JoinHandle<()>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    beat: Arc<dyn Fn() -> Vec<u8> + Send + Sync>,
 }
 
 impl Announcement {
+    /// Says, now and in every heartbeat from now on, that this invoker takes nothing new (it
+    /// is stopping); gateways still wait for what it runs.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (bucket, key, body) = (
+            self.bucket.clone(),
+            self.cluster.node().to_string(),
+            (self.beat)(),
+        );
+        let _ = self.cluster.wait(async move {
+            tokio::time::timeout(Duration::from_secs(2), bucket.put(&key, body.into())).await
+        });
+    }
+
     /// Stops the heartbeats and says this invoker is gone.
     pub fn leave(&self) {
         self.task.abort();
@@ -188,6 +219,7 @@ mod tests {
                 memory_budget_mb: 0,
                 memory_used_mb: 0,
                 instances: 0,
+                draining: false,
             };
             m.seen
                 .write()

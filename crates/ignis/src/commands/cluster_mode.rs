@@ -137,7 +137,7 @@ impl Joined {
         invoker: &Invoker,
         keys: Arc<KeyRing>,
         compact_entries: u64,
-    ) -> anyhow::Result<Option<ignis_cluster::Announcement>> {
+    ) -> anyhow::Result<Participation> {
         // Other nodes' writes: the caches forget them, on a task (the store's applier must
         // not wait on reads of its own store).
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Change>();
@@ -171,8 +171,9 @@ impl Joined {
         let members = Membership::watch(&self.cluster)?;
         let local = self.role.invokes().then(|| invoker.clone());
         let mut announcement = None;
+        let mut service = None;
         if let Some(local) = &local {
-            InvokerService::start(&self.cluster, local.clone()).await?;
+            service = Some(InvokerService::start(&self.cluster, local.clone()).await?);
             let (inv, started_ms, node) = (
                 local.clone(),
                 ignis_core::now_ms(),
@@ -186,6 +187,7 @@ impl Joined {
                     memory_budget_mb: budget,
                     memory_used_mb: used,
                     instances: inv.instances().len(),
+                    draining: false,
                 }
             })?);
         }
@@ -237,7 +239,32 @@ impl Joined {
                 "invokers": members.live(),
             })
         }));
-        Ok(announcement)
+        Ok(Participation {
+            announcement,
+            service,
+        })
+    }
+}
+
+/// This node's part in the cluster, to end at a clean stop.
+pub struct Participation {
+    announcement: Option<ignis_cluster::Announcement>,
+    service: Option<InvokerService>,
+}
+
+impl Participation {
+    /// Leaves the cluster: gateways stop sending here (the heartbeat key goes), then the
+    /// invocations they sent before end and are answered (up to 30 s).
+    pub async fn leave(&self) {
+        if let Some(a) = &self.announcement {
+            a.drain();
+        }
+        if let Some(s) = &self.service {
+            s.drain(Duration::from_secs(30)).await;
+        }
+        if let Some(a) = &self.announcement {
+            a.leave();
+        }
     }
 }
 

@@ -114,7 +114,8 @@ pub struct ServeCommand {
     /// namespace_concurrency, namespace_invocations_per_minute, activation_retention_days,
     /// activation_retention_count, namespace_memory_mb, namespace_functions, code_mb,
     /// code_unpacked_mb, max_connections, header_timeout_secs, body_timeout_secs,
-    /// metrics_public, and a [pricing] table)
+    /// metrics_public, cluster, role, node_name, cluster_replicas, cluster_compact_entries, and a
+    /// [pricing] table)
     #[arg(long, env = "IGNIS_SERVER_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds an idle instance is kept before it is reclaimed (scale to zero) [default: 600]
@@ -622,11 +623,13 @@ impl ServeCommand {
             cli_written.as_deref(),
         );
 
-        let announcement = match &joined {
+        let announcement: Option<cluster_mode::Participation> = match &joined {
             Some(j) => {
                 let compact = cfg.cluster_compact_entries.unwrap_or(100_000);
-                j.start(&controller, &invoker, state.keys.clone(), compact)
-                    .await?
+                Some(
+                    j.start(&controller, &invoker, state.keys.clone(), compact)
+                        .await?,
+                )
             }
             None => {
                 // Before the async worker, so that a queued workflow invocation delivered again
@@ -674,9 +677,9 @@ impl ServeCommand {
         .await
         .context("server failed")?;
         say!("shutting down: waiting for invocations in flight");
-        if let Some(a) = &announcement {
-            // Gateways stop sending here before the instances go.
-            a.leave();
+        if let Some(part) = &announcement {
+            // Gateways stop sending here, and what they sent ends, before the instances go.
+            part.leave().await;
         }
         controller.shutdown().await;
         drop(app);

@@ -494,3 +494,33 @@ fn cron_fires_once_per_tick_with_two_gateways_even_when_one_dies() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn an_invoker_stopped_cleanly_finishes_what_it_runs_and_nothing_runs_twice() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let g = c.node("g", "gateway");
+    let mut i1 = c.node("i1", "invoker");
+    let mut i2 = c.node("i2", "invoker");
+    let slow = "import time\ndef handler(e, c):\n    time.sleep(2)\n    return e\n";
+    deploy(&g, "slow", "", slow);
+    assert_eq!(invoke_when_ready(&g, "slow", "{}").status, 200);
+    let home = if functions_with_instances(&i1).contains("slow") {
+        &mut i1
+    } else {
+        &mut i2
+    };
+    let r = std::thread::scope(|scope| {
+        let call = scope.spawn(|| g.invoke("slow", r#"{"during":"stop"}"#));
+        std::thread::sleep(Duration::from_millis(700));
+        // SIGTERM: a clean stop.
+        home.stop();
+        call.join().unwrap()
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["during"], "stop");
+    // It ran once, where it started: one activation, and it was warm.
+    assert_eq!(r.header("x-ignis-cold"), Some("false"));
+    assert_eq!(all_activations(&g, "slow").len(), 2);
+}
