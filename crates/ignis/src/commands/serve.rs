@@ -768,7 +768,8 @@ fn master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
     }
 }
 
-fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+/// Writes a file only its owner can read, synced to disk.
+pub(crate) fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

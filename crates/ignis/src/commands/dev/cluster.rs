@@ -51,7 +51,8 @@ macro_rules! note {
 mod node;
 mod summary;
 
-use node::{Launch, Node, Role, create_private_dir, spawn_node, wait_listening, write_private};
+use crate::commands::serve::write_private;
+use node::{Launch, Node, Role, create_private_dir, spawn_node, wait_listening};
 use summary::{admin_key, print_summary, summary_json};
 
 /// How long a node may take to listen: joining, rebuilding its replica from the log, probing
