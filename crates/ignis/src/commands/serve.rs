@@ -613,16 +613,6 @@ impl ServeCommand {
         });
         state.keys.accept_instance_tokens(instance_tokens);
 
-        print_banner(
-            &url,
-            &data_dir,
-            python.as_deref(),
-            node.as_deref(),
-            &sandbox,
-            new_key.as_deref(),
-            cli_written.as_deref(),
-        );
-
         let announcement: Option<cluster_mode::Participation> = match &joined {
             Some(j) => {
                 let compact = cfg.cluster_compact_entries.unwrap_or(100_000);
@@ -643,6 +633,17 @@ impl ServeCommand {
                 None
             }
         };
+        // Said once the node is whole (in a cluster: it dispatches, answers, heartbeats).
+        print_banner(
+            &url,
+            &data_dir,
+            python.as_deref(),
+            node.as_deref(),
+            &sandbox,
+            new_key.as_deref(),
+            cli_written.as_deref(),
+        );
+
         controller.start_async_worker();
         controller.start_pruner(prune_interval());
         controller.start_scheduler();
@@ -684,6 +685,9 @@ impl ServeCommand {
         controller.shutdown().await;
         drop(app);
         say!("stopped");
+        // The process ends now: the cluster connection's runtime is not shut down under its
+        // own tasks (which would print a panic on the way out), it just ends with the process.
+        std::mem::forget(joined);
         Ok(())
     }
 }
