@@ -16,7 +16,7 @@ use ignis_core::Firing;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{SqliteStore, row_exists};
 use crate::{QueuedInvocation, Result, StoreError};
 
 /// One entry of the key-value store.
@@ -280,16 +280,7 @@ pub(crate) fn put_object_in(
     meta: &ObjectMeta,
     firings: &[StorageFiring],
 ) -> Result<Option<ObjectMeta>> {
-    let bucket = tx
-        .query_row(
-            "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2",
-            params![namespace, meta.bucket],
-            |_| Ok(()),
-        )
-        .optional()?;
-    if bucket.is_none() {
-        return Err(StoreError::NotFound(format!("bucket {:?}", meta.bucket)));
-    }
+    crate::sqlite::require_bucket(tx, namespace, &meta.bucket)?;
     let old: Option<String> = tx
         .query_row(
             "SELECT record FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
@@ -532,28 +523,16 @@ impl DataStore for SqliteStore {
     fn delete_bucket(&self, namespace: &str, name: &str) -> Result<bool> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
-        let has_objects = tx
-            .query_row(
-                "SELECT 1 FROM objects WHERE namespace = ?1 AND bucket = ?2 LIMIT 1",
-                params![namespace, name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if has_objects {
+        let in_bucket = |table: &str| {
+            let sql = format!("SELECT 1 FROM {table} WHERE namespace = ?1 AND bucket = ?2 LIMIT 1");
+            row_exists(&tx, &sql, params![namespace, name])
+        };
+        if in_bucket("objects")? {
             return Err(StoreError::Conflict(format!(
                 "objects in bucket {name:?} (delete them first); the bucket"
             )));
         }
-        let has_uploads = tx
-            .query_row(
-                "SELECT 1 FROM multipart_uploads WHERE namespace = ?1 AND bucket = ?2 LIMIT 1",
-                params![namespace, name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if has_uploads {
+        if in_bucket("multipart_uploads")? {
             return Err(StoreError::Conflict(format!(
                 "multipart uploads in progress in bucket {name:?} (abort them first); the bucket"
             )));

@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ObjectMeta, StorageFiring, put_object_in};
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{SqliteStore, require_bucket, row_exists};
 use crate::{Result, StoreError};
 
 /// A multipart upload in progress.
@@ -167,20 +167,20 @@ fn forget_upload(
     Ok(Some(files))
 }
 
+/// Fails with `NotFound` unless the upload is in progress.
+fn require_upload(conn: &rusqlite::Connection, namespace: &str, upload: &str) -> Result<()> {
+    let sql = "SELECT 1 FROM multipart_uploads WHERE namespace = ?1 AND id = ?2";
+    if !row_exists(conn, sql, params![namespace, upload])? {
+        return Err(StoreError::NotFound(format!("multipart upload {upload:?}")));
+    }
+    Ok(())
+}
+
 impl MultipartStore for SqliteStore {
     fn create_upload(&self, namespace: &str, upload: &MultipartUpload) -> Result<()> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
-        let bucket = tx
-            .query_row(
-                "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2",
-                params![namespace, upload.bucket],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if bucket.is_none() {
-            return Err(StoreError::NotFound(format!("bucket {:?}", upload.bucket)));
-        }
+        require_bucket(&tx, namespace, &upload.bucket)?;
         tx.execute(
             "INSERT INTO multipart_uploads (namespace, id, bucket, key, created_ms, record)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -252,17 +252,7 @@ impl MultipartStore for SqliteStore {
     ) -> Result<Option<UploadedPart>> {
         let mut conn = self.w();
         let tx = conn.transaction()?;
-        let exists = tx
-            .query_row(
-                "SELECT 1 FROM multipart_uploads WHERE namespace = ?1 AND id = ?2",
-                params![namespace, upload],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(StoreError::NotFound(format!("multipart upload {upload:?}")));
-        }
+        require_upload(&tx, namespace, upload)?;
         let old = tx
             .query_row(
                 &format!(
@@ -312,17 +302,7 @@ impl MultipartStore for SqliteStore {
         firings: &[StorageFiring],
     ) -> Result<CompletedUpload> {
         self.synced(|tx| {
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM multipart_uploads WHERE namespace = ?1 AND id = ?2",
-                    params![namespace, upload],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if !exists {
-                return Err(StoreError::NotFound(format!("multipart upload {upload:?}")));
-            }
+            require_upload(tx, namespace, upload)?;
             for (number, file) in parts {
                 let now: Option<String> = tx
                     .query_row(

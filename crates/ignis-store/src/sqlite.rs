@@ -117,6 +117,27 @@ CREATE INDEX IF NOT EXISTS activations_by_ns ON activations (namespace, start_ms
 CREATE INDEX IF NOT EXISTS activations_by_fn ON activations (namespace, function, start_ms DESC, id DESC);
 ";
 
+/// Whether `sql` (a `SELECT 1 …`) finds a row.
+pub(crate) fn row_exists(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<bool> {
+    Ok(conn
+        .query_row(sql, params, |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Fails with `NotFound` unless the bucket exists.
+pub(crate) fn require_bucket(conn: &Connection, namespace: &str, bucket: &str) -> Result<()> {
+    let sql = "SELECT 1 FROM buckets WHERE namespace = ?1 AND name = ?2";
+    if !row_exists(conn, sql, params![namespace, bucket])? {
+        return Err(StoreError::NotFound(format!("bucket {bucket:?}")));
+    }
+    Ok(())
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     write: Mutex<Connection>,
@@ -855,15 +876,11 @@ impl Store for SqliteStore {
         self.synced(|tx| {
             // A firing whose id is derived from its source (a JetStream message) may be
             // offered again after a redelivery: the second time is a conflict, not a repeat.
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM firings WHERE id = ?1",
-                    [firing.id.to_string()],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if exists {
+            if row_exists(
+                tx,
+                "SELECT 1 FROM firings WHERE id = ?1",
+                [firing.id.to_string()],
+            )? {
                 return Err(StoreError::Conflict(format!("firing {}", firing.id)));
             }
             if let Some(at) = firing.scheduled_ms {
